@@ -1,0 +1,212 @@
+# netproxy - the PROXY protocol for any TCP server.
+#
+#   make            the library (shared and static) and the tools
+#   make check      every test: unit tests (also under ASan+UBSan), the fuzz
+#                   corpus replayed, integration tests, man page lint
+#   make run        netproxyd on its default config
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
+#   make bench      the library's ns-per-call table
+#   make install    PREFIX (/usr/local) and DESTDIR honoured
+#
+# GNU make. Objects go to $(BUILD); nothing is written in the source tree.
+
+VERSION    := 0.1.0
+SOVERSION  := 0
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+CC      ?= cc
+SAN_CC  ?= clang
+FUZZ_CC ?= clang
+CFLAGS  ?= -O2 -g
+PYTHON  ?= /usr/bin/python3
+PROVE   ?= prove
+FUZZ_SECONDS ?= 60
+
+BUILD   ?= build
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wpointer-arith -Wformat=2 -Wvla
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude
+LIB_CFLAGS  := $(BASE_CFLAGS) -Ilib -fPIC -fvisibility=hidden -DNP_BUILDING_LIBRARY
+SAN_FLAGS   := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+LIB_SRC  := $(wildcard lib/*.c)
+LIB_HDR  := include/netproxy.h lib/internal.h
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+SAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
+
+SONAME     := libnetproxy.so.$(SOVERSION)
+SHARED     := $(BUILD)/libnetproxy.so.$(VERSION)
+STATIC     := $(BUILD)/libnetproxy.a
+SAN_STATIC := $(BUILD)/asan/libnetproxy.a
+
+TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
+
+# Unit tests: every tests/unit/test_*.c is one TAP program.
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+SAN_UNIT  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
+VECTORS_H := $(BUILD)/gen/vectors.h
+
+# Fuzz targets: every fuzz/fuzz_*.c, seeded from fuzz/corpus/<name>/.
+FUZZ_SRC    := $(wildcard fuzz/fuzz_*.c)
+FUZZ_NAMES  := $(FUZZ_SRC:fuzz/%.c=%)
+FUZZ_BIN    := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
+REPLAY_BIN  := $(FUZZ_NAMES:%=$(BUILD)/replay/%)
+
+MAN_PAGES := $(wildcard man/*.[1-8])
+
+.PHONY: all deps check check-all unit unit-asan replay integration lint-man fuzz \
+        bench run install uninstall clean
+.DELETE_ON_ERROR:
+
+all: $(SHARED) $(STATIC) $(BUILD)/libnetproxy.pc $(TOOLS)
+
+# --- the library -----------------------------------------------------------
+
+$(BUILD)/lib/%.o: lib/%.c $(LIB_HDR) | $(BUILD)/lib
+	$(CC) $(LIB_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(SHARED): $(LIB_OBJ) lib/libnetproxy.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libnetproxy.map \
+		-Wl,--no-undefined $(CFLAGS) $(LDFLAGS) $(LIB_OBJ) -o $@
+	ln -sf libnetproxy.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libnetproxy.so
+
+$(STATIC): $(LIB_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/libnetproxy.pc: libnetproxy.pc.in Makefile | $(BUILD)/lib
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# --- tools -----------------------------------------------------------------
+
+$(BUILD)/%: tools/%.c $(STATIC) include/netproxy.h
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $< $(STATIC) $(LDFLAGS) -o $@
+
+# --- unit tests ------------------------------------------------------------
+
+$(VECTORS_H): tests/data/vectors-peers.json tests/gen_vectors.py | $(BUILD)/gen
+	$(PYTHON) tests/gen_vectors.py $< > $@
+
+TEST_CFLAGS := $(BASE_CFLAGS) -Ilib -Itests/unit -I$(BUILD)/gen -DNP_TEST_DATA='"tests/data"'
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(VECTORS_H) $(STATIC) | $(BUILD)/tests
+	$(CC) $(TEST_CFLAGS) $(CFLAGS) $< $(STATIC) $(LDFLAGS) -o $@
+
+$(BUILD)/asan/lib/%.o: lib/%.c $(LIB_HDR) | $(BUILD)/asan/lib
+	$(SAN_CC) $(LIB_CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(SAN_STATIC): $(SAN_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/asan/tests/%: tests/unit/%.c tests/unit/tap.h $(VECTORS_H) $(SAN_STATIC) | $(BUILD)/asan/tests
+	$(SAN_CC) $(TEST_CFLAGS) -DNP_SANITIZED=1 $(SAN_FLAGS) $< $(SAN_STATIC) -o $@
+
+unit: $(UNIT_BIN)
+	$(PROVE) $(UNIT_BIN)
+
+unit-asan: $(SAN_UNIT)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		$(PROVE) $(SAN_UNIT)
+
+# --- fuzzing ---------------------------------------------------------------
+
+# The replayer runs each target over its corpus with the ordinary compiler,
+# so `make check` exercises every stored input without clang's libFuzzer.
+$(BUILD)/replay/%: fuzz/%.c fuzz/replay.c $(STATIC) | $(BUILD)/replay
+	$(CC) $(BASE_CFLAGS) -Ilib $(CFLAGS) fuzz/replay.c $< $(STATIC) -o $@
+
+replay: $(REPLAY_BIN)
+	@set -e; for t in $(FUZZ_NAMES); do $(BUILD)/replay/$$t fuzz/corpus/$$t; done
+
+$(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
+	$(FUZZ_CC) $(BASE_CFLAGS) -Ilib -DNP_BUILDING_LIBRARY -O1 -g \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		$< $(LIB_SRC) -o $@
+
+# New inputs go to $(BUILD)/fuzz/corpus-<target>; the seeds in fuzz/corpus are
+# read but never written. Each target runs FUZZ_SECONDS.
+fuzz: $(FUZZ_BIN)
+	@set -e; for t in $(FUZZ_NAMES); do \
+		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(BUILD)/fuzz/$$t- \
+			$(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t; \
+	done
+
+# --- integration tests and docs --------------------------------------------
+
+integration: all
+	NETPROXY_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
+
+lint-man:
+	@set -e; for m in $(MAN_PAGES); do mandoc -Tlint -Wwarning $$m; done; \
+		echo "man pages: $(words $(MAN_PAGES)) clean under mandoc -Tlint"
+
+# deps first, on its own: what it installs is needed by everything after it.
+check:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory check-all
+
+check-all: all unit unit-asan replay integration lint-man
+
+deps:
+	@scripts/deps.sh
+
+# --- benchmarks ------------------------------------------------------------
+
+$(BUILD)/bench/bench-lib: bench/bench_lib.c $(STATIC) | $(BUILD)/bench
+	$(CC) $(BASE_CFLAGS) -Ilib -O2 -g $< $(STATIC) -o $@
+
+bench: $(BUILD)/bench/bench-lib
+	$(BUILD)/bench/bench-lib
+
+# --- running ---------------------------------------------------------------
+
+run:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	@echo "netproxyd is not built yet (issue 3): the library and netproxy-dump are." >&2
+	@echo "Try: printf 'PROXY TCP4 192.0.2.1 198.51.100.2 5000 80\\r\\n' | $(BUILD)/netproxy-dump" >&2
+
+# --- installing ------------------------------------------------------------
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	install -m 0755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libnetproxy.so
+	install -m 0644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 0644 include/netproxy.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 0644 $(BUILD)/libnetproxy.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	install -m 0755 $(TOOLS) $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(filter %.1,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(filter %.3,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man3/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+		$(DESTDIR)$(LIBDIR)/libnetproxy.so $(DESTDIR)$(LIBDIR)/libnetproxy.a \
+		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
+	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man1/%,$(filter %.1,$(MAN_PAGES)))
+	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man3/%,$(filter %.3,$(MAN_PAGES)))
+
+clean:
+	rm -rf $(BUILD)
+
+$(BUILD)/lib $(BUILD)/gen $(BUILD)/tests $(BUILD)/asan/lib $(BUILD)/asan/tests \
+$(BUILD)/replay $(BUILD)/fuzz $(BUILD)/bench:
+	mkdir -p $@

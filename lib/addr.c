@@ -1,0 +1,182 @@
+/*
+ * addr.c - endpoints as text and as socket addresses.
+ *
+ * The text forms are written by hand rather than with inet_ntop(): this is
+ * on the v1 builder's path, and RFC 5952 wants hex groups only, where
+ * inet_ntop() writes a dotted-quad tail for v4-mapped addresses.
+ */
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#include "internal.h"
+
+size_t np__format_u16(char *out, uint16_t v)
+{
+	char digits[5];
+	size_t n = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (size_t i = 0; i < n; i++)
+		out[i] = digits[n - 1 - i];
+	return n;
+}
+
+size_t np__format_ip4(char *out, const uint8_t ip[4])
+{
+	char *w = out;
+
+	for (int i = 0; i < 4; i++) {
+		if (i)
+			*w++ = '.';
+		w += np__format_u16(w, ip[i]);
+	}
+	return (size_t)(w - out);
+}
+
+size_t np__format_ip6(char *out, const uint8_t ip[16])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint16_t g[8];
+	int best = -1, best_len = 1; /* RFC 5952 4.2.2: a lone zero group stays */
+	char *w = out;
+
+	for (int i = 0; i < 8; i++)
+		g[i] = (uint16_t)(ip[2 * i] << 8 | ip[2 * i + 1]);
+	for (int i = 0; i < 8;) {
+		int j = i;
+
+		while (j < 8 && g[j] == 0)
+			j++;
+		if (j - i > best_len) {
+			best = i;
+			best_len = j - i;
+		}
+		i = j > i ? j : i + 1;
+	}
+	for (int i = 0; i < 8; i++) {
+		if (i == best) {
+			*w++ = ':';
+			*w++ = ':';
+			i += best_len - 1;
+			continue;
+		}
+		if (i && i != best + best_len)
+			*w++ = ':';
+		int started = 0;
+		for (int shift = 12; shift >= 0; shift -= 4) {
+			unsigned nib = g[i] >> shift & 0xF;
+			if (nib || started || shift == 0) {
+				*w++ = hex[nib];
+				started = 1;
+			}
+		}
+	}
+	return (size_t)(w - out);
+}
+
+int np_format_addr(char *out, size_t cap, uint8_t family, const struct np_endpoint *ep)
+{
+	char text[NP_ADDRSTRLEN];
+	const char *src = text;
+	size_t n;
+
+	switch (family) {
+	case NP_AF_INET:
+		n = np__format_ip4(text, ep->ip4);
+		break;
+	case NP_AF_INET6:
+		n = np__format_ip6(text, ep->ip6);
+		break;
+	case NP_AF_UNIX:
+		src = (const char *)ep->path;
+		n = strnlen(src, NP_UNIX_PATH_LEN);
+		break;
+	default:
+		return NP_EINVAL;
+	}
+	if (n >= cap)
+		return NP_ENOSPC;
+	memcpy(out, src, n);
+	out[n] = '\0';
+	return (int)n;
+}
+
+int np_endpoint_to_sockaddr(const struct np_header *hdr, const struct np_endpoint *ep,
+			    struct sockaddr_storage *ss)
+{
+	if (!np_has_addresses(hdr))
+		return NP_EINVAL;
+	memset(ss, 0, sizeof(*ss));
+	switch (hdr->family) {
+	case NP_AF_INET: {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(ep->port);
+		memcpy(&sin->sin_addr, ep->ip4, 4);
+		return (int)sizeof(*sin);
+	}
+	case NP_AF_INET6: {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(ep->port);
+		memcpy(&sin6->sin6_addr, ep->ip6, 16);
+		return (int)sizeof(*sin6);
+	}
+	case NP_AF_UNIX: {
+		struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+		_Static_assert(sizeof(sun->sun_path) == NP_UNIX_PATH_LEN, "sun_path is 108 bytes on Linux");
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, ep->path, NP_UNIX_PATH_LEN);
+		return (int)sizeof(*sun);
+	}
+	}
+	return NP_EINVAL;
+}
+
+static int endpoint_from_sockaddr(struct np_endpoint *ep, const struct sockaddr *sa)
+{
+	switch (sa->sa_family) {
+	case AF_INET: {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		memcpy(ep->ip4, &sin->sin_addr, 4);
+		ep->port = ntohs(sin->sin_port);
+		return NP_AF_INET;
+	}
+	case AF_INET6: {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		memcpy(ep->ip6, &sin6->sin6_addr, 16);
+		ep->port = ntohs(sin6->sin6_port);
+		return NP_AF_INET6;
+	}
+	case AF_UNIX: {
+		const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
+		memcpy(ep->path, sun->sun_path, NP_UNIX_PATH_LEN);
+		ep->port = 0;
+		return NP_AF_UNIX;
+	}
+	}
+	return NP_EINVAL;
+}
+
+int np_header_from_sockaddr(struct np_header *hdr, const struct sockaddr *src,
+			    const struct sockaddr *dst)
+{
+	struct np_endpoint s, d;
+	int fs = endpoint_from_sockaddr(&s, src), fd = endpoint_from_sockaddr(&d, dst);
+
+	if (fs < 0 || fs != fd)
+		return NP_EINVAL;
+	hdr->version = 2;
+	hdr->command = NP_CMD_PROXY;
+	hdr->family = (uint8_t)fs;
+	hdr->transport = NP_TRANSPORT_STREAM;
+	hdr->v1_proto = NP_V1_NONE;
+	hdr->src = s;
+	hdr->dst = d;
+	hdr->tlv = NULL;
+	hdr->tlv_len = 0;
+	return 0;
+}
