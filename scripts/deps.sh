@@ -1,0 +1,34 @@
+#!/bin/sh
+# Install, from Debian's packages, whatever building and testing netproxy need.
+# Idempotent and silent when everything is present. As a user other than
+# root it installs nothing and prints the exact command to run instead.
+set -eu
+
+# Building: compilers, make, ar. Testing: prove (perl), pytest, mandoc for
+# the man page lint, clang's sanitizer and libFuzzer runtimes.
+PACKAGES="make gcc libc6-dev binutils clang libclang-rt-14-dev perl python3 python3-pytest mandoc"
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+	echo "deps.sh: not a Debian system; make sure these are installed: $PACKAGES" >&2
+	exit 0
+fi
+
+missing=""
+for p in $PACKAGES; do
+	if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps.sh: missing Debian packages:$missing" >&2
+	echo "deps.sh: run as root: apt-get update && apt-get install -y --no-install-recommends$missing" >&2
+	exit 1
+fi
+
+echo "deps.sh: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086 # one word per package
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
