@@ -67,7 +67,7 @@ MAN_PAGES := $(wildcard man/*.[1-8])
         bench run install uninstall clean
 .DELETE_ON_ERROR:
 
-all: $(SHARED) $(STATIC) $(BUILD)/libnetproxy.pc $(TOOLS)
+all: $(SHARED) $(STATIC) $(TOOLS)
 
 # --- the library -----------------------------------------------------------
 
@@ -83,10 +83,6 @@ $(SHARED): $(LIB_OBJ) lib/libnetproxy.map
 $(STATIC): $(LIB_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
-
-$(BUILD)/libnetproxy.pc: libnetproxy.pc.in Makefile | $(BUILD)/lib
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 # --- tools -----------------------------------------------------------------
 
@@ -191,7 +187,10 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libnetproxy.so
 	install -m 0644 $(STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 0644 include/netproxy.h $(DESTDIR)$(INCLUDEDIR)/
-	install -m 0644 $(BUILD)/libnetproxy.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	# Written here, not built: it names PREFIX, which may differ at each install.
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    libnetproxy.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	install -m 0755 $(TOOLS) $(DESTDIR)$(BINDIR)/
 	install -m 0644 $(filter %.1,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 $(filter %.3,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man3/

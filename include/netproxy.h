@@ -140,10 +140,12 @@ static inline int np_has_addresses(const struct np_header *h)
 }
 
 /*
- * Parse a v1 or v2 header at the start of buf[0..len). Never reads past len,
- * keeps no state between calls and validates each byte as soon as it arrives
- * where the grammar allows (bytes that are no prefix of either signature fail
- * at once). *hdr is written only when the result is positive.
+ * Parse a v1 or v2 header at the start of buf[0..len). Never reads past len
+ * and keeps no state between calls. What can be judged early is judged as
+ * soon as its bytes arrive: both signatures, the v1 protocol token, a lone CR
+ * or LF, and the v2 version, command, family, transport and length; a v1
+ * line's addresses and ports once its CRLF is there (spec 2.1).
+ * *hdr is written only when the result is positive.
  * Returns the header length (> 0), NP_EAGAIN, or another NP_E* code.
  * A v2 header's TLV area is validated: structure, CRC32C (when present),
  * UNIQUE_ID length and SSL layout.
@@ -262,8 +264,7 @@ NP_EXPORT uint32_t np_crc32c(uint32_t crc, const void *data, size_t len);
 
 /*
  * Builders. Each writes into buf[0..cap) and returns the bytes written, or
- * NP_ENOSPC when cap is too small (nothing useful is written then), or
- * NP_EINVAL when hdr cannot be expressed.
+ * NP_ENOSPC when cap is too small (nothing useful is written then).
  */
 
 /*
@@ -281,8 +282,10 @@ NP_EXPORT int np_build_v1(void *buf, size_t cap, const struct np_header *hdr);
  * (spec 2.2). With NP_BUILD_CRC32C the checksum is written into the first
  * CRC32C TLV of the list, which must have 4 bytes of value (its value is
  * ignored), or into a CRC32C TLV added in front of the list when there is none.
- * NP_EINVAL: a PROXY family/transport outside the spec's seven combinations,
- * a bad CRC32C TLV, or more than 65535 bytes after the fixed part.
+ * NP_EINVAL: a command other than LOCAL and PROXY, a PROXY family/transport
+ * outside the spec's seven combinations, with NP_BUILD_CRC32C a CRC32C TLV
+ * whose value is not 4 bytes or more than one of them, or more than 65535
+ * bytes after the fixed part.
  */
 NP_EXPORT int np_build_v2(void *buf, size_t cap, const struct np_header *hdr,
 			  const struct np_tlv *tlvs, size_t ntlv, unsigned flags);
@@ -310,22 +313,26 @@ NP_EXPORT int np_endpoint_to_sockaddr(const struct np_header *hdr, const struct 
 /*
  * Make *hdr a PROXY header (version 2, STREAM) for the connection from src to
  * dst, two socket addresses of the same family, such as getpeername() and
- * getsockname() give. tlv is left empty. Returns 0, or NP_EINVAL for mixed
- * or unsupported families.
+ * getsockname() give. Each must be a whole struct sockaddr_in, sockaddr_in6
+ * or sockaddr_un: all 108 bytes of sun_path are copied, so zero it before
+ * getsockname() fills it. tlv is left empty. Returns 0, or NP_EINVAL for
+ * mixed or unsupported families.
  */
 NP_EXPORT int np_header_from_sockaddr(struct np_header *hdr, const struct sockaddr *src,
 				       const struct sockaddr *dst);
 
 /*
  * Read exactly one header from the connected socket fd into buf[0..cap),
- * waiting at most timeout_ms milliseconds in all (-1: no limit). Works on
+ * waiting at most timeout_ms milliseconds in all (-1: no limit; 0: take only
+ * what has already arrived). Works on
  * blocking and non-blocking sockets. Bytes are peeked first and only those
  * that belong to the header are consumed, so the first byte of application
  * data is the next one the caller reads, however the header was segmented.
  * Returns the header length with *hdr filled (its TLVs point into buf);
  * NP_ETIMEDOUT; NP_ECLOSED when the peer closed first; NP_ETOOBIG when the
- * header does not fit in cap; NP_ESYS with errno set when a system call
- * failed; or the parse error. After an error the connection is unusable.
+ * header does not fit in cap; NP_EINVAL when cap is 0; NP_ESYS with errno
+ * set when a system call failed; or the parse error. After an error the
+ * connection is unusable.
  */
 NP_EXPORT int np_recv_header(int fd, void *buf, size_t cap, struct np_header *hdr, int timeout_ms);
 

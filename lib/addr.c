@@ -2,8 +2,10 @@
  * addr.c - endpoints as text and as socket addresses.
  *
  * The text forms are written by hand rather than with inet_ntop(): this is
- * on the v1 builder's path, and RFC 5952 wants hex groups only, where
- * inet_ntop() writes a dotted-quad tail for v4-mapped addresses.
+ * on the v1 builder's path. IPv6 text is RFC 5952 section 4 (lower case,
+ * longest zero run compressed) with hex groups only: section 5's dotted
+ * tail for v4-mapped addresses, which inet_ntop() writes, is not used, so
+ * one address always has one text, and spec 2.1 asks for hex groups.
  */
 #include <netinet/in.h>
 #include <sys/un.h>

@@ -74,16 +74,16 @@ int np_recv_header(int fd, void *buf, size_t cap, struct np_header *hdr, int tim
 	if (cap == 0)
 		return NP_EINVAL;
 	for (;;) {
-		if ((r = wait_readable(fd, deadline)) != 0)
-			return r;
-
+		/* Look before waiting: the header is usually there already. */
 		ssize_t n = recv(fd, b + have, cap - have, MSG_PEEK | MSG_DONTWAIT);
 		if (n == 0)
 			return NP_ECLOSED;
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-				continue;
-			return NP_ESYS;
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				return NP_ESYS;
+			if ((r = wait_readable(fd, deadline)) != 0)
+				return r;
+			continue;
 		}
 
 		size_t seen = have + (size_t)n;

@@ -193,6 +193,23 @@ static int find_line_end(const uint8_t *p, size_t len, size_t limit)
 	return limit < NP_V1_MAX_LEN ? NP_ETOOBIG : NP_ETOOLONG;
 }
 
+/*
+ * While the line is incomplete, its protocol token can already be wrong:
+ * q[0..n) must still be able to become "TCP4 ", "TCP6 " or "UNKNOWN" ending
+ * in SP or CR.
+ */
+static int proto_may_match(const uint8_t *q, size_t n)
+{
+	static const char *const tokens[] = {"TCP4 ", "TCP6 ", "UNKNOWN ", "UNKNOWN\r"};
+
+	for (size_t i = 0; i < sizeof(tokens) / sizeof(tokens[0]); i++) {
+		size_t t = strlen(tokens[i]);
+		if (memcmp(q, tokens[i], n < t ? n : t) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 int np__parse_v1(const uint8_t *p, size_t len, size_t max_len, struct np_header *hdr)
 {
 	size_t limit = max_len < NP_V1_MAX_LEN ? max_len : NP_V1_MAX_LEN;
@@ -205,6 +222,8 @@ int np__parse_v1(const uint8_t *p, size_t len, size_t max_len, struct np_header 
 		return NP_ETOOBIG;
 
 	int cr = find_line_end(p, len, limit);
+	if (cr == NP_EAGAIN && !proto_may_match(p + V1_PREFIX_LEN, len - V1_PREFIX_LEN))
+		return NP_EFAMILY;
 	if (cr < 0)
 		return cr;
 
@@ -231,6 +250,8 @@ int np__parse_v1(const uint8_t *p, size_t len, size_t max_len, struct np_header 
 	} else if (rest >= 5 && memcmp(q, "TCP6 ", 5) == 0) {
 		family = NP_AF_INET6;
 		alen = 16;
+	} else if (rest == 4 && (memcmp(q, "TCP4", 4) == 0 || memcmp(q, "TCP6", 4) == 0)) {
+		return NP_ELINE; /* "PROXY TCP4\r\n": the addresses are missing */
 	} else {
 		return NP_EFAMILY;
 	}

@@ -146,13 +146,22 @@ int np__parse_v2(const uint8_t *p, size_t len, size_t max_len, struct np_header 
 	return (int)total;
 }
 
-/* The CRC32C TLV the checksum goes into: the first in the list, if any. */
-static const struct np_tlv *find_crc_tlv(const struct np_tlv *tlvs, size_t ntlv)
+/*
+ * The CRC32C TLV the checksum goes into, or NULL when the list has none.
+ * Two would be an error: a receiver verifies each, and only one can hold
+ * the sum of a header that contains both.
+ */
+static int find_crc_tlv(const struct np_tlv *tlvs, size_t ntlv, const struct np_tlv **crc)
 {
-	for (size_t i = 0; i < ntlv; i++)
-		if (tlvs[i].type == NP_TLV_CRC32C)
-			return &tlvs[i];
-	return NULL;
+	*crc = NULL;
+	for (size_t i = 0; i < ntlv; i++) {
+		if (tlvs[i].type != NP_TLV_CRC32C)
+			continue;
+		if (*crc || tlvs[i].len != 4)
+			return NP_EINVAL;
+		*crc = &tlvs[i];
+	}
+	return 0;
 }
 
 static uint8_t *put_tlv(uint8_t *w, uint8_t type, uint16_t len, const uint8_t *value)
@@ -185,8 +194,7 @@ int np_build_v2(void *buf, size_t cap, const struct np_header *hdr, const struct
 	const struct np_tlv *crc_tlv = NULL;
 	size_t payload = (size_t)block;
 	if (flags & NP_BUILD_CRC32C) {
-		crc_tlv = find_crc_tlv(tlvs, ntlv);
-		if (crc_tlv && crc_tlv->len != 4)
+		if (find_crc_tlv(tlvs, ntlv, &crc_tlv) != 0)
 			return NP_EINVAL;
 		if (!crc_tlv)
 			payload += 3 + 4;
