@@ -49,6 +49,18 @@ SAN_STATIC := $(BUILD)/asan/libnetproxy.a
 
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 
+# netproxyd: daemon/*.c; everything but main.c also goes into libnpd.a, an
+# internal archive the daemon's unit tests (tests/unit/test_npd_*.c) link.
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+NPD_CFLAGS := $(BASE_CFLAGS) -Idaemon $(LUA_CFLAGS) -pthread
+NPD_LIBS   := $(LUA_LIBS) -pthread -lm
+NPD_SRC    := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+NPD_HDR    := $(wildcard daemon/*.h) include/netproxy.h
+NPD_OBJ    := $(NPD_SRC:%.c=$(BUILD)/%.o)
+NPD_SAN_OBJ := $(NPD_SRC:%.c=$(BUILD)/asan/%.o)
+NETPROXYD  := $(if $(wildcard daemon/main.c),$(BUILD)/netproxyd)
+
 # Unit tests: every tests/unit/test_*.c is one TAP program.
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -67,7 +79,7 @@ MAN_PAGES := $(wildcard man/*.[1-8])
         bench run install uninstall clean
 .DELETE_ON_ERROR:
 
-all: $(SHARED) $(STATIC) $(TOOLS)
+all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD)
 
 # --- the library -----------------------------------------------------------
 
@@ -89,6 +101,25 @@ $(STATIC): $(LIB_OBJ)
 $(BUILD)/%: tools/%.c $(STATIC) include/netproxy.h
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) $< $(STATIC) $(LDFLAGS) -o $@
 
+# --- the daemon ------------------------------------------------------------
+
+$(BUILD)/daemon/%.o: daemon/%.c $(NPD_HDR) | $(BUILD)/daemon
+	$(CC) $(NPD_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libnpd.a: $(NPD_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/netproxyd: daemon/main.c $(BUILD)/libnpd.a $(STATIC) $(NPD_HDR)
+	$(CC) $(NPD_CFLAGS) $(CFLAGS) $< $(BUILD)/libnpd.a $(STATIC) $(LDFLAGS) $(NPD_LIBS) -o $@
+
+$(BUILD)/asan/daemon/%.o: daemon/%.c $(NPD_HDR) | $(BUILD)/asan/daemon
+	$(SAN_CC) $(NPD_CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(BUILD)/asan/libnpd.a: $(NPD_SAN_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
 # --- unit tests ------------------------------------------------------------
 
 $(VECTORS_H): tests/data/vectors-peers.json tests/gen_vectors.py | $(BUILD)/gen
@@ -108,6 +139,14 @@ $(SAN_STATIC): $(SAN_OBJ)
 
 $(BUILD)/asan/tests/%: tests/unit/%.c tests/unit/tap.h $(VECTORS_H) $(SAN_STATIC) | $(BUILD)/asan/tests
 	$(SAN_CC) $(TEST_CFLAGS) -DNP_SANITIZED=1 $(SAN_FLAGS) $< $(SAN_STATIC) -o $@
+
+# The daemon's tests (the shorter stem makes make prefer these rules).
+$(BUILD)/tests/test_npd_%: tests/unit/test_npd_%.c tests/unit/tap.h $(BUILD)/libnpd.a $(STATIC) | $(BUILD)/tests
+	$(CC) $(TEST_CFLAGS) $(NPD_CFLAGS) $(CFLAGS) $< $(BUILD)/libnpd.a $(STATIC) $(NPD_LIBS) -o $@
+
+$(BUILD)/asan/tests/test_npd_%: tests/unit/test_npd_%.c tests/unit/tap.h $(BUILD)/asan/libnpd.a $(SAN_STATIC) | $(BUILD)/asan/tests
+	$(SAN_CC) $(TEST_CFLAGS) $(NPD_CFLAGS) -DNP_SANITIZED=1 $(SAN_FLAGS) $< \
+		$(BUILD)/asan/libnpd.a $(SAN_STATIC) $(NPD_LIBS) -o $@
 
 unit: $(UNIT_BIN)
 	$(PROVE) $(UNIT_BIN)
@@ -191,7 +230,7 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    libnetproxy.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
-	install -m 0755 $(TOOLS) $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(TOOLS) $(NETPROXYD) $(DESTDIR)$(BINDIR)/
 	install -m 0644 $(filter %.1,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 $(filter %.3,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man3/
 
@@ -199,7 +238,7 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libnetproxy.so $(DESTDIR)$(LIBDIR)/libnetproxy.a \
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
-	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man1/%,$(filter %.1,$(MAN_PAGES)))
 	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man3/%,$(filter %.3,$(MAN_PAGES)))
 
@@ -207,5 +246,5 @@ clean:
 	rm -rf $(BUILD)
 
 $(BUILD)/lib $(BUILD)/gen $(BUILD)/tests $(BUILD)/asan/lib $(BUILD)/asan/tests \
-$(BUILD)/replay $(BUILD)/fuzz $(BUILD)/bench:
+$(BUILD)/replay $(BUILD)/fuzz $(BUILD)/bench $(BUILD)/daemon $(BUILD)/asan/daemon:
 	mkdir -p $@

@@ -1,0 +1,112 @@
+/*
+ * config.h - netproxyd's configuration: a Lua file evaluated in a sandbox,
+ * checked, and resolved into plain structs the workers read and never write.
+ *
+ * The original module's keys work unchanged (proxy_ports,
+ * proxy_port_mappings, proxy_trusted_proxies); netproxyd adds services and a
+ * few tunables. A loaded config is immutable: a reload builds a new one.
+ */
+#ifndef NPD_CONFIG_H
+#define NPD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define NPD_NAME_MAX 64	 /* a service name, NUL included */
+#define NPD_ADDR_TEXT 128 /* an address as written in the config, NUL included */
+
+#define NPD_DEFAULT_HEADER_TIMEOUT_MS 5000
+#define NPD_DEFAULT_MAX_HEADER 4096
+#define NPD_DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define NPD_DEFAULT_MAX_CONNECTIONS 10000
+
+/* How a service learns the client's address. */
+enum npd_send_proxy {
+	NPD_SEND_NONE = 0, /* plain: the header is stripped; the address only reaches the log */
+	NPD_SEND_V1 = 1,   /* a re-emitted v1 line */
+	NPD_SEND_V2 = 2,   /* a re-emitted v2 header */
+};
+
+struct npd_service {
+	char name[NPD_NAME_MAX];
+	struct sockaddr_storage addr; /* where to connect: AF_INET, AF_INET6 or AF_UNIX */
+	socklen_t addrlen;
+	char addr_text[NPD_ADDR_TEXT]; /* as written: "127.0.0.1:5222", "[::1]:80", "unix:/run/s" */
+	enum npd_send_proxy send_proxy;
+	bool crc32c;		   /* v2: add a CRC32C TLV */
+	uint8_t pass_tlvs[256 / 8]; /* v2: bitmap of the TLV types passed on */
+	int connect_timeout_ms;
+	int idle_timeout_ms; /* 0: none */
+	int line;	     /* where it is defined, for messages */
+};
+
+struct npd_listener {
+	struct sockaddr_storage addr; /* where to listen; port included */
+	socklen_t addrlen;
+	char addr_text[NPD_ADDR_TEXT]; /* "0.0.0.0:15222", "[::]:15222", "127.0.0.1:15222" */
+	uint16_t port;
+	int service;   /* index into npd_config.services, or -1 for an unmapped port */
+	bool implicit; /* came from "*": an address family the host lacks is skipped with a warning */
+};
+
+struct npd_cidr {
+	sa_family_t family; /* AF_INET or AF_INET6 */
+	uint8_t prefix;	    /* 0..32 or 0..128 */
+	uint8_t addr[16];   /* network order, host bits zero */
+};
+
+struct npd_config {
+	char source[256]; /* the file, "built-in default" or "command line" */
+	struct npd_listener *listeners;
+	size_t nlisteners;
+	struct npd_service *services;
+	size_t nservices;
+	struct npd_cidr *trusted; /* none: everyone is trusted (warned about at load) */
+	size_t ntrusted;
+	int header_timeout_ms;
+	size_t max_header;
+	int workers; /* 0: one per CPU */
+	int max_connections;
+	bool log_syslog;
+	int log_level; /* 0 errors and warnings, 1 info (default), 2 debug */
+};
+
+/*
+ * Where messages about a config go. error holds the one fatal message, of
+ * the form "FILE:LINE: KEY: what is wrong" (the line and key when known).
+ * Warnings are passed to warn(ctx, text) as they are found, if warn is set.
+ */
+struct npd_config_diag {
+	char error[512];
+	void (*warn)(void *ctx, const char *text);
+	void *ctx;
+};
+
+/* The configuration used when no file is given: the original module's README example. */
+extern const char npd_config_default_lua[];
+
+/*
+ * Load a config from the Lua file at path. Returns 0 with *out set (free it
+ * with npd_config_free), or -1 with diag->error set.
+ */
+int npd_config_load_file(const char *path, struct npd_config **out, struct npd_config_diag *diag);
+
+/* The same from Lua source in memory; name stands for the file in messages. */
+int npd_config_load_string(const char *name, const char *lua, struct npd_config **out,
+			   struct npd_config_diag *diag);
+
+void npd_config_free(struct npd_config *cfg);
+
+/* Nonzero when addr (an accepted peer) is in the trusted list; v4-mapped IPv6 match IPv4 entries. */
+bool npd_config_trusts(const struct npd_config *cfg, const struct sockaddr *addr);
+
+/* Parse "a.b.c.d", "a.b.c.d/n", "v6", "v6/n" into *cidr. Returns 0 or -1. */
+int npd_cidr_parse(const char *text, struct npd_cidr *cidr);
+
+/* Write the listeners, where each goes, and the trusted list, one per line (netproxyd -t). */
+void npd_config_describe(const struct npd_config *cfg, FILE *out);
+
+#endif /* NPD_CONFIG_H */
