@@ -171,8 +171,8 @@ expand:
  * Find the CR of the line's CRLF: a line of at most `limit` bytes has its CR
  * at offset limit - 2 at the latest. Returns the CR's offset, NP_EAGAIN when
  * the line may still end in time, or an error for a lone CR or LF or a line
- * that is already too long. An LF before the CR is left to the caller: the
- * TCP4/TCP6 grammar refuses it anyway, so only UNKNOWN needs to look.
+ * that is already too long. A lone LF is NP_ELINE wherever it is, so the
+ * error does not depend on whether the CR had arrived yet.
  */
 static int find_line_end(const uint8_t *p, size_t len, size_t limit)
 {
@@ -182,8 +182,10 @@ static int find_line_end(const uint8_t *p, size_t len, size_t limit)
 	if (cr) {
 		size_t at = (size_t)(cr - p);
 
+		if (memchr(p, '\n', at))
+			return NP_ELINE;
 		if (at + 1 == len)
-			return memchr(p, '\n', at) ? NP_ELINE : NP_EAGAIN;
+			return NP_EAGAIN;
 		return p[at + 1] == '\n' ? (int)at : NP_ELINE;
 	}
 	if (memchr(p, '\n', scan))
@@ -194,20 +196,24 @@ static int find_line_end(const uint8_t *p, size_t len, size_t limit)
 }
 
 /*
- * While the line is incomplete, its protocol token can already be wrong:
- * q[0..n) must still be able to become "TCP4 ", "TCP6 " or "UNKNOWN" ending
- * in SP or CR.
+ * Judge the protocol word q[0..n) from its first byte on, complete line or
+ * not, so that the error a byte stream gets does not depend on how it was
+ * segmented. Returns 0 while it can still become "TCP4 ", "TCP6 " or
+ * "UNKNOWN" followed by SP or CR; NP_ELINE for "TCP4" or "TCP6" ended by
+ * the CR (the addresses are missing); NP_EFAMILY for anything else.
  */
-static int proto_may_match(const uint8_t *q, size_t n)
+static int check_proto(const uint8_t *q, size_t n)
 {
 	static const char *const tokens[] = {"TCP4 ", "TCP6 ", "UNKNOWN ", "UNKNOWN\r"};
 
 	for (size_t i = 0; i < sizeof(tokens) / sizeof(tokens[0]); i++) {
 		size_t t = strlen(tokens[i]);
 		if (memcmp(q, tokens[i], n < t ? n : t) == 0)
-			return 1;
+			return 0;
 	}
-	return 0;
+	if (n >= 5 && q[4] == '\r' && (memcmp(q, "TCP4", 4) == 0 || memcmp(q, "TCP6", 4) == 0))
+		return NP_ELINE;
+	return NP_EFAMILY;
 }
 
 int np__parse_v1(const uint8_t *p, size_t len, size_t max_len, struct np_header *hdr)
@@ -221,9 +227,10 @@ int np__parse_v1(const uint8_t *p, size_t len, size_t max_len, struct np_header 
 	if (limit < sizeof("PROXY UNKNOWN\r\n") - 1)
 		return NP_ETOOBIG;
 
+	int r = check_proto(p + V1_PREFIX_LEN, len - V1_PREFIX_LEN);
+	if (r != 0)
+		return r;
 	int cr = find_line_end(p, len, limit);
-	if (cr == NP_EAGAIN && !proto_may_match(p + V1_PREFIX_LEN, len - V1_PREFIX_LEN))
-		return NP_EFAMILY;
 	if (cr < 0)
 		return cr;
 
@@ -232,9 +239,7 @@ int np__parse_v1(const uint8_t *p, size_t len, size_t max_len, struct np_header 
 	uint8_t family, alen;
 
 	if (rest >= 7 && memcmp(q, "UNKNOWN", 7) == 0 && (rest == 7 || q[7] == ' ')) {
-		/* Whatever follows is ignored (spec 2.1), but a line ends only at CRLF. */
-		if (memchr(q, '\n', rest))
-			return NP_ELINE;
+		/* Whatever follows is ignored (spec 2.1); find_line_end() saw no LF in it. */
 		hdr->version = 1;
 		hdr->command = NP_CMD_LOCAL;
 		hdr->family = NP_AF_UNSPEC;
@@ -250,10 +255,8 @@ int np__parse_v1(const uint8_t *p, size_t len, size_t max_len, struct np_header 
 	} else if (rest >= 5 && memcmp(q, "TCP6 ", 5) == 0) {
 		family = NP_AF_INET6;
 		alen = 16;
-	} else if (rest == 4 && (memcmp(q, "TCP4", 4) == 0 || memcmp(q, "TCP6", 4) == 0)) {
-		return NP_ELINE; /* "PROXY TCP4\r\n": the addresses are missing */
 	} else {
-		return NP_EFAMILY;
+		return NP_EFAMILY; /* not reached: check_proto() has seen the whole word */
 	}
 	q += 5;
 
