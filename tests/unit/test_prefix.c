@@ -181,6 +181,28 @@ static int matches(int got, int want)
 }
 
 /*
+ * Once refused, a stream stays refused for the same reason: the code must not
+ * depend on how many bytes had arrived (or on how the stream was segmented,
+ * since a receiver that reads in pieces sees exactly these prefixes).
+ */
+static void check_same_error(const struct vec *v, size_t first_err)
+{
+	struct np_header h;
+	int first = parse_at_guard(v->name, v->bytes, first_err, &h);
+
+	for (size_t n = first_err + 1; n <= v->len; n++) {
+		int r = parse_at_guard(v->name, v->bytes, n, &h);
+		if (r != first) {
+			ok(0, "%s: one error code for every refused prefix", v->name);
+			diag("  length %zu gave %s, length %zu gave %s", first_err, code_name(first), n,
+			     code_name(r));
+			return;
+		}
+	}
+	ok(1, "%s: one error code (%s) for every refused prefix", v->name, code_name(first));
+}
+
+/*
  * All prefixes of one vector, shortest first, against the shape its outcome
  * implies. For an error vector the shape is anchored at the parser's first
  * error, which must exist, and must be at diverge_at when the fixed bytes
@@ -227,6 +249,8 @@ static void check_vector(const struct vec *v)
 		if (v->diverge_at)
 			diag("  the fixed bytes rule it out at length %zu", v->diverge_at);
 	}
+	if (v->expect == 0 && bad < 0)
+		check_same_error(v, first_err);
 }
 
 /* An "eager" vector is rejected at the byte that decides, not when complete. */
@@ -262,6 +286,17 @@ static const struct hand_case {
 	{"v2 family 4", "\r\n\r\n\x00\r\nQUIT\n\x21\x41\x00\x0c", 16, 14, NP_EFAMILY},
 	{"v2 transport 3", "\r\n\r\n\x00\r\nQUIT\n\x21\x13\x00\x0c", 16, 14, NP_ETRANSPORT},
 	{"v2 PROXY with unlisted 0x10", "\r\n\r\n\x00\r\nQUIT\n\x21\x10\x00\x00", 16, 14, NP_EFAMILY},
+	/*
+	 * v1 lines: the code is the same at every length from the first refusal
+	 * on, so a receiver reading in pieces reports what one reading it whole
+	 * does (before, the first case was NP_ETOOLONG whole and NP_EFAMILY in
+	 * pieces).
+	 */
+	{"v1 unknown protocol word, 128 bytes", "PROXY XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\n", 128, 7, NP_EFAMILY},
+	{"v1 TCP4 without addresses", "PROXY TCP4\r\n", 12, 11, NP_ELINE},
+	{"v1 lone LF inside a TCP4 line", "PROXY TCP4 1.2.3.4\n5.6.7.8 1 2\r\n", 33, 19, NP_ELINE},
+	{"v1 lone LF after UNKNOWN", "PROXY UNKNOWN x\ny\r\n", 19, 16, NP_ELINE},
+	{"v1 CR not followed by LF", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", 32, 32, NP_ELINE},
 	/* LOCAL ignores an unlisted family (checklist E.4): no early refusal. */
 	{"v2 LOCAL with unlisted 0x10 waits", "\r\n\r\n\x00\r\nQUIT\n\x20\x10\x00\x05", 16, 0, 0},
 };
