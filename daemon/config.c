@@ -1,0 +1,1564 @@
+/*
+ * config.c - netproxyd's configuration: a Lua 5.4 chunk evaluated in a
+ * sandbox, then every setting checked and resolved into config.h's structs.
+ *
+ * The chunk's global assignments are the settings. It runs in a fresh state
+ * that offers only functions without side effects, with its memory and its
+ * instruction count capped, so a mistaken loop or a huge string ends in a
+ * message instead of a daemon that hangs or swells at start or on reload.
+ * Fatal messages read "FILE:LINE: KEY: what is wrong"; Lua's own syntax and
+ * runtime errors keep Lua's wording.
+ *
+ * Checking runs inside lua_pcall(): fail() sets diag->error and raises a Lua
+ * error, which unwinds to load() and lets lua_close() free every Lua value.
+ * So everything the checks allocate in C hangs off the config or the loader
+ * the moment it exists, and the caller's single free releases it.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "config.h"
+#include "netproxy.h"
+
+#define MEM_LIMIT   ((size_t)64 << 20)
+#define STEP_INSNS  1000000 /* the count hook runs every million instructions */
+#define MAX_STEPS   100	    /* so a config may run 100 million */
+#define FILE_MAX    ((size_t)16 << 20)
+#define SECONDS_MAX (INT_MAX / 1000) /* timeouts are kept as int milliseconds */
+
+const char npd_config_default_lua[] =
+	"-- netproxyd's built-in configuration: mod_net_proxy's README example.\n"
+	"proxy_port_mappings = {\n"
+	"\t[15222] = \"c2s\",\n"
+	"\t[15269] = \"s2s\",\n"
+	"}\n"
+	"services = {\n"
+	"\tc2s = { connect = \"127.0.0.1:5222\" },\n"
+	"\ts2s = { connect = \"127.0.0.1:5269\" },\n"
+	"}\n";
+
+/* The settings; anything else assigned is warned about and ignored. */
+enum key {
+	K_PORT_MAPPINGS,
+	K_PORTS,
+	K_INTERFACES,
+	K_TRUSTED,
+	K_HEADER_TIMEOUT,
+	K_MAX_HEADER,
+	K_SERVICES,
+	K_WORKERS,
+	K_MAX_CONNECTIONS,
+	K_LOG_LEVEL,
+	K_LOG_SYSLOG,
+	K_COUNT
+};
+
+static const char *const key_names[K_COUNT] = {
+	"proxy_port_mappings",	"proxy_ports",	    "proxy_interfaces", "proxy_trusted_proxies",
+	"proxy_header_timeout", "proxy_max_header", "services",		"workers",
+	"max_connections",	"log_level",	    "log_syslog",
+};
+
+static const char *const service_keys[] = {
+	"connect",	   "send_proxy",   "pass_tlvs",	  "crc32c",
+	"connect_timeout", "idle_timeout", "transparent",
+};
+
+static const struct {
+	const char *name;
+	uint8_t type;
+} tlv_names[] = {
+	{"ALPN", NP_TLV_ALPN},		 {"AUTHORITY", NP_TLV_AUTHORITY},
+	{"CRC32C", NP_TLV_CRC32C},	 {"NOOP", NP_TLV_NOOP},
+	{"UNIQUE_ID", NP_TLV_UNIQUE_ID}, {"SSL", NP_TLV_SSL},
+	{"NETNS", NP_TLV_NETNS},	 {"AWS", NP_TLV_AWS},
+	{"AZURE", NP_TLV_AZURE},	 {"GCP", NP_TLV_GCP},
+};
+
+struct mapping {
+	uint16_t port;
+	int service;
+	bool listed; /* named by an explicit proxy_ports */
+};
+
+/* An interface to listen on, with "*" already split into its two families. */
+struct iface {
+	sa_family_t family;
+	uint8_t addr[16];
+	bool implicit;
+};
+
+struct loader {
+	const char *name; /* the file, for messages */
+	const char *src;
+	size_t len;
+	struct npd_config_diag *diag;
+	struct npd_config *cfg;
+	lua_State *L;
+	size_t mem;	   /* bytes the Lua state holds */
+	int steps;	   /* count hook calls so far */
+	bool failed;	   /* diag->error holds a config error */
+	int line[K_COUNT]; /* where each setting's assignment ends; 0: never assigned */
+	size_t *lines;	   /* offset of each source line, built when a message needs it */
+	size_t nlines;
+	struct mapping *map; /* proxy_port_mappings, ascending by port */
+	size_t nmap;
+	struct iface *ifaces;
+	size_t nifaces;
+};
+
+/* --- messages ------------------------------------------------------------ */
+
+#define IDENT_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+
+static bool is_ident(int c)
+{
+	return c != '\0' && strchr(IDENT_CHARS, c);
+}
+
+/* Write a user's string for a message: quoted, printable, shortened. */
+static const char *quote(char *buf, size_t cap, const char *s, size_t len)
+{
+	size_t i, w = 0;
+
+	buf[w++] = '"';
+	for (i = 0; i < len && w + 5 < cap; i++) /* 5: room for ...", NUL */
+		buf[w++] = isprint((unsigned char)s[i]) ? s[i] : '?';
+	if (i < len) {
+		memcpy(buf + w, "...", 3);
+		w += 3;
+	}
+	buf[w++] = '"';
+	buf[w] = '\0';
+	return buf;
+}
+
+/* A value as a message shows it: numbers and strings as written, anything else by its type. */
+static const char *show(lua_State *L, int idx, char *buf, size_t cap)
+{
+	size_t len;
+	const char *s;
+
+	switch (lua_type(L, idx)) {
+	case LUA_TNUMBER:
+		if (lua_isinteger(L, idx))
+			snprintf(buf, cap, "%lld", (long long)lua_tointeger(L, idx));
+		else
+			snprintf(buf, cap, "%.14g", lua_tonumber(L, idx));
+		return buf;
+	case LUA_TSTRING:
+		s = lua_tolstring(L, idx, &len);
+		return quote(buf, cap, s, len);
+	case LUA_TBOOLEAN:
+		return lua_toboolean(L, idx) ? "true" : "false";
+	default:
+		return luaL_typename(L, idx);
+	}
+}
+
+/* Line starts are indexed once, on the first message that needs a line. */
+static bool index_lines(struct loader *ld)
+{
+	size_t n = 1;
+
+	if (ld->lines)
+		return true;
+	for (size_t i = 0; i < ld->len; i++)
+		n += ld->src[i] == '\n';
+	ld->lines = malloc(n * sizeof(*ld->lines));
+	if (!ld->lines)
+		return false;
+	ld->lines[0] = 0;
+	ld->nlines = 1;
+	for (size_t i = 0; i < ld->len; i++)
+		if (ld->src[i] == '\n')
+			ld->lines[ld->nlines++] = i + 1;
+	return true;
+}
+
+/* Whether line n assigns key, as a global or a table key: key =, ["key"] =, [key] =. */
+static bool line_assigns(const struct loader *ld, int n, const char *key, size_t klen)
+{
+	const char *s = ld->src + ld->lines[n - 1];
+	size_t len = ((size_t)n < ld->nlines ? ld->lines[n] : ld->len) - ld->lines[n - 1];
+
+	for (size_t i = 0; i + klen <= len; i++) {
+		size_t j = i + klen;
+
+		if (memcmp(s + i, key, klen) != 0 || (i > 0 && is_ident(s[i - 1])) ||
+		    (j < len && is_ident(s[j])))
+			continue;
+		while (j < len && strchr("\"']\t ", s[j]))
+			j++;
+		if (j < len && s[j] == '=' && (j + 1 == len || s[j + 1] != '='))
+			return true;
+	}
+	return false;
+}
+
+static int key_index(const char *name, size_t len)
+{
+	for (int k = 0; k < K_COUNT; k++)
+		if (strlen(key_names[k]) == len && memcmp(key_names[k], name, len) == 0)
+			return k;
+	return -1;
+}
+
+/*
+ * Lua reports an assignment at the line where its statement ends, the
+ * closing brace of a table: walk back to where "name =" is written.
+ */
+static int statement_line(struct loader *ld, int end, const char *name, size_t len)
+{
+	if (end <= 0 || !index_lines(ld) || (size_t)end > ld->nlines)
+		return end;
+	for (int n = end; n >= 1; n--)
+		if (line_assigns(ld, n, name, len))
+			return n;
+	return end;
+}
+
+/*
+ * The line of a key path such as services.c2s.connect, services["a-b"] or
+ * proxy_port_mappings[15222]: the top-level assignment, narrowed to each
+ * nested key found written inside that statement. Values built by code leave
+ * no such trace; the statement's line is the best then. 0: unknown.
+ */
+static int key_line(struct loader *ld, const char *path)
+{
+	size_t n = strspn(path, "abcdefghijklmnopqrstuvwxyz_");
+	int k = key_index(path, n), end, line;
+	const char *p = path + n;
+
+	if (k < 0 || ld->line[k] <= 0)
+		return 0;
+	end = ld->line[k];
+	line = statement_line(ld, end, path, n);
+	if (!ld->lines || (size_t)end > ld->nlines)
+		return line;
+	while (*p) {
+		const char *c;
+		size_t clen;
+		int found = 0;
+
+		if (*p == '.') {
+			c = ++p;
+			while (is_ident(*p))
+				p++;
+			clen = (size_t)(p - c);
+		} else if (*p == '[') {
+			c = ++p;
+			if (*c == '"')
+				c++;
+			p = strchr(c, ']');
+			if (!p)
+				break;
+			clen = (size_t)(p - c) - (p[-1] == '"');
+			p++;
+		} else {
+			break;
+		}
+		for (int l = line; l <= end && !found; l++)
+			if (clen && line_assigns(ld, l, c, clen))
+				found = l;
+		if (!found)
+			break;
+		line = found;
+	}
+	return line;
+}
+
+/* "FILE:LINE: PATH: text", without the parts that are unknown or not wanted. */
+__attribute__((format(printf, 6, 0))) static void vformat(struct loader *ld, char *buf, size_t cap,
+							  int line, const char *path,
+							  const char *fmt, va_list ap)
+{
+	int n;
+
+	if (line > 0)
+		n = snprintf(buf, cap, "%s:%d: ", ld->name, line);
+	else
+		n = snprintf(buf, cap, "%s: ", ld->name);
+	if (path && n >= 0 && (size_t)n < cap)
+		n += snprintf(buf + n, cap - (size_t)n, "%s: ", path);
+	if (n >= 0 && (size_t)n < cap)
+		vsnprintf(buf + n, cap - (size_t)n, fmt, ap);
+}
+
+/*
+ * A fatal config error: the message goes to diag->error, then a Lua error
+ * unwinds to load(). Only called inside lua_pcall().
+ */
+__attribute__((format(printf, 3, 4))) _Noreturn static void
+fail(struct loader *ld, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vformat(ld, ld->diag->error, sizeof(ld->diag->error), key_line(ld, path), path, fmt, ap);
+	va_end(ap);
+	ld->failed = true;
+	lua_error(ld->L); /* longjmps: whatever value is on top does not matter */
+	abort();	  /* not reached; tells the compiler so */
+}
+
+/* A warning at a line, without a key: the caller's text names what it is about. */
+__attribute__((format(printf, 3, 4))) static void warn_at(struct loader *ld, int line,
+							  const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+
+	if (!ld->diag->warn)
+		return;
+	va_start(ap, fmt);
+	vformat(ld, text, sizeof(text), line, NULL, fmt, ap);
+	va_end(ap);
+	ld->diag->warn(ld->diag->ctx, text);
+}
+
+__attribute__((format(printf, 3, 4))) static void warn(struct loader *ld, const char *path,
+						       const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+
+	if (!ld->diag->warn)
+		return;
+	va_start(ap, fmt);
+	vformat(ld, text, sizeof(text), key_line(ld, path), path, fmt, ap);
+	va_end(ap);
+	ld->diag->warn(ld->diag->ctx, text);
+}
+
+/* --- values -------------------------------------------------------------- */
+
+/* A number with an integral value; strings that look like numbers are not. */
+static bool to_integer(lua_State *L, int idx, lua_Integer *v)
+{
+	int isnum = 0;
+
+	*v = 0;
+	if (lua_type(L, idx) == LUA_TNUMBER)
+		*v = lua_tointegerx(L, idx, &isnum);
+	return isnum;
+}
+
+/* An integer in [min, max]; what says what is expected, in words. */
+static lua_Integer get_integer(struct loader *ld, int idx, const char *path, lua_Integer min,
+			       lua_Integer max, const char *what)
+{
+	lua_Integer v;
+	char buf[80];
+
+	if (lua_type(ld->L, idx) != LUA_TNUMBER)
+		fail(ld, path, "expected %s, got %s", what, luaL_typename(ld->L, idx));
+	if (!to_integer(ld->L, idx, &v) || v < min || v > max)
+		fail(ld, path, "expected %s, got %s", what, show(ld->L, idx, buf, sizeof(buf)));
+	return v;
+}
+
+/* Seconds, fractions allowed, as milliseconds (at least 1); 0 only when zero_ok. */
+static int get_seconds(struct loader *ld, int idx, const char *path, bool zero_ok)
+{
+	double s;
+	char buf[80];
+
+	if (lua_type(ld->L, idx) != LUA_TNUMBER)
+		fail(ld, path, "expected a number of seconds, got %s", luaL_typename(ld->L, idx));
+	s = lua_tonumber(ld->L, idx);
+	if (!(s > 0 || (zero_ok && s == 0)) || s > SECONDS_MAX)
+		fail(ld, path, "expected %s seconds, at most %d, got %s",
+		     zero_ok ? "0 (none) or more" : "more than 0", SECONDS_MAX,
+		     show(ld->L, idx, buf, sizeof(buf)));
+	if (s == 0)
+		return 0;
+	return s * 1000 < 1 ? 1 : (int)lround(s * 1000);
+}
+
+static bool get_boolean(struct loader *ld, int idx, const char *path)
+{
+	if (lua_type(ld->L, idx) != LUA_TBOOLEAN)
+		fail(ld, path, "expected true or false, got %s", luaL_typename(ld->L, idx));
+	return lua_toboolean(ld->L, idx);
+}
+
+/* Push a setting's value; returns its type. */
+static int push_setting(struct loader *ld, enum key k)
+{
+	return lua_getfield(ld->L, 2, key_names[k]); /* the values table, a plain one */
+}
+
+/*
+ * Lists. As in Prosody, a single value stands for a list of one
+ * (proxy_ports = 15222). A table must be a proper sequence: a stray
+ * key is a mistake ({ c2s = 15222 }) and must not vanish silently.
+ */
+static size_t list_len(struct loader *ld, int idx, const char *path)
+{
+	lua_State *L = ld->L;
+	lua_Integer n, k, count = 0;
+	char buf[80];
+
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return 1;
+	n = (lua_Integer)lua_rawlen(L, idx);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		if (!to_integer(L, -1, &k) || k < 1 || k > n)
+			fail(ld, path, "expected a list, found the key %s",
+			     show(L, -1, buf, sizeof(buf)));
+		count++;
+	}
+	if (count != n)
+		fail(ld, path, "expected a list, found one with holes (nil entries)");
+	return (size_t)n;
+}
+
+static void push_item(lua_State *L, int idx, size_t i)
+{
+	if (lua_type(L, idx) == LUA_TTABLE)
+		lua_rawgeti(L, idx, (lua_Integer)i);
+	else
+		lua_pushvalue(L, idx);
+}
+
+static void item_path(char *buf, size_t cap, lua_State *L, int idx, const char *path, size_t i)
+{
+	if (lua_type(L, idx) == LUA_TTABLE)
+		snprintf(buf, cap, "%s[%zu]", path, i);
+	else
+		snprintf(buf, cap, "%s", path);
+}
+
+/* Split "host:port" or "[v6]:port"; returns NULL or what is wrong. */
+static const char *split_host_port(const char *text, char *host, size_t cap, uint16_t *port,
+				   bool *bracketed)
+{
+	const char *colon, *p;
+	size_t hlen;
+	unsigned long v = 0;
+
+	*bracketed = text[0] == '[';
+	if (*bracketed) {
+		const char *close = strchr(text, ']');
+
+		if (!close || close[1] != ':')
+			return "expected \"[address]:port\"";
+		text++;
+		hlen = (size_t)(close - text);
+		colon = close + 1;
+	} else {
+		colon = strchr(text, ':');
+		if (!colon)
+			return "expected \"host:port\"";
+		if (strchr(colon + 1, ':'))
+			return "write an IPv6 address in brackets, as in \"[::1]:5222\"";
+		hlen = (size_t)(colon - text);
+	}
+	if (hlen == 0)
+		return "the address is empty";
+	if (hlen >= cap)
+		return "the address is too long";
+	for (p = colon + 1; *p >= '0' && *p <= '9' && v <= 65535; p++)
+		v = v * 10 + (unsigned long)(*p - '0');
+	if (p == colon + 1 || *p || v < 1 || v > 65535)
+		return "the port must be a number from 1 to 65535";
+	memcpy(host, text, hlen);
+	host[hlen] = '\0';
+	*port = (uint16_t)v;
+	return NULL;
+}
+
+/* A numeric address for listening: IPv4 or IPv6 text. */
+static bool parse_ip(const char *text, sa_family_t *family, uint8_t addr[16])
+{
+	memset(addr, 0, 16);
+	if (inet_pton(AF_INET, text, addr) == 1)
+		*family = AF_INET;
+	else if (inet_pton(AF_INET6, text, addr) == 1)
+		*family = AF_INET6;
+	else
+		return false;
+	return true;
+}
+
+/* The project's one text form of an address (RFC 5952, no dotted tail), with the port. */
+static void format_addr(char *out, size_t cap, sa_family_t family, const uint8_t *addr, int port)
+{
+	struct np_endpoint ep;
+	char ip[NP_ADDRSTRLEN];
+
+	memcpy(ep.ip6, addr, family == AF_INET ? 4 : 16);
+	np_format_addr(ip, sizeof(ip), family == AF_INET ? NP_AF_INET : NP_AF_INET6, &ep);
+	if (port < 0)
+		snprintf(out, cap, "%s", ip);
+	else
+		snprintf(out, cap, family == AF_INET ? "%s:%d" : "[%s]:%d", ip, port);
+}
+
+/* --- the settings -------------------------------------------------------- */
+
+struct unknown {
+	const char *name;
+	int line;
+};
+
+static int unknown_cmp(const void *a, const void *b)
+{
+	const struct unknown *x = a, *y = b;
+
+	return x->line != y->line ? (x->line > y->line) - (x->line < y->line)
+				  : strcmp(x->name, y->name);
+}
+
+/*
+ * Note where each setting was assigned, and warn about every other global,
+ * in the order of the file. Functions are helpers, not settings.
+ */
+static void read_lines(struct loader *ld)
+{
+	lua_State *L = ld->L;
+	struct unknown *u;
+	size_t n = 0, nu = 0;
+	char buf[80];
+
+	lua_pushnil(L);
+	while (lua_next(L, 3)) {
+		lua_pop(L, 1);
+		n++;
+	}
+	u = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*u), 0); /* freed with the state */
+	lua_pushnil(L);
+	while (lua_next(L, 3)) {
+		size_t len;
+		/* record_global() records string keys only. */
+		const char *name = lua_tolstring(L, -2, &len);
+		int line = (int)lua_tointeger(L, -1), k = key_index(name, len), t;
+
+		lua_pop(L, 1);
+		if (k >= 0) {
+			ld->line[k] = line;
+			continue;
+		}
+		t = lua_getfield(L, 2, name);
+		lua_pop(L, 1);
+		if (t != LUA_TNIL && t != LUA_TFUNCTION)
+			u[nu++] = (struct unknown){name, statement_line(ld, line, name, len)};
+	}
+	qsort(u, nu, sizeof(*u), unknown_cmp);
+	for (size_t i = 0; i < nu; i++) {
+		const char *name = u[i].name;
+		size_t len = strlen(name);
+
+		if (strspn(name, IDENT_CHARS) != len)
+			name = quote(buf, sizeof(buf), name, len); /* _ENV["odd name"] = ... */
+		warn_at(ld, u[i].line, "unknown key %s (ignored)", name);
+	}
+	lua_pop(L, 1);
+}
+
+static bool valid_name(const char *s, size_t len)
+{
+	if (len < 1 || len >= NPD_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!is_ident(s[i]) && s[i] != '.' && s[i] != '-')
+			return false;
+	return true;
+}
+
+/* services.c2s, or services["xmpp.c2s"] for a name Lua cannot write after a dot. */
+static void service_path(char *buf, size_t cap, const char *name, const char *field)
+{
+	bool plain = !isdigit((unsigned char)name[0]) && strspn(name, IDENT_CHARS) == strlen(name);
+
+	snprintf(buf, cap, plain ? "services.%s%s%s" : "services[\"%s\"]%s%s", name,
+		 field ? "." : "", field ? field : "");
+}
+
+static int service_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct npd_service *)a)->name, ((const struct npd_service *)b)->name);
+}
+
+static int find_service(const struct npd_config *cfg, const char *name)
+{
+	struct npd_service key;
+	const struct npd_service *s;
+
+	if (strlen(name) >= sizeof(key.name) || !cfg->nservices)
+		return -1;
+	strcpy(key.name, name);
+	s = bsearch(&key, cfg->services, cfg->nservices, sizeof(key), service_cmp);
+	return s ? (int)(s - cfg->services) : -1;
+}
+
+static int text_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* Typos must not be silent: name every key a service does not have, sorted. */
+static void check_service_keys(struct loader *ld, int idx, const char *path)
+{
+	lua_State *L = ld->L;
+	char bad[8][48], list[400] = "", buf[48];
+	size_t nbad = 0, more = 0, w = 0;
+
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		size_t i = 0, n = sizeof(service_keys) / sizeof(service_keys[0]);
+
+		lua_pop(L, 1);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			i = n;
+		while (i < n && strcmp(service_keys[i], lua_tostring(L, -1)) != 0)
+			i++;
+		if (i < n)
+			continue;
+		if (nbad == 8) {
+			more++;
+			continue;
+		}
+		if (lua_type(L, -1) == LUA_TSTRING)
+			snprintf(bad[nbad++], sizeof(bad[0]), "%s", show(L, -1, buf, sizeof(buf)));
+		else
+			snprintf(bad[nbad++], sizeof(bad[0]), "[%s]",
+				 show(L, -1, buf, sizeof(buf)));
+	}
+	if (!nbad)
+		return;
+	qsort(bad, nbad, sizeof(bad[0]), text_cmp);
+	for (size_t i = 0; i < nbad; i++)
+		w += (size_t)snprintf(list + w, sizeof(list) - w, "%s%s", i ? ", " : "", bad[i]);
+	if (more)
+		snprintf(list + w, sizeof(list) - w, " and %zu more", more);
+	fail(ld, path,
+	     "unknown key%s %s (a service has connect, send_proxy, pass_tlvs, crc32c, "
+	     "connect_timeout, idle_timeout)",
+	     nbad + more > 1 ? "s" : "", list);
+}
+
+/* connect = "host:port" | "[v6]:port" | "unix:/path"; names are resolved now, first answer. */
+static void read_connect(struct loader *ld, int idx, struct npd_service *svc)
+{
+	lua_State *L = ld->L;
+	char path[128], host[NPD_ADDR_TEXT], buf[80];
+	const char *text, *why;
+	size_t len;
+	uint16_t port;
+	bool bracketed;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	int rc;
+
+	service_path(path, sizeof(path), svc->name, "connect");
+	if (lua_type(L, idx) == LUA_TNIL)
+		fail(ld, path,
+		     "missing: say where the service is, as \"127.0.0.1:5222\", "
+		     "\"[::1]:5222\" or \"unix:/run/service.sock\"");
+	if (lua_type(L, idx) != LUA_TSTRING)
+		fail(ld, path,
+		     "expected \"host:port\", \"[address]:port\" or \"unix:/path\", got %s",
+		     luaL_typename(L, idx));
+	text = lua_tolstring(L, idx, &len);
+	if (strlen(text) != len)
+		fail(ld, path, "contains a NUL byte");
+	if (len >= sizeof(svc->addr_text))
+		fail(ld, path, "%s is too long (at most %zu bytes)", show(L, idx, buf, sizeof(buf)),
+		     sizeof(svc->addr_text) - 1);
+	memcpy(svc->addr_text, text, len + 1);
+	if (strncmp(text, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&svc->addr;
+
+		if (len == 5 || len - 5 >= sizeof(sun->sun_path))
+			fail(ld, path,
+			     "expected \"unix:\" and a socket path of 1 to %zu bytes, got %s",
+			     sizeof(sun->sun_path) - 1, show(L, idx, buf, sizeof(buf)));
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, text + 5, len - 5 + 1);
+		svc->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len - 5 + 1);
+		return;
+	}
+	why = split_host_port(text, host, sizeof(host), &port, &bracketed);
+	if (why)
+		fail(ld, path, "%s: %s", show(L, idx, buf, sizeof(buf)), why);
+	/* Brackets hold a numeric IPv6 address; the resolver reads the scope (fe80::1%eth0). */
+	if (bracketed) {
+		hints.ai_family = AF_INET6;
+		hints.ai_flags = AI_NUMERICHOST;
+	}
+	rc = getaddrinfo(host, NULL, &hints, &res);
+	if (rc != 0)
+		fail(ld, path, "cannot resolve %s: %s", quote(buf, sizeof(buf), host, strlen(host)),
+		     rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+	if (res->ai_addrlen > sizeof(svc->addr) ||
+	    (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
+		freeaddrinfo(res);
+		fail(ld, path, "%s resolves to an address of an unknown family", host);
+	}
+	memcpy(&svc->addr, res->ai_addr, res->ai_addrlen);
+	svc->addrlen = res->ai_addrlen;
+	freeaddrinfo(res);
+	if (svc->addr.ss_family == AF_INET)
+		((struct sockaddr_in *)&svc->addr)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)&svc->addr)->sin6_port = htons(port);
+}
+
+/* pass_tlvs = { "ALPN", 0xE0, ... }: the types re-emitted in the v2 header. */
+static void read_pass_tlvs(struct loader *ld, int idx, struct npd_service *svc, const char *base)
+{
+	lua_State *L = ld->L;
+	size_t n = list_len(ld, idx, base);
+	char path[200], buf[80];
+
+	for (size_t i = 1; i <= n; i++) {
+		lua_Integer type = -1;
+
+		push_item(L, idx, i);
+		item_path(path, sizeof(path), L, idx, base, i);
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			for (size_t t = 0; t < sizeof(tlv_names) / sizeof(tlv_names[0]); t++)
+				if (strcasecmp(tlv_names[t].name, lua_tostring(L, -1)) == 0)
+					type = tlv_names[t].type;
+		} else if (!to_integer(L, -1, &type) || type > 255) {
+			type = -1;
+		}
+		if (type < 0)
+			fail(ld, path,
+			     "expected a TLV type (ALPN, AUTHORITY, NOOP, UNIQUE_ID, SSL, NETNS, "
+			     "AWS, AZURE, GCP) or a number from 0 to 255, got %s",
+			     show(L, -1, buf, sizeof(buf)));
+		/* A checksum covers the header it arrived in; the one sent is a new header. */
+		if (type == NP_TLV_CRC32C)
+			fail(ld, path,
+			     "CRC32C is never passed on: set crc32c = true to checksum the "
+			     "header sent to the service");
+		svc->pass_tlvs[type / 8] |= (uint8_t)(1u << (type % 8));
+		lua_pop(L, 1);
+	}
+}
+
+static void read_service(struct loader *ld, int idx, struct npd_service *svc)
+{
+	lua_State *L = ld->L;
+	char path[128], field[160], buf[80];
+	int top = lua_gettop(L);
+
+	service_path(path, sizeof(path), svc->name, NULL);
+	if (lua_type(L, idx) != LUA_TTABLE)
+		fail(ld, path, "expected a table such as { connect = \"127.0.0.1:5222\" }, got %s",
+		     luaL_typename(L, idx));
+	svc->line = key_line(ld, path);
+	check_service_keys(ld, idx, path);
+
+	service_path(field, sizeof(field), svc->name, "transparent");
+	if (lua_getfield(L, idx, "transparent") != LUA_TNIL && get_boolean(ld, -1, field))
+		fail(ld, field, "transparent delivery is not supported by this version");
+
+	lua_getfield(L, idx, "connect");
+	read_connect(ld, lua_gettop(L), svc);
+
+	service_path(field, sizeof(field), svc->name, "send_proxy");
+	lua_getfield(L, idx, "send_proxy");
+	if (lua_isnil(L, -1) || (lua_isboolean(L, -1) && !lua_toboolean(L, -1)))
+		svc->send_proxy = NPD_SEND_NONE;
+	else if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "v1") == 0)
+		svc->send_proxy = NPD_SEND_V1;
+	else if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "v2") == 0)
+		svc->send_proxy = NPD_SEND_V2;
+	else
+		fail(ld, field, "expected \"v1\", \"v2\" or false, got %s",
+		     show(L, -1, buf, sizeof(buf)));
+
+	/* Both shape a v2 header: anywhere else they would be ignored, and that would mislead. */
+	service_path(field, sizeof(field), svc->name, "pass_tlvs");
+	if (lua_getfield(L, idx, "pass_tlvs") != LUA_TNIL) {
+		if (svc->send_proxy != NPD_SEND_V2)
+			fail(ld, field, "TLVs are only passed on with send_proxy = \"v2\"");
+		read_pass_tlvs(ld, lua_gettop(L), svc, field);
+	}
+	service_path(field, sizeof(field), svc->name, "crc32c");
+	if (lua_getfield(L, idx, "crc32c") != LUA_TNIL) {
+		if (svc->send_proxy != NPD_SEND_V2)
+			fail(ld, field, "a checksum is only sent with send_proxy = \"v2\"");
+		svc->crc32c = get_boolean(ld, -1, field);
+	}
+
+	service_path(field, sizeof(field), svc->name, "connect_timeout");
+	svc->connect_timeout_ms = NPD_DEFAULT_CONNECT_TIMEOUT_MS;
+	if (lua_getfield(L, idx, "connect_timeout") != LUA_TNIL)
+		svc->connect_timeout_ms = get_seconds(ld, lua_gettop(L), field, false);
+	service_path(field, sizeof(field), svc->name, "idle_timeout");
+	if (lua_getfield(L, idx, "idle_timeout") != LUA_TNIL)
+		svc->idle_timeout_ms = get_seconds(ld, lua_gettop(L), field, true);
+	lua_settop(L, top);
+}
+
+/* services = { name = { ... } }, kept sorted by name so lookups and messages are stable. */
+static void read_services(struct loader *ld)
+{
+	lua_State *L = ld->L;
+	struct npd_config *cfg = ld->cfg;
+	size_t n = 0;
+	int idx;
+	char buf[80];
+
+	if (push_setting(ld, K_SERVICES) == LUA_TNIL)
+		goto out;
+	idx = lua_gettop(L);
+	if (!lua_istable(L, idx))
+		fail(ld, "services",
+		     "expected a table such as { c2s = { connect = \"127.0.0.1:5222\" } }, got %s",
+		     luaL_typename(L, idx));
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		n++;
+	}
+	if (n == 0)
+		goto out;
+	cfg->services = calloc(n, sizeof(*cfg->services));
+	if (!cfg->services)
+		fail(ld, "services", "out of memory");
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		size_t len;
+		const char *name;
+
+		lua_pop(L, 1);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			fail(ld, "services", "expected service names as keys, got %s",
+			     show(L, -1, buf, sizeof(buf)));
+		name = lua_tolstring(L, -1, &len);
+		if (!valid_name(name, len))
+			fail(ld, "services",
+			     "invalid service name %s: use 1 to %d letters, digits, '_', '.' or "
+			     "'-'",
+			     show(L, -1, buf, sizeof(buf)), NPD_NAME_MAX - 1);
+		memcpy(cfg->services[cfg->nservices++].name, name, len + 1);
+	}
+	qsort(cfg->services, n, sizeof(*cfg->services), service_cmp);
+	for (size_t i = 0; i < n; i++) {
+		lua_getfield(L, idx, cfg->services[i].name);
+		read_service(ld, lua_gettop(L), &cfg->services[i]);
+		lua_pop(L, 1);
+	}
+out:
+	lua_settop(L, 3);
+}
+
+static int mapping_cmp(const void *a, const void *b)
+{
+	const struct mapping *x = a, *y = b;
+
+	return (x->port > y->port) - (x->port < y->port);
+}
+
+static struct mapping *find_mapping(struct loader *ld, lua_Integer port)
+{
+	struct mapping key = {.port = (uint16_t)port};
+
+	return ld->nmap ? bsearch(&key, ld->map, ld->nmap, sizeof(key), mapping_cmp) : NULL;
+}
+
+/* proxy_port_mappings = { [15222] = "c2s" }: every name must be a service. */
+static void read_mappings(struct loader *ld)
+{
+	lua_State *L = ld->L;
+	size_t n = 0;
+	int idx;
+	char path[64], buf[80];
+
+	if (push_setting(ld, K_PORT_MAPPINGS) == LUA_TNIL)
+		goto out;
+	idx = lua_gettop(L);
+	if (!lua_istable(L, idx))
+		fail(ld, "proxy_port_mappings",
+		     "expected a table such as { [15222] = \"c2s\" }, got %s",
+		     luaL_typename(L, idx));
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		n++;
+	}
+	ld->map = calloc(n ? n : 1, sizeof(*ld->map));
+	if (!ld->map)
+		fail(ld, "proxy_port_mappings", "out of memory");
+	/* Ports first, sorted, so the first bad value reported is the same on every run. */
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_Integer port;
+
+		lua_pop(L, 1);
+		if (!to_integer(L, -1, &port) || port < 1 || port > 65535)
+			fail(ld, "proxy_port_mappings",
+			     "expected port numbers from 1 to 65535 as keys, got %s",
+			     show(L, -1, buf, sizeof(buf)));
+		ld->map[ld->nmap++].port = (uint16_t)port;
+	}
+	qsort(ld->map, ld->nmap, sizeof(*ld->map), mapping_cmp);
+	for (size_t i = 0; i < ld->nmap; i++) {
+		struct mapping *m = &ld->map[i];
+
+		snprintf(path, sizeof(path), "proxy_port_mappings[%u]", m->port);
+		if (lua_rawgeti(L, idx, m->port) != LUA_TSTRING)
+			fail(ld, path, "expected a service name, got %s", luaL_typename(L, -1));
+		m->service = find_service(ld->cfg, lua_tostring(L, -1));
+		if (m->service < 0)
+			fail(ld, path,
+			     "port %u maps to the service %s, which services does not define",
+			     m->port, show(L, -1, buf, sizeof(buf)));
+		lua_pop(L, 1);
+	}
+out:
+	lua_settop(L, 3);
+}
+
+/* proxy_trusted_proxies = { "127.0.0.1", "10.0.0.0/8", "2001:db8::/32" } */
+static void read_trusted(struct loader *ld)
+{
+	static const char *const defaults[] = {"127.0.0.1", "::1"};
+	lua_State *L = ld->L;
+	struct npd_config *cfg = ld->cfg;
+	size_t n;
+	int idx;
+	char path[64], buf[80], net[NP_ADDRSTRLEN];
+
+	if (push_setting(ld, K_TRUSTED) == LUA_TNIL) {
+		cfg->trusted = calloc(2, sizeof(*cfg->trusted));
+		if (!cfg->trusted)
+			fail(ld, "proxy_trusted_proxies", "out of memory");
+		for (size_t i = 0; i < 2; i++)
+			npd_cidr_parse(defaults[i], &cfg->trusted[cfg->ntrusted++]);
+		goto out;
+	}
+	idx = lua_gettop(L);
+	n = list_len(ld, idx, "proxy_trusted_proxies");
+	if (n == 0) {
+		warn_at(ld, key_line(ld, "proxy_trusted_proxies"),
+			"proxy_trusted_proxies is empty: ANY host can send PROXY headers and claim "
+			"any address");
+		goto out;
+	}
+	cfg->trusted = calloc(n, sizeof(*cfg->trusted));
+	if (!cfg->trusted)
+		fail(ld, "proxy_trusted_proxies", "out of memory");
+	for (size_t i = 1; i <= n; i++) {
+		struct npd_cidr *c = &cfg->trusted[cfg->ntrusted];
+		const char *text, *slash;
+		uint8_t raw[16];
+
+		push_item(L, idx, i);
+		item_path(path, sizeof(path), L, idx, "proxy_trusted_proxies", i);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			fail(ld, path,
+			     "expected an address or a CIDR block such as \"10.0.0.0/8\", got %s",
+			     luaL_typename(L, -1));
+		text = lua_tostring(L, -1);
+		if (npd_cidr_parse(text, c) != 0)
+			fail(ld, path, "%s is not an IPv4 or IPv6 address or CIDR block",
+			     show(L, -1, buf, sizeof(buf)));
+		cfg->ntrusted++;
+		/* npd_cidr_parse() masks host bits; a typo such as 10.0.0.1/8 deserves a word. */
+		slash = strchr(text, '/');
+		if (slash)
+			snprintf(buf, sizeof(buf), "%.*s", (int)(slash - text), text);
+		if (slash && inet_pton(c->family, buf, raw) == 1 &&
+		    memcmp(raw, c->addr, c->family == AF_INET ? 4 : 16) != 0) {
+			format_addr(net, sizeof(net), c->family, c->addr, -1);
+			warn(ld, path, "%s has host bits set: it is read as %s/%u", text, net,
+			     c->prefix);
+		}
+		lua_pop(L, 1);
+	}
+out:
+	lua_settop(L, 3);
+}
+
+static void read_tunables(struct loader *ld)
+{
+	static const char *const levels[] = {"error", "warn", "info", "debug"};
+	static const int level_values[] = {0, 0, 1, 2};
+	lua_State *L = ld->L;
+	struct npd_config *cfg = ld->cfg;
+	char buf[80];
+	size_t i;
+
+	cfg->header_timeout_ms = NPD_DEFAULT_HEADER_TIMEOUT_MS;
+	if (push_setting(ld, K_HEADER_TIMEOUT) != LUA_TNIL) {
+		cfg->header_timeout_ms = get_seconds(ld, 4, "proxy_header_timeout", false);
+		if (cfg->header_timeout_ms < 3000)
+			warn(ld, "proxy_header_timeout",
+			     "%s seconds is short: the PROXY specification recommends at least "
+			     "3 seconds",
+			     show(L, 4, buf, sizeof(buf)));
+	}
+	lua_settop(L, 3);
+
+	cfg->max_header = NPD_DEFAULT_MAX_HEADER;
+	if (push_setting(ld, K_MAX_HEADER) != LUA_TNIL) {
+		cfg->max_header =
+			(size_t)get_integer(ld, 4, "proxy_max_header", NP_V2_MIN_LEN, NP_V2_MAX_LEN,
+					    "a number of bytes from 16 to 65551");
+		if (cfg->max_header < NP_V1_MAX_LEN)
+			warn(ld, "proxy_max_header",
+			     "%zu is less than 107: v1 lines longer than %zu bytes (they may "
+			     "have 107) will be refused",
+			     cfg->max_header, cfg->max_header);
+		if (cfg->max_header < 232)
+			warn(ld, "proxy_max_header",
+			     "%zu is less than 232: v2 headers with UNIX addresses (232 bytes) "
+			     "will be refused",
+			     cfg->max_header);
+	}
+	lua_settop(L, 3);
+
+	if (push_setting(ld, K_WORKERS) != LUA_TNIL)
+		cfg->workers = (int)get_integer(ld, 4, "workers", 0, 256,
+						"a number of threads from 0 (one per CPU) to 256");
+	lua_settop(L, 3);
+
+	cfg->max_connections = NPD_DEFAULT_MAX_CONNECTIONS;
+	if (push_setting(ld, K_MAX_CONNECTIONS) != LUA_TNIL)
+		cfg->max_connections = (int)get_integer(ld, 4, "max_connections", 1, INT_MAX,
+							"a number of connections, at least 1");
+	lua_settop(L, 3);
+
+	cfg->log_level = 1;
+	if (push_setting(ld, K_LOG_LEVEL) != LUA_TNIL) {
+		for (i = 0; i < 4; i++)
+			if (lua_type(L, 4) == LUA_TSTRING &&
+			    strcmp(lua_tostring(L, 4), levels[i]) == 0)
+				break;
+		if (i == 4)
+			fail(ld, "log_level",
+			     "expected \"error\", \"warn\", \"info\" or \"debug\", got %s",
+			     show(L, 4, buf, sizeof(buf)));
+		cfg->log_level = level_values[i];
+	}
+	lua_settop(L, 3);
+
+	if (push_setting(ld, K_LOG_SYSLOG) != LUA_TNIL)
+		cfg->log_syslog = get_boolean(ld, 4, "log_syslog");
+	lua_settop(L, 3);
+}
+
+/* proxy_interfaces = { "*" }: "*" is both wildcards, marked implicit. */
+static void read_interfaces(struct loader *ld, int idx)
+{
+	lua_State *L = ld->L;
+	size_t n;
+	char path[64], buf[80];
+
+	if (lua_isnil(L, idx)) {
+		lua_pushliteral(L, "*");
+		lua_replace(L, idx);
+	}
+	n = list_len(ld, idx, "proxy_interfaces");
+	ld->ifaces = calloc(2 * n + 1, sizeof(*ld->ifaces));
+	if (!ld->ifaces)
+		fail(ld, "proxy_interfaces", "out of memory");
+	for (size_t i = 1; i <= n; i++) {
+		struct iface add[2] = {{0}};
+		size_t nadd = 1;
+
+		push_item(L, idx, i);
+		item_path(path, sizeof(path), L, idx, "proxy_interfaces", i);
+		if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "*") == 0) {
+			add[0] = (struct iface){.family = AF_INET, .implicit = true};
+			add[1] = (struct iface){.family = AF_INET6, .implicit = true};
+			nadd = 2;
+		} else if (lua_type(L, -1) != LUA_TSTRING ||
+			   !parse_ip(lua_tostring(L, -1), &add[0].family, add[0].addr)) {
+			fail(ld, path,
+			     "expected \"*\", \"::\", \"0.0.0.0\" or a numeric IP address, got %s",
+			     show(L, -1, buf, sizeof(buf)));
+		}
+		for (size_t a = 0; a < nadd; a++) {
+			for (size_t j = 0; j < ld->nifaces; j++)
+				if (ld->ifaces[j].family == add[a].family &&
+				    memcmp(ld->ifaces[j].addr, add[a].addr, 16) == 0)
+					fail(ld, path, "%s repeats an address listed before",
+					     show(L, -1, buf, sizeof(buf)));
+			ld->ifaces[ld->nifaces++] = add[a];
+		}
+		lua_pop(L, 1);
+	}
+}
+
+static void add_listener(struct loader *ld, const char *path, sa_family_t family,
+			 const uint8_t *addr, uint16_t port, const struct mapping *m, bool implicit)
+{
+	struct npd_config *cfg = ld->cfg;
+	struct npd_listener *l, *grown;
+
+	grown = realloc(cfg->listeners, (cfg->nlisteners + 1) * sizeof(*grown));
+	if (!grown)
+		fail(ld, path, "out of memory");
+	cfg->listeners = grown;
+	l = memset(&grown[cfg->nlisteners], 0, sizeof(*l));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, addr, 4);
+		l->addrlen = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->addr;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		memcpy(&sin6->sin6_addr, addr, 16);
+		l->addrlen = sizeof(*sin6);
+	}
+	format_addr(l->addr_text, sizeof(l->addr_text), family, addr, port);
+	l->port = port;
+	l->service = m ? m->service : -1;
+	l->implicit = implicit;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].addrlen == l->addrlen &&
+		    memcmp(&cfg->listeners[i].addr, &l->addr, l->addrlen) == 0)
+			fail(ld, path, "%s is listed twice", l->addr_text);
+	cfg->nlisteners++;
+}
+
+/*
+ * The listeners: each port of proxy_ports (default: every mapped port) on
+ * each interface, or on exactly the address an "address:port" entry names.
+ */
+static void read_listeners(struct loader *ld)
+{
+	lua_State *L = ld->L;
+	struct npd_config *cfg = ld->cfg;
+	int ports, ifaces;
+	size_t n = 0, numeric = 0;
+	char path[64], buf[80];
+
+	push_setting(ld, K_PORTS);
+	ports = lua_gettop(L);
+	push_setting(ld, K_INTERFACES);
+	ifaces = lua_gettop(L);
+	read_interfaces(ld, ifaces);
+
+	if (lua_isnil(L, ports)) {
+		for (size_t i = 0; i < ld->nmap; i++) {
+			snprintf(path, sizeof(path), "proxy_port_mappings[%u]", ld->map[i].port);
+			for (size_t j = 0; j < ld->nifaces; j++)
+				add_listener(ld, path, ld->ifaces[j].family, ld->ifaces[j].addr,
+					     ld->map[i].port, &ld->map[i], ld->ifaces[j].implicit);
+		}
+		numeric = ld->nmap;
+	} else {
+		n = list_len(ld, ports, "proxy_ports");
+	}
+	for (size_t i = 1; i <= n; i++) {
+		lua_Integer port;
+		struct mapping *m;
+
+		push_item(L, ports, i);
+		item_path(path, sizeof(path), L, ports, "proxy_ports", i);
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			char host[NPD_ADDR_TEXT];
+			uint16_t p;
+			bool bracketed;
+			sa_family_t family;
+			uint8_t addr[16];
+			const char *why = split_host_port(lua_tostring(L, -1), host, sizeof(host),
+							  &p, &bracketed);
+
+			if (!why &&
+			    (!parse_ip(host, &family, addr) || (family == AF_INET6) != bracketed))
+				why = "expected a numeric IPv4 address or an IPv6 one in brackets";
+			if (why)
+				fail(ld, path, "%s: %s", show(L, -1, buf, sizeof(buf)), why);
+			port = p;
+			m = find_mapping(ld, port);
+			add_listener(ld, path, family, addr, p, m, false);
+		} else if (to_integer(L, -1, &port) && port >= 1 && port <= 65535) {
+			m = find_mapping(ld, port);
+			for (size_t j = 0; j < ld->nifaces; j++)
+				add_listener(ld, path, ld->ifaces[j].family, ld->ifaces[j].addr,
+					     (uint16_t)port, m, ld->ifaces[j].implicit);
+			numeric++;
+		} else {
+			fail(ld, path,
+			     "expected a port from 1 to 65535 or \"address:port\", got %s",
+			     show(L, -1, buf, sizeof(buf)));
+		}
+		if (m)
+			m->listed = true;
+		else
+			warn(ld, path,
+			     "port %lld has no mapping in proxy_port_mappings: its connections "
+			     "will be closed after the header",
+			     (long long)port);
+		lua_pop(L, 1);
+	}
+	if (!lua_isnil(L, ports))
+		for (size_t i = 0; i < ld->nmap; i++)
+			if (!ld->map[i].listed) {
+				snprintf(path, sizeof(path), "proxy_port_mappings[%u]",
+					 ld->map[i].port);
+				warn(ld, path,
+				     "port %u is not in proxy_ports: it is not listened on",
+				     ld->map[i].port);
+			}
+
+	if (cfg->nlisteners == 0) {
+		if (numeric && ld->nifaces == 0)
+			fail(ld, "proxy_interfaces", "the list is empty: nothing to listen on");
+		if (!lua_isnil(L, ports))
+			fail(ld, "proxy_ports", "the list is empty: nothing to listen on");
+		fail(ld, "proxy_port_mappings",
+		     "nothing to listen on: map a port to a service, as in "
+		     "proxy_port_mappings = { [15222] = \"c2s\" }");
+	}
+	lua_settop(L, 3);
+}
+
+/* Runs in lua_pcall(): 1 the loader, 2 the values assigned, 3 the line of each. */
+static int check(lua_State *L)
+{
+	struct loader *ld = lua_touserdata(L, 1);
+
+	read_lines(ld);
+	read_tunables(ld);
+	read_trusted(ld);
+	read_services(ld);
+	read_mappings(ld);
+	read_listeners(ld); /* last: "nothing to listen on" is about the whole file */
+	return 0;
+}
+
+/* --- the sandbox --------------------------------------------------------- */
+
+/* Lua's allocator contract, with a cap; shrinking must never fail, so only growth is refused. */
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct loader *ld = ud;
+	size_t old = ptr ? osize : 0;
+	void *p;
+
+	if (nsize == 0) {
+		free(ptr);
+		ld->mem -= old;
+		return NULL;
+	}
+	if (nsize > old && nsize - old > MEM_LIMIT - ld->mem)
+		return NULL;
+	p = realloc(ptr, nsize);
+	if (p)
+		ld->mem = ld->mem - old + nsize;
+	return p;
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+	void *ud;
+	struct loader *ld;
+
+	lua_getallocf(L, &ud);
+	ld = ud;
+	if (++ld->steps < MAX_STEPS)
+		return;
+	/* From now on every instruction raises: pcall in the config cannot catch it and go on. */
+	lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+	lua_getinfo(L, "l", ar);
+	lua_pushfstring(L, "%s:%d: config runs too long (over %d million Lua instructions)",
+			ld->name, ar->currentline, MAX_STEPS * (STEP_INSNS / 1000000));
+	lua_error(L);
+}
+
+/*
+ * __newindex of the config's environment: each global goes to the values
+ * table (never into the environment, so every assignment comes here) and
+ * the line doing it to the lines table. An assignment from inside a C
+ * function (table.insert(_ENV, ...)) is charged to the Lua line calling it.
+ */
+static int record_global(lua_State *L)
+{
+	lua_Debug ar;
+
+	if (lua_type(L, 2) == LUA_TSTRING)
+		for (int level = 1; lua_getstack(L, level, &ar); level++) {
+			lua_getinfo(L, "l", &ar);
+			if (ar.currentline > 0) {
+				lua_pushvalue(L, 2);
+				lua_pushinteger(L, ar.currentline);
+				lua_rawset(L, lua_upvalueindex(2));
+				break;
+			}
+		}
+	lua_settop(L, 3);
+	lua_rawset(L, lua_upvalueindex(1));
+	return 0;
+}
+
+/* Runs in lua_pcall(): returns the environment, the values table and the lines table. */
+static int open_sandbox(lua_State *L)
+{
+	static const luaL_Reg libs[] = {
+		{LUA_GNAME, luaopen_base},
+		{LUA_STRLIBNAME, luaopen_string},
+		{LUA_TABLIBNAME, luaopen_table},
+		{LUA_MATHLIBNAME, luaopen_math},
+	};
+	/* No io, os, require, package, debug, load, loadfile, dofile, collectgarbage, print. */
+	static const char *const safe[] = {
+		"assert", "error",	  "ipairs",	  "next",	   "pairs",
+		"pcall",  "select",	  "tonumber",	  "tostring",	   "type",
+		"xpcall", LUA_STRLIBNAME, LUA_TABLIBNAME, LUA_MATHLIBNAME,
+	};
+
+	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
+		luaL_requiref(L, libs[i].name, libs[i].func, 1);
+		lua_pop(L, 1);
+	}
+	lua_newtable(L); /* 1: the environment */
+	lua_pushglobaltable(L);
+	for (size_t i = 0; i < sizeof(safe) / sizeof(safe[0]); i++) {
+		lua_getfield(L, 2, safe[i]);
+		lua_setfield(L, 1, safe[i]);
+	}
+	lua_pop(L, 1);
+	lua_newtable(L); /* 2: values */
+	lua_newtable(L); /* 3: lines */
+	lua_createtable(L, 0, 2);
+	lua_pushvalue(L, 2);
+	lua_setfield(L, -2, "__index"); /* settings read back: services.c2s = { ... } */
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 3);
+	lua_pushcclosure(L, record_global, 2);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, 1);
+	return 3;
+}
+
+/* Lua's message for a failed step; a message without a position gets the file's name. */
+static void lua_failure(struct loader *ld, int status)
+{
+	char *err = ld->diag->error;
+	size_t cap = sizeof(ld->diag->error);
+	const char *msg, *p;
+
+	if (status == LUA_ERRMEM) {
+		snprintf(err, cap, "%s: config uses too much memory (over %zu MiB)", ld->name,
+			 MEM_LIMIT >> 20);
+		return;
+	}
+	if (lua_type(ld->L, -1) != LUA_TSTRING) {
+		snprintf(err, cap, "%s: config raised an error that is a %s, not a message",
+			 ld->name, luaL_typename(ld->L, -1));
+		return;
+	}
+	msg = lua_tostring(ld->L, -1);
+	for (p = strchr(msg, ':'); p; p = strchr(p + 1, ':'))
+		if (isdigit((unsigned char)p[1]) && p[1 + strspn(p + 1, "0123456789")] == ':')
+			break;
+	if (p && !memchr(msg, '\n', (size_t)(p - msg)))
+		snprintf(err, cap, "%s", msg);
+	else
+		snprintf(err, cap, "%s: %s", ld->name, msg);
+}
+
+static int load(struct loader *ld)
+{
+	char chunkname[sizeof(ld->cfg->source) + 1];
+	int status;
+	lua_State *L;
+
+	L = ld->L = lua_newstate(capped_alloc, ld);
+	if (!L) {
+		snprintf(ld->diag->error, sizeof(ld->diag->error), "%s: out of memory", ld->name);
+		return -1;
+	}
+	lua_pushcfunction(L, open_sandbox);
+	status = lua_pcall(L, 0, 3, 0);
+	if (status == LUA_OK) {
+		/* Text only: precompiled chunks can crash the VM. */
+		snprintf(chunkname, sizeof(chunkname), "@%s", ld->name);
+		status = luaL_loadbufferx(L, ld->src, ld->len, chunkname, "t");
+	}
+	if (status == LUA_OK) {
+		lua_pushvalue(L, 1);
+		lua_setupvalue(L, -2, 1); /* _ENV */
+		lua_sethook(L, count_hook, LUA_MASKCOUNT, STEP_INSNS);
+		status = lua_pcall(L, 0, 0, 0);
+		lua_sethook(L, NULL, 0, 0);
+	}
+	if (status == LUA_OK) {
+		/* check() sees: the loader, values, lines. */
+		lua_remove(L, 1); /* the environment */
+		lua_pushcfunction(L, check);
+		lua_insert(L, 1);
+		lua_pushlightuserdata(L, ld);
+		lua_insert(L, 2);
+		status = lua_pcall(L, 3, 0, 0);
+	}
+	if (status != LUA_OK && !ld->failed)
+		lua_failure(ld, status);
+	lua_close(L);
+	return status == LUA_OK ? 0 : -1;
+}
+
+/* --- the interface ------------------------------------------------------- */
+
+static int load_buffer(const char *name, const char *src, size_t len, struct npd_config **out,
+		       struct npd_config_diag *diag)
+{
+	struct npd_config_diag quiet = {0};
+	struct loader ld = {.name = name ? name : "config", .src = src, .len = len};
+	int rc;
+
+	ld.diag = diag ? diag : &quiet;
+	ld.diag->error[0] = '\0';
+	*out = NULL;
+	ld.cfg = calloc(1, sizeof(*ld.cfg));
+	if (!ld.cfg) {
+		snprintf(ld.diag->error, sizeof(ld.diag->error), "%s: out of memory", ld.name);
+		return -1;
+	}
+	snprintf(ld.cfg->source, sizeof(ld.cfg->source), "%s", ld.name);
+	rc = load(&ld);
+	free(ld.lines);
+	free(ld.map);
+	free(ld.ifaces);
+	if (rc != 0) {
+		npd_config_free(ld.cfg);
+		return -1;
+	}
+	*out = ld.cfg;
+	return 0;
+}
+
+int npd_config_load_string(const char *name, const char *lua, struct npd_config **out,
+			   struct npd_config_diag *diag)
+{
+	return load_buffer(name, lua ? lua : "", lua ? strlen(lua) : 0, out, diag);
+}
+
+int npd_config_load_file(const char *path, struct npd_config **out, struct npd_config_diag *diag)
+{
+	struct npd_config_diag quiet = {0};
+	FILE *f;
+	char *buf = NULL, *grown;
+	size_t len = 0, cap = 0, n;
+	int rc, err;
+
+	if (!diag)
+		diag = &quiet;
+	*out = NULL;
+	f = fopen(path, "re");
+	if (!f) {
+		snprintf(diag->error, sizeof(diag->error), "%s: cannot open: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	do {
+		if (len == cap) {
+			cap = cap ? 2 * cap : 8192;
+			grown = cap <= FILE_MAX + 1 ? realloc(buf, cap) : NULL;
+			if (!grown) {
+				snprintf(diag->error, sizeof(diag->error), "%s: %s", path,
+					 cap > FILE_MAX + 1 ? "larger than 16 MiB"
+							    : "out of memory");
+				free(buf);
+				fclose(f);
+				return -1;
+			}
+			buf = grown;
+		}
+		n = fread(buf + len, 1, cap - len, f);
+		len += n;
+	} while (n > 0);
+	err = ferror(f) ? errno : 0;
+	fclose(f);
+	if (err) {
+		snprintf(diag->error, sizeof(diag->error), "%s: cannot read: %s", path,
+			 strerror(err));
+		free(buf);
+		return -1;
+	}
+	rc = load_buffer(path, buf, len, out, diag);
+	free(buf);
+	return rc;
+}
+
+void npd_config_free(struct npd_config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->listeners);
+	free(cfg->services);
+	free(cfg->trusted);
+	free(cfg);
+}
+
+static void describe_service(const struct npd_service *s, FILE *out)
+{
+	static const char *const modes[] = {"plain", "send_proxy v1", "send_proxy v2"};
+	bool first = true;
+
+	fprintf(out, "%s (%s, %s", s->name, s->addr_text, modes[s->send_proxy]);
+	if (s->crc32c)
+		fputs(", crc32c", out);
+	for (int t = 0; t < 256; t++) {
+		const char *name = NULL;
+
+		if (!(s->pass_tlvs[t / 8] & (1u << (t % 8))))
+			continue;
+		for (size_t i = 0; i < sizeof(tlv_names) / sizeof(tlv_names[0]); i++)
+			if (tlv_names[i].type == t)
+				name = tlv_names[i].name;
+		fputs(first ? ", pass_tlvs " : " ", out);
+		if (name)
+			fputs(name, out);
+		else
+			fprintf(out, "0x%02X", t);
+		first = false;
+	}
+	fputs(")", out);
+}
+
+void npd_config_describe(const struct npd_config *cfg, FILE *out)
+{
+	char net[NP_ADDRSTRLEN];
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct npd_listener *l = &cfg->listeners[i];
+
+		fprintf(out, "listen %s -> ", l->addr_text);
+		if (l->service < 0)
+			fputs("(unmapped: connections closed after the header)", out);
+		else
+			describe_service(&cfg->services[l->service], out);
+		fputc('\n', out);
+	}
+	fputs("trusted:", out);
+	if (cfg->ntrusted == 0)
+		fputs(" ANY (warning)", out);
+	for (size_t i = 0; i < cfg->ntrusted; i++) {
+		format_addr(net, sizeof(net), cfg->trusted[i].family, cfg->trusted[i].addr, -1);
+		fprintf(out, " %s/%u", net, cfg->trusted[i].prefix);
+	}
+	fprintf(out, "\nheader timeout: %g s\nmax header: %zu bytes\n",
+		cfg->header_timeout_ms / 1000.0, cfg->max_header);
+}

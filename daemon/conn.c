@@ -1,0 +1,462 @@
+/*
+ * conn.c - a connection's life: read and check the PROXY header, connect to
+ * the service's backend, hand over to the relay, and close with one line.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "netproxy.h"
+
+#define SIDE_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+
+/* Connection numbers in the log, 1, 2, ... across all workers. */
+static atomic_ullong next_conn_id = 1;
+
+const char *npd_sockaddr_text(const union npd_sockaddr *a, char *out, size_t cap)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	switch (a->sa.sa_family) {
+	case AF_INET:
+		inet_ntop(AF_INET, &a->in.sin_addr, ip, sizeof(ip));
+		snprintf(out, cap, "%s:%u", ip, ntohs(a->in.sin_port));
+		break;
+	case AF_INET6:
+		inet_ntop(AF_INET6, &a->in6.sin6_addr, ip, sizeof(ip));
+		snprintf(out, cap, "[%s]:%u", ip, ntohs(a->in6.sin6_port));
+		break;
+	case AF_UNIX:
+		snprintf(out, cap, "unix");
+		break;
+	default:
+		snprintf(out, cap, "-");
+	}
+	return out;
+}
+
+static struct npd_conn *conn_alloc(struct npd_worker *w)
+{
+	struct npd_conn *c = w->free_conns;
+
+	if (c)
+		w->free_conns = c->next_free;
+	else if (!(c = malloc(sizeof(*c))))
+		return NULL;
+	memset(c, 0, sizeof(*c));
+	return c;
+}
+
+static int watch(struct npd_worker *w, struct npd_side *side)
+{
+	struct epoll_event ev = {.events = SIDE_EVENTS, .data.ptr = &side->ev};
+
+	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, side->fd, &ev);
+}
+
+static void read_header(struct npd_conn *c);
+
+void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
+		   const union npd_sockaddr *peer)
+{
+	const struct npd_config *cfg = w->gen->cfg;
+	struct npd_conn *c = conn_alloc(w);
+
+	if (!c) {
+		close(fd);
+		npd_worker_log_reject(w, "connection dropped: out of memory");
+		return;
+	}
+	c->w = w;
+	c->gen = w->gen;
+	npd_gen_hold(c->gen);
+	c->listener = &cfg->listeners[ls->listener];
+	c->service = c->listener->service >= 0 ? &cfg->services[c->listener->service] : NULL;
+	c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
+	c->start_ms = w->now_ms;
+	c->state = NPD_CONN_HEADER;
+	c->peer_addr = *peer;
+	c->client.ev.kind = NPD_EV_CLIENT;
+	c->client.fd = fd;
+	c->backend.ev.kind = NPD_EV_BACKEND;
+	c->backend.fd = -1;
+	npd_timer_init(&c->timer);
+	npd_list_add_tail(&w->conns, &c->link);
+	w->nconns++;
+
+	if (watch(w, &c->client) != 0) {
+		npd_conn_close(c, "epoll: %s", strerror(errno));
+		return;
+	}
+	struct npd_timer_list *tl = npd_worker_timers(w, cfg->header_timeout_ms);
+	if (!tl) {
+		npd_conn_close(c, "out of memory");
+		return;
+	}
+	npd_timer_arm(tl, &c->timer, w->now_ms);
+	/* Proxies send the header at once: it is usually there by now. */
+	c->client.readable = true;
+	read_header(c);
+}
+
+/* Keep the addresses the header names, for the log. */
+static void note_header(struct npd_conn *c, const struct np_header *h)
+{
+	struct sockaddr_storage ss;
+
+	c->version = h->version;
+	c->command = h->command;
+	if (!np_has_addresses(h))
+		return;
+	if (h->family == NP_AF_UNIX) {
+		c->client_addr.sa.sa_family = c->dst_addr.sa.sa_family = AF_UNIX;
+		return;
+	}
+	if (np_endpoint_to_sockaddr(h, &h->src, &ss) > 0)
+		memcpy(&c->client_addr, &ss, sizeof(c->client_addr));
+	if (np_endpoint_to_sockaddr(h, &h->dst, &ss) > 0)
+		memcpy(&c->dst_addr, &ss, sizeof(c->dst_addr));
+}
+
+/*
+ * The header the service gets. Only a PROXY header over TCP, IPv4 or IPv6,
+ * keeps its addresses: that is what every receiver (HAProxy among them)
+ * accepts. Anything else, LOCAL and v1 UNKNOWN included, goes out as LOCAL,
+ * which tells the service to use the connection's own addresses.
+ * Returns the length written to out, or a negative NP_E* code.
+ */
+static int reemit(const struct npd_service *svc, const struct np_header *h, uint8_t *out,
+		  size_t cap)
+{
+	struct np_header o;
+	struct np_tlv tlvs[64];
+	size_t n = 0;
+
+	memset(&o, 0, sizeof(o));
+	o.command = NP_CMD_LOCAL;
+	if (h->command == NP_CMD_PROXY && h->transport == NP_TRANSPORT_STREAM &&
+	    (h->family == NP_AF_INET || h->family == NP_AF_INET6)) {
+		o.command = NP_CMD_PROXY;
+		o.family = h->family;
+		o.transport = NP_TRANSPORT_STREAM;
+		o.src = h->src;
+		o.dst = h->dst;
+	}
+	if (svc->send_proxy == NPD_SEND_V1)
+		return np_build_v1(out, cap, &o);
+
+	struct np_tlv_iter it;
+	struct np_tlv t;
+	np_tlv_iter_init(&it, h->tlv, h->tlv_len);
+	while (np_tlv_next(&it, &t) > 0) {
+		/* The parser checked the area; a CRC32C is never passed: it would be stale. */
+		if (t.type == NP_TLV_CRC32C || !(svc->pass_tlvs[t.type / 8] & (1u << (t.type % 8))))
+			continue;
+		if (n == sizeof(tlvs) / sizeof(tlvs[0]))
+			break;
+		tlvs[n++] = t;
+	}
+	return np_build_v2(out, cap, &o, tlvs, n, svc->crc32c ? NP_BUILD_CRC32C : 0);
+}
+
+static void connect_backend(struct npd_conn *c);
+
+/* The header is the first hlen bytes of the client buffer. */
+static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
+{
+	struct npd_buf *b = c->client.in;
+	const struct npd_service *svc = c->service;
+
+	note_header(c, h);
+	if (!svc) {
+		npd_conn_close(c, "port %u has no mapping in proxy_port_mappings",
+			       (unsigned)c->listener->port);
+		return;
+	}
+
+	/* Replace the header in place with the one the service gets, in front of the data. */
+	uint8_t small[512], *out = small;
+	size_t cap = sizeof(small), rest = b->len - (size_t)hlen;
+	int olen = 0;
+	if (svc->send_proxy != NPD_SEND_NONE) {
+		if ((size_t)hlen + 128 > cap) {
+			cap = (size_t)hlen + 128; /* room for every TLV passed and a CRC32C */
+			if (!(out = malloc(cap))) {
+				npd_conn_close(c, "out of memory");
+				return;
+			}
+		}
+		olen = reemit(svc, h, out, cap);
+	}
+	if (olen < 0 || (size_t)olen + rest > b->cap) {
+		if (out != small)
+			free(out);
+		npd_conn_close(c, "cannot build the header for %s: %s", svc->name,
+			       olen < 0 ? np_strerror(olen) : "too long");
+		return;
+	}
+	memmove(b->data + olen, b->data + hlen, rest);
+	memcpy(b->data, out, (size_t)olen);
+	if (out != small)
+		free(out);
+	b->off = 0;
+	b->len = (uint32_t)((size_t)olen + rest);
+	c->client.bytes = rest;
+	connect_backend(c);
+}
+
+static void header_failed(struct npd_conn *c, int err)
+{
+	const struct npd_buf *b = c->client.in;
+	char first[64];
+
+	npd_escape(first, sizeof(first), b->data, b->len < 24 ? b->len : 24);
+	if (err == NP_ETOOBIG)
+		npd_conn_close(c, "header larger than proxy_max_header (%zu bytes)",
+			       c->gen->cfg->max_header);
+	else
+		npd_conn_close(c, "malformed header: %s (%s), first bytes [%s]", np_strerror(err),
+			       np_errname(err), first);
+}
+
+/* A header longer than a pool buffer: move it to a buffer of proxy_max_header bytes. */
+static struct npd_buf *grow(struct npd_conn *c)
+{
+	struct npd_buf *b = c->client.in, *big;
+	size_t cap = c->gen->cfg->max_header + NPD_BUF_HEADROOM;
+
+	if (b->cap >= cap || !(big = malloc(sizeof(*big) + cap)))
+		return NULL;
+	big->cap = (uint32_t)cap;
+	big->off = 0;
+	big->len = b->len;
+	memcpy(big->data, b->data, b->len);
+	npd_buf_put(c->w, b);
+	return c->client.in = big;
+}
+
+static void read_header(struct npd_conn *c)
+{
+	const struct npd_config *cfg = c->gen->cfg;
+
+	while (c->client.readable) {
+		struct npd_buf *b = c->client.in;
+		if (!b && !(b = c->client.in = npd_buf_get(c->w))) {
+			npd_conn_close(c, "out of memory");
+			return;
+		}
+		size_t room = b->cap - NPD_BUF_HEADROOM - b->len;
+		if (room == 0 && !(b = grow(c))) {
+			npd_conn_close(c, "header larger than proxy_max_header (%zu bytes)",
+				       cfg->max_header);
+			return;
+		}
+		room = b->cap - NPD_BUF_HEADROOM - b->len;
+
+		ssize_t n = recv(c->client.fd, b->data + b->len, room, 0);
+		if (n > 0) {
+			struct np_header h;
+
+			b->len += (uint32_t)n;
+			if ((size_t)n < room)
+				c->client.readable = false; /* drained: the next edge says when to read */
+			int r = np_parse_max(b->data, b->len, cfg->max_header, &h);
+			if (r > 0) {
+				header_done(c, &h, r);
+				return;
+			}
+			if (r != NP_EAGAIN) {
+				header_failed(c, r);
+				return;
+			}
+		} else if (n == 0) {
+			npd_conn_close(c, "client closed before the header was complete (%u bytes)",
+				       b->len);
+			return;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			c->client.readable = false;
+		} else if (errno != EINTR) {
+			npd_conn_close(c, "client: %s", strerror(errno));
+			return;
+		}
+	}
+	/* Idle connections hold no buffer. */
+	if (c->client.in && c->client.in->len == 0) {
+		npd_buf_put(c->w, c->client.in);
+		c->client.in = NULL;
+	}
+}
+
+static void connect_backend(struct npd_conn *c)
+{
+	const struct npd_service *svc = c->service;
+	int family = svc->addr.ss_family, one = 1;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		npd_conn_close(c, "backend %s (%s): socket: %s", svc->name, svc->addr_text,
+			       strerror(errno));
+		return;
+	}
+	c->backend.fd = fd;
+	if (family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (watch(c->w, &c->backend) != 0) {
+		npd_conn_close(c, "epoll: %s", strerror(errno));
+		return;
+	}
+	if (connect(fd, (const struct sockaddr *)&svc->addr, svc->addrlen) == 0) {
+		c->backend.writable = true;
+	} else if (errno != EINPROGRESS) {
+		npd_conn_close(c, "backend %s (%s) unreachable: %s", svc->name, svc->addr_text,
+			       strerror(errno));
+		return;
+	}
+	c->state = NPD_CONN_CONNECTING;
+	struct npd_timer_list *tl = npd_worker_timers(c->w, svc->connect_timeout_ms);
+	if (!tl) {
+		npd_conn_close(c, "out of memory");
+		return;
+	}
+	npd_timer_arm(tl, &c->timer, c->w->now_ms);
+	if (c->backend.writable)
+		npd_conn_event(c, &c->backend, EPOLLOUT);
+}
+
+/* The backend socket became writable or failed while connecting. */
+static void connected(struct npd_conn *c)
+{
+	const struct npd_service *svc = c->service;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = errno;
+	if (err) {
+		npd_conn_close(c, "backend %s (%s) connect failed: %s", svc->name, svc->addr_text,
+			       strerror(err));
+		return;
+	}
+	c->state = NPD_CONN_RELAY;
+	if (svc->idle_timeout_ms > 0) {
+		struct npd_timer_list *tl = npd_worker_timers(c->w, svc->idle_timeout_ms);
+		if (!tl) {
+			npd_conn_close(c, "out of memory");
+			return;
+		}
+		npd_timer_arm(tl, &c->timer, c->w->now_ms);
+	} else {
+		npd_timer_cancel(&c->timer);
+	}
+	npd_relay(c);
+}
+
+void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
+{
+	/* An error or hang-up is both: the next read or write says which. */
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+		side->readable = true;
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+		side->writable = true;
+
+	switch (c->state) {
+	case NPD_CONN_HEADER:
+		if (side == &c->client)
+			read_header(c);
+		break;
+	case NPD_CONN_CONNECTING:
+		if (side == &c->backend && side->writable)
+			connected(c);
+		/* Client bytes wait in the kernel until the backend is there. */
+		break;
+	case NPD_CONN_RELAY:
+		npd_relay(c);
+		break;
+	}
+}
+
+void npd_conn_expire(struct npd_conn *c)
+{
+	switch (c->state) {
+	case NPD_CONN_HEADER:
+		npd_conn_close(c, "header timeout (%d ms), %u bytes received",
+			       c->gen->cfg->header_timeout_ms, c->client.in ? c->client.in->len : 0);
+		break;
+	case NPD_CONN_CONNECTING:
+		npd_conn_close(c, "backend %s (%s) connect timeout (%d ms)", c->service->name,
+			       c->service->addr_text, c->service->connect_timeout_ms);
+		break;
+	default:
+		npd_conn_close(c, "idle timeout (%d ms)", c->service->idle_timeout_ms);
+	}
+}
+
+static const char *proxy_version_text(const struct npd_conn *c)
+{
+	if (c->version == 0)
+		return "-";
+	if (c->command == NP_CMD_LOCAL)
+		return c->version == 1 ? "v1-unknown" : "v2-local";
+	return c->version == 1 ? "v1" : "v2";
+}
+
+static void release_side(struct npd_conn *c, struct npd_side *s)
+{
+	if (s->in) {
+		npd_buf_put(c->w, s->in);
+		s->in = NULL;
+	}
+	if (s->pipe) {
+		npd_pipe_put(c->w, s->pipe, s->pipe->len == 0);
+		s->pipe = NULL;
+	}
+	if (s->fd >= 0) {
+		close(s->fd); /* also takes it out of the epoll set */
+		s->fd = -1;
+	}
+}
+
+void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
+{
+	struct npd_worker *w = c->w;
+	char reason[512], peer[64], client[64], dst[64];
+	va_list ap;
+
+	if (c->state == NPD_CONN_CLOSED)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+
+	int64_t ms = w->now_ms - c->start_ms;
+	/* A connection that never reached its service is worth a warning. */
+	npd_log(c->state == NPD_CONN_RELAY ? NPD_LOG_INFO : NPD_LOG_WARN,
+		"conn=%llu port=%u service=%s peer=%s client=%s dst=%s proxy=%s up=%llu down=%llu "
+		"duration=%lld.%03llds reason=\"%s\"",
+		(unsigned long long)c->id, (unsigned)c->listener->port,
+		c->service ? c->service->name : "-", npd_sockaddr_text(&c->peer_addr, peer, sizeof(peer)),
+		npd_sockaddr_text(&c->client_addr, client, sizeof(client)),
+		npd_sockaddr_text(&c->dst_addr, dst, sizeof(dst)), proxy_version_text(c),
+		(unsigned long long)c->client.bytes, (unsigned long long)c->backend.bytes,
+		(long long)(ms / 1000), (long long)(ms % 1000), reason);
+
+	release_side(c, &c->client);
+	release_side(c, &c->backend);
+	npd_timer_cancel(&c->timer);
+	c->state = NPD_CONN_CLOSED;
+	/* Later events of this epoll batch may still name c: it is freed after the batch. */
+	npd_list_del(&c->link);
+	npd_list_add_tail(&w->graveyard, &c->link);
+	w->nconns--;
+	npd_gen_release(c->gen);
+	c->gen = NULL;
+}

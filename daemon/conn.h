@@ -1,0 +1,110 @@
+/*
+ * conn.h - one relayed connection, from accept to close.
+ *
+ *   HEADER ──▶ CONNECTING ──▶ RELAY ──▶ closed
+ *
+ * One struct owns everything the connection has: both sockets, the buffers
+ * in flight, its timer and its addresses; npd_conn_close() is the only way
+ * out, frees whatever exists and writes the one log line.
+ */
+#ifndef NPD_CONN_H
+#define NPD_CONN_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "list.h"
+#include "timer.h"
+#include "worker.h"
+
+#define NPD_BUF_SIZE 16384
+/*
+ * Room kept free behind the bytes read with the header: the re-emitted header
+ * may be longer than the received one (v1 "TCP6 ::1 ::1 0 0" becomes 52
+ * bytes of v2, plus 7 for a CRC32C), and it goes out in front of them.
+ */
+#define NPD_BUF_HEADROOM 64
+
+struct npd_buf {
+	struct npd_buf *next_free;
+	uint32_t off, len, cap; /* data[off..len) is waiting to be written */
+	uint8_t data[];
+};
+
+/*
+ * A pipe between two sockets for splice(): bulk data goes from one socket's
+ * receive queue to the other's send queue without being copied through user
+ * space.
+ */
+#define NPD_PIPE_SIZE (256 * 1024)
+
+struct npd_pipe {
+	struct npd_pipe *next_free;
+	int rd, wr;
+	uint32_t len; /* bytes in the pipe */
+};
+
+enum npd_conn_state {
+	NPD_CONN_HEADER,
+	NPD_CONN_CONNECTING,
+	NPD_CONN_RELAY,
+	NPD_CONN_CLOSED,
+};
+
+union npd_sockaddr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
+/* One of the connection's two sockets, and what was read from it. */
+struct npd_side {
+	struct npd_ev ev; /* NPD_EV_CLIENT or NPD_EV_BACKEND */
+	int fd;
+	bool readable, writable; /* edge-triggered readiness not used up yet */
+	bool eof;		 /* it sent its FIN: nothing more to read */
+	bool shut;		 /* we sent it our FIN (shutdown SHUT_WR) */
+	struct npd_buf *in;	 /* read from this side, not yet written to the other */
+	struct npd_pipe *pipe;	 /* in bulk mode: the same, through splice() */
+	uint64_t bytes;		 /* application bytes read from this side */
+};
+
+struct npd_conn {
+	struct npd_side client, backend;
+	struct npd_worker *w;
+	struct npd_gen *gen;
+	const struct npd_listener *listener;
+	const struct npd_service *service; /* NULL for an unmapped port */
+	struct npd_timer timer;		   /* header, connect or idle deadline */
+	struct npd_list link;		   /* in the worker's conns, then its graveyard */
+	struct npd_conn *next_free;
+	uint64_t id;
+	int64_t start_ms;
+	uint8_t state;
+	uint8_t version; /* of the PROXY header received; 0 before */
+	uint8_t command;
+	union npd_sockaddr peer_addr;	/* the proxy that connected to us */
+	union npd_sockaddr client_addr; /* the client the header names; AF_UNSPEC for LOCAL */
+	union npd_sockaddr dst_addr;	/* the original destination; likewise */
+};
+
+/* A trusted peer's accepted socket fd on listening socket ls: start its connection. */
+void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
+		   const union npd_sockaddr *peer);
+
+/* epoll reported events on one side of c. */
+void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events);
+
+/* c's timer expired. */
+void npd_conn_expire(struct npd_conn *c);
+
+__attribute__((format(printf, 2, 3))) void npd_conn_close(struct npd_conn *c, const char *fmt, ...);
+
+/* Move bytes both ways as far as readiness allows (relay.c). Closes c when done or on error. */
+void npd_relay(struct npd_conn *c);
+
+/* "203.0.113.7:51234", "[2001:db8::1]:443", "unix", "-" for AF_UNSPEC. */
+const char *npd_sockaddr_text(const union npd_sockaddr *a, char *out, size_t cap);
+
+#endif /* NPD_CONN_H */

@@ -1,0 +1,474 @@
+/*
+ * main.c - netproxyd: the command line, start-up, signals and reloads.
+ *
+ * The main thread loads the config, opens every listening socket (so a bad
+ * address fails before anything runs), starts the workers and then only
+ * waits for signals: SIGHUP reloads, SIGTERM and SIGINT stop.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "listen.h"
+#include "log.h"
+#include "netproxy.h"
+#include "worker.h"
+
+#define PROG "netproxyd"
+
+static void usage(FILE *out)
+{
+	fputs("usage: " PROG " [-c FILE] [-t] [-v] [--syslog]\n"
+	      "       " PROG " -l [ADDR:]PORT -b BACKEND [--send-proxy v1|v2] [--trusted CIDR]...\n"
+	      "       " PROG " --help | --version\n"
+	      "\n"
+	      "Receive PROXY protocol connections on the PROXY ports, check the sender is\n"
+	      "trusted, read the header and relay each connection to the service its port\n"
+	      "is mapped to. Runs in the foreground and logs to standard error.\n"
+	      "\n"
+	      "options:\n"
+	      "  -c, --config FILE     the Lua config (netproxyd.conf(5)); without it and\n"
+	      "                        without -l: 15222 -> 127.0.0.1:5222, 15269 -> 127.0.0.1:5269\n"
+	      "  -t, --test            check the config, print what it listens on, exit 0 or 1\n"
+	      "  -v, --verbose         log more (debug)\n"
+	      "      --syslog          log to syslog instead of standard error\n"
+	      "  -l, --listen [ADDR:]PORT   one PROXY port, without a config file\n"
+	      "  -b, --backend HOST:PORT|[V6]:PORT|unix:PATH   where -l's connections go\n"
+	      "      --send-proxy v1|v2    pass the client on in a PROXY header (default: none)\n"
+	      "      --trusted CIDR    a trusted sender for -l (repeatable; default loopback)\n"
+	      "  -h, --help            this help\n"
+	      "      --version         the version\n"
+	      "\n"
+	      "signals: SIGHUP reloads the config, SIGTERM and SIGINT stop.\n",
+	      out);
+}
+
+/* A Lua string literal for s: every byte that is not plain becomes \ddd. */
+static void lua_quote(char *out, size_t cap, const char *s)
+{
+	size_t w = 0;
+
+	out[w++] = '"';
+	for (; *s && w + 6 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    strchr(".:[]/_-", c))
+			out[w++] = (char)c;
+		else
+			w += (size_t)snprintf(out + w, cap - w, "\\%03u", c);
+	}
+	out[w++] = '"';
+	out[w] = '\0';
+}
+
+/*
+ * The config for -l/-b, written as Lua so that it goes through the same
+ * checks as a file. Returns 0, or -1 with a message printed.
+ */
+static int cli_config(char *out, size_t cap, const char *listen, const char *backend,
+		      const char *send_proxy, char **trusted, int ntrusted)
+{
+	const char *colon = strrchr(listen, ':');
+	const char *port_text = colon ? colon + 1 : listen;
+	char *end;
+	long port = strtol(port_text, &end, 10);
+	char q_listen[300], q_backend[600], q_item[300];
+
+	if (*port_text == '\0' || *end != '\0' || port < 1 || port > 65535) {
+		fprintf(stderr, PROG ": -l %s: expected [ADDR:]PORT with a port from 1 to 65535\n",
+			listen);
+		return -1;
+	}
+	lua_quote(q_listen, sizeof(q_listen), listen);
+	lua_quote(q_backend, sizeof(q_backend), backend);
+	size_t n = (size_t)snprintf(out, cap,
+				    "proxy_ports = { %s }\n"
+				    "proxy_port_mappings = { [%ld] = \"backend\" }\n"
+				    "services = { backend = { connect = %s",
+				    colon ? q_listen : port_text, port, q_backend);
+	if (send_proxy) {
+		lua_quote(q_item, sizeof(q_item), send_proxy);
+		n += (size_t)snprintf(out + n, cap - n, ", send_proxy = %s", q_item);
+	}
+	n += (size_t)snprintf(out + n, cap - n, " } }\n");
+	if (ntrusted > 0) {
+		n += (size_t)snprintf(out + n, cap - n, "proxy_trusted_proxies = {");
+		for (int i = 0; i < ntrusted; i++) {
+			lua_quote(q_item, sizeof(q_item), trusted[i]);
+			n += (size_t)snprintf(out + n, cap - n, " %s,", q_item);
+		}
+		n += (size_t)snprintf(out + n, cap - n, " }\n");
+	}
+	if (n >= cap) {
+		fprintf(stderr, PROG ": command line too long\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* Where the config comes from, for start-up and every reload. */
+struct source {
+	const char *path; /* a file, or NULL */
+	const char *lua;  /* else Lua source: the default or the command line's */
+	const char *name;
+};
+
+static void warn_to_log(void *ctx, const char *text)
+{
+	(void)ctx;
+	npd_log(NPD_LOG_WARN, "%s", text);
+}
+
+static void warn_to_stderr(void *ctx, const char *text)
+{
+	(void)ctx;
+	fprintf(stderr, PROG ": warning: %s\n", text);
+}
+
+static struct npd_config *load(const struct source *src, void (*warn)(void *, const char *))
+{
+	struct npd_config_diag diag = {.warn = warn};
+	struct npd_config *cfg = NULL;
+	int r = src->path ? npd_config_load_file(src->path, &cfg, &diag)
+			  : npd_config_load_string(src->name, src->lua, &cfg, &diag);
+
+	if (r != 0) {
+		npd_log(NPD_LOG_ERROR, "%s", diag.error);
+		return NULL;
+	}
+	return cfg;
+}
+
+/* Log what npd_config_describe() says, line by line. */
+static void log_description(const struct npd_config *cfg)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		return;
+	npd_config_describe(cfg, f);
+	fclose(f);
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+		npd_log(NPD_LOG_INFO, "%s", line);
+	free(text);
+}
+
+/*
+ * The listening sockets, one per listener and worker. Index i matches the
+ * running generation's listener i; fds[i * nworkers + w] is worker w's.
+ */
+struct sockets {
+	const struct npd_config *cfg;
+	int *fds;
+};
+
+static bool same_address(const struct npd_listener *a, const struct npd_listener *b)
+{
+	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+}
+
+/*
+ * Sockets for every listener of cfg: those already open in old (same
+ * address) are taken over, the others opened. On failure nothing changes
+ * (new sockets are closed) and -1 is returned with the cause logged.
+ */
+static int open_sockets(const struct npd_config *cfg, int nworkers, const struct sockets *old,
+			struct sockets *out)
+{
+	size_t n = cfg->nlisteners * (size_t)nworkers;
+	int *fds = malloc((n ? n : 1) * sizeof(*fds));
+	bool *fresh = calloc(n ? n : 1, sizeof(*fresh));
+
+	if (!fds || !fresh) {
+		free(fds);
+		free(fresh);
+		npd_log(NPD_LOG_ERROR, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct npd_listener *l = &cfg->listeners[i];
+		size_t from = SIZE_MAX;
+
+		for (size_t j = 0; old && j < old->cfg->nlisteners && from == SIZE_MAX; j++)
+			if (same_address(&old->cfg->listeners[j], l))
+				from = j;
+		for (int k = 0; k < nworkers; k++) {
+			size_t at = i * (size_t)nworkers + (size_t)k;
+			if (from != SIZE_MAX) {
+				fds[at] = old->fds[from * (size_t)nworkers + (size_t)k];
+				continue;
+			}
+			fds[at] = npd_listen_open(l);
+			fresh[at] = fds[at] >= 0;
+			if (fds[at] >= 0)
+				continue;
+			int err = errno;
+			if (l->implicit && (err == EAFNOSUPPORT || err == EADDRNOTAVAIL)) {
+				if (k == 0)
+					npd_log(NPD_LOG_WARN, "not listening on %s: %s (no such address family here)",
+						l->addr_text, strerror(err));
+				continue;
+			}
+			npd_log(NPD_LOG_ERROR, "cannot listen on %s: %s", l->addr_text, strerror(err));
+			for (size_t m = 0; m < n; m++)
+				if (fresh[m])
+					close(fds[m]);
+			free(fds);
+			free(fresh);
+			return -1;
+		}
+	}
+	free(fresh);
+	out->cfg = cfg;
+	out->fds = fds;
+	return 0;
+}
+
+/* Hand each worker gen and its sockets; each update holds a reference to gen. */
+static int post_updates(struct npd_worker *workers, int nworkers, struct npd_gen *gen,
+			const struct sockets *s)
+{
+	size_t nl = gen->cfg->nlisteners;
+
+	for (int k = 0; k < nworkers; k++) {
+		struct npd_worker_update *u = malloc(sizeof(*u) + nl * sizeof(u->socks[0]));
+		if (!u)
+			return -1;
+		u->gen = gen;
+		npd_gen_hold(gen);
+		u->nsocks = 0;
+		for (size_t i = 0; i < nl; i++) {
+			int fd = s->fds[i * (size_t)nworkers + (size_t)k];
+			if (fd < 0)
+				continue; /* an implicit address family the host lacks */
+			u->socks[u->nsocks].fd = fd;
+			u->socks[u->nsocks].listener = (int)i;
+			u->nsocks++;
+		}
+		npd_worker_post(&workers[k], u);
+	}
+	return 0;
+}
+
+static int worker_count(const struct npd_config *cfg)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (cfg->workers > 0)
+		return cfg->workers;
+	return cpus > 0 ? (int)cpus : 1;
+}
+
+static void reload(const struct source *src, struct npd_worker *workers, int nworkers,
+		   struct npd_gen **gen, struct sockets *socks)
+{
+	npd_log(NPD_LOG_INFO, "SIGHUP: reloading %s", src->name);
+	struct npd_config *cfg = load(src, warn_to_log);
+	if (!cfg) {
+		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
+		return;
+	}
+	if (worker_count(cfg) != nworkers)
+		npd_log(NPD_LOG_WARN, "workers changed: takes effect at the next start (running %d)",
+			nworkers);
+
+	struct sockets fresh;
+	if (open_sockets(cfg, nworkers, socks, &fresh) != 0) {
+		npd_config_free(cfg);
+		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
+		return;
+	}
+	struct npd_gen *g = npd_gen_new(cfg, (*gen)->number + 1);
+	if (!g || post_updates(workers, nworkers, g, &fresh) != 0) {
+		npd_log(NPD_LOG_ERROR, "reload failed: out of memory");
+		exit(1); /* the workers may hold a mix of old and new: do not go on */
+	}
+	/* Sockets of listeners that are gone are closed by their workers. */
+	free(socks->fds);
+	*socks = fresh;
+	npd_gen_release(*gen);
+	*gen = g;
+	npd_log(NPD_LOG_INFO, "reloaded: generation %u", g->number);
+	log_description(cfg);
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_SYSLOG = 256, OPT_VERSION, OPT_SEND_PROXY, OPT_TRUSTED };
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"test", no_argument, NULL, 't'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"syslog", no_argument, NULL, OPT_SYSLOG},
+		{"listen", required_argument, NULL, 'l'},
+		{"backend", required_argument, NULL, 'b'},
+		{"send-proxy", required_argument, NULL, OPT_SEND_PROXY},
+		{"trusted", required_argument, NULL, OPT_TRUSTED},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, OPT_VERSION},
+		{NULL, 0, NULL, 0},
+	};
+	const char *config_path = NULL, *listen = NULL, *backend = NULL, *send_proxy = NULL;
+	char *trusted[32];
+	int ntrusted = 0, verbose = 0, opt;
+	bool test = false, use_syslog = false;
+
+	while ((opt = getopt_long(argc, argv, "c:tvl:b:h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 't':
+			test = true;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case OPT_SYSLOG:
+			use_syslog = true;
+			break;
+		case 'l':
+			listen = optarg;
+			break;
+		case 'b':
+			backend = optarg;
+			break;
+		case OPT_SEND_PROXY:
+			send_proxy = optarg;
+			break;
+		case OPT_TRUSTED:
+			if (ntrusted == (int)(sizeof(trusted) / sizeof(trusted[0]))) {
+				fprintf(stderr, PROG ": too many --trusted\n");
+				return 2;
+			}
+			trusted[ntrusted++] = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case OPT_VERSION:
+			printf(PROG " " NP_VERSION_STRING "\n");
+			return 0;
+		default:
+			fprintf(stderr, "Try '" PROG " --help'.\n");
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, PROG ": unexpected argument '%s'\nTry '" PROG " --help'.\n", argv[optind]);
+		return 2;
+	}
+	if ((listen || backend || send_proxy || ntrusted) && (!listen || !backend)) {
+		fprintf(stderr, PROG ": -l and -b go together (and --send-proxy, --trusted need them)\n");
+		return 2;
+	}
+	if (listen && config_path) {
+		fprintf(stderr, PROG ": -c and -l exclude each other\n");
+		return 2;
+	}
+
+	char cli_lua[4096];
+	struct source src = {.path = config_path, .name = config_path};
+	if (listen) {
+		if (cli_config(cli_lua, sizeof(cli_lua), listen, backend, send_proxy, trusted,
+			       ntrusted) != 0)
+			return 2;
+		src.lua = cli_lua;
+		src.name = "command line";
+	} else if (!config_path) {
+		src.lua = npd_config_default_lua;
+		src.name = "built-in default";
+	}
+
+	if (test) {
+		struct npd_config_diag diag = {.warn = warn_to_stderr};
+		struct npd_config *cfg = NULL;
+		int r = src.path ? npd_config_load_file(src.path, &cfg, &diag)
+				 : npd_config_load_string(src.name, src.lua, &cfg, &diag);
+		if (r != 0) {
+			fprintf(stderr, PROG ": %s\n", diag.error);
+			return 1;
+		}
+		npd_config_describe(cfg, stdout);
+		printf("config %s is valid\n", src.name);
+		npd_config_free(cfg);
+		return 0;
+	}
+
+	npd_log_setup(use_syslog, NPD_LOG_INFO + verbose);
+	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
+	struct npd_config *cfg = load(&src, warn_to_log);
+	if (!cfg)
+		return 1;
+	if (!verbose && cfg->log_level != NPD_LOG_INFO)
+		npd_log_setup(use_syslog || cfg->log_syslog, cfg->log_level);
+	else if (cfg->log_syslog && !use_syslog)
+		npd_log_setup(true, NPD_LOG_INFO + verbose);
+
+	/* Signals are taken by sigwaitinfo() below, in this thread only. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	int nworkers = worker_count(cfg);
+	struct sockets socks;
+	if (open_sockets(cfg, nworkers, NULL, &socks) != 0)
+		return 1;
+	struct npd_gen *gen = npd_gen_new(cfg, 1);
+	struct npd_worker *workers = calloc((size_t)nworkers, sizeof(*workers));
+	if (!gen || !workers) {
+		npd_log(NPD_LOG_ERROR, "out of memory");
+		return 1;
+	}
+	for (int k = 0; k < nworkers; k++) {
+		if (npd_worker_init(&workers[k], k, nworkers) != 0) {
+			npd_log(NPD_LOG_ERROR, "worker %d: %s", k, strerror(errno));
+			return 1;
+		}
+	}
+	if (post_updates(workers, nworkers, gen, &socks) != 0) {
+		npd_log(NPD_LOG_ERROR, "out of memory");
+		return 1;
+	}
+	for (int k = 0; k < nworkers; k++) {
+		if (npd_worker_start(&workers[k]) != 0) {
+			npd_log(NPD_LOG_ERROR, "cannot start worker %d", k);
+			return 1;
+		}
+	}
+	log_description(cfg);
+	npd_log(NPD_LOG_INFO, "running: %d workers, pid %d", nworkers, (int)getpid());
+
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&sigs, &si);
+		if (sig < 0)
+			continue; /* EINTR */
+		if (sig == SIGHUP) {
+			reload(&src, workers, nworkers, &gen, &socks);
+			continue;
+		}
+		npd_log(NPD_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		break;
+	}
+	for (int k = 0; k < nworkers; k++)
+		npd_worker_stop(&workers[k]);
+	for (int k = 0; k < nworkers; k++)
+		npd_worker_join(&workers[k]);
+	free(workers);
+	free(socks.fds);
+	npd_gen_release(gen);
+	npd_log(NPD_LOG_INFO, "stopped");
+	return 0;
+}

@@ -1,0 +1,491 @@
+/*
+ * worker.c - the event loop of one thread: accept, dispatch, expire timers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "worker.h"
+
+#define MAX_EVENTS 256
+#define ACCEPTS_PER_TURN 64 /* then the connections already accepted get their turn */
+#define FREE_BUFS_KEPT 64   /* beyond that, drained buffers go back to the system */
+
+int64_t npd_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct npd_gen *npd_gen_new(struct npd_config *cfg, unsigned number)
+{
+	struct npd_gen *g = malloc(sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->cfg = cfg;
+	atomic_init(&g->refs, 1);
+	g->number = number;
+	return g;
+}
+
+void npd_gen_hold(struct npd_gen *g)
+{
+	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+}
+
+void npd_gen_release(struct npd_gen *g)
+{
+	if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
+		npd_config_free(g->cfg);
+		free(g);
+	}
+}
+
+struct npd_buf *npd_buf_get(struct npd_worker *w)
+{
+	struct npd_buf *b = w->free_bufs;
+
+	if (b) {
+		w->free_bufs = b->next_free;
+		w->nfree_bufs--;
+	} else if ((b = malloc(sizeof(*b) + NPD_BUF_SIZE))) {
+		b->cap = NPD_BUF_SIZE;
+	} else {
+		return NULL;
+	}
+	b->off = b->len = 0;
+	return b;
+}
+
+void npd_buf_put(struct npd_worker *w, struct npd_buf *b)
+{
+	/* A buffer grown for a large header is not pool-sized: it goes. */
+	if (b->cap != NPD_BUF_SIZE || w->nfree_bufs >= FREE_BUFS_KEPT) {
+		free(b);
+		return;
+	}
+	b->next_free = w->free_bufs;
+	w->free_bufs = b;
+	w->nfree_bufs++;
+}
+
+#define FREE_PIPES_KEPT 64
+
+struct npd_pipe *npd_pipe_get(struct npd_worker *w)
+{
+	struct npd_pipe *p = w->free_pipes;
+	int fds[2];
+
+	if (p) {
+		w->free_pipes = p->next_free;
+		w->nfree_pipes--;
+		return p;
+	}
+	if (!(p = malloc(sizeof(*p))))
+		return NULL;
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+		free(p);
+		return NULL;
+	}
+	/* Larger than the default 64 KiB: fewer splice() calls per megabyte. */
+	fcntl(fds[1], F_SETPIPE_SZ, NPD_PIPE_SIZE);
+	p->rd = fds[0];
+	p->wr = fds[1];
+	p->len = 0;
+	return p;
+}
+
+void npd_pipe_put(struct npd_worker *w, struct npd_pipe *p, bool empty)
+{
+	if (!empty || w->nfree_pipes >= FREE_PIPES_KEPT) {
+		close(p->rd);
+		close(p->wr);
+		free(p);
+		return;
+	}
+	p->next_free = w->free_pipes;
+	w->free_pipes = p;
+	w->nfree_pipes++;
+}
+
+struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms)
+{
+	for (size_t i = 0; i < w->ntimers; i++)
+		if (w->timers[i]->duration_ms == duration_ms)
+			return w->timers[i];
+
+	struct npd_timer_list **grown = realloc(w->timers, (w->ntimers + 1) * sizeof(*grown));
+	if (!grown)
+		return NULL;
+	w->timers = grown;
+	struct npd_timer_list *l = malloc(sizeof(*l));
+	if (!l)
+		return NULL;
+	l->duration_ms = duration_ms;
+	npd_list_init(&l->head);
+	w->timers[w->ntimers++] = l;
+	return l;
+}
+
+void npd_worker_log_reject(struct npd_worker *w, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	/* A burst of ten lines, then at most one a second, with the count of the rest. */
+	if (w->now_ms < w->reject_log_until - 9000) {
+		w->reject_suppressed++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (w->reject_suppressed) {
+		npd_log(NPD_LOG_WARN, "%s (and %u more rejections not logged)", line,
+			w->reject_suppressed);
+		w->reject_suppressed = 0;
+	} else {
+		npd_log(NPD_LOG_WARN, "%s", line);
+	}
+	int64_t base = w->reject_log_until > w->now_ms ? w->reject_log_until : w->now_ms;
+	w->reject_log_until = base + 1000;
+	if (w->reject_log_until > w->now_ms + 10000)
+		w->reject_log_until = w->now_ms + 10000;
+}
+
+int npd_worker_init(struct npd_worker *w, int id, int nworkers)
+{
+	memset(w, 0, sizeof(*w));
+	w->id = id;
+	w->nworkers = (size_t)nworkers;
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (w->epfd < 0 || w->wakefd < 0)
+		return -1;
+	w->wake_ev.kind = NPD_EV_WAKE;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->wake_ev};
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &ev) != 0)
+		return -1;
+	pthread_mutex_init(&w->lock, NULL);
+	npd_list_init(&w->conns);
+	npd_list_init(&w->graveyard);
+	return 0;
+}
+
+static void wake(struct npd_worker *w)
+{
+	uint64_t one = 1;
+	ssize_t n = write(w->wakefd, &one, sizeof(one));
+	(void)n; /* a full counter still wakes the worker */
+}
+
+void npd_worker_post(struct npd_worker *w, struct npd_worker_update *u)
+{
+	pthread_mutex_lock(&w->lock);
+	struct npd_worker_update *old = w->pending;
+	w->pending = u;
+	pthread_mutex_unlock(&w->lock);
+	if (old) { /* never taken: its sockets are in u too, or main closed them */
+		npd_gen_release(old->gen);
+		free(old);
+	}
+	wake(w);
+}
+
+void npd_worker_stop(struct npd_worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_mutex_unlock(&w->lock);
+	wake(w);
+}
+
+/*
+ * Switch to a new generation and socket set. Sockets the worker had and the
+ * update keeps stay as they are; those it drops are closed here, by their
+ * owner, so no event for them can be in flight.
+ */
+static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
+{
+	struct npd_lsock *socks = calloc(u->nsocks ? u->nsocks : 1, sizeof(*socks));
+
+	if (!socks) {
+		npd_log(NPD_LOG_ERROR, "worker %d: out of memory applying the new config", w->id);
+		npd_gen_release(u->gen);
+		free(u);
+		return;
+	}
+	for (size_t i = 0; i < u->nsocks; i++) {
+		socks[i].ev.kind = NPD_EV_LISTENER;
+		socks[i].fd = u->socks[i].fd;
+		socks[i].listener = u->socks[i].listener;
+	}
+	for (size_t i = 0; i < w->nsocks; i++) {
+		bool kept = false;
+		for (size_t j = 0; j < u->nsocks && !kept; j++)
+			kept = u->socks[j].fd == w->socks[i].fd;
+		if (!kept)
+			close(w->socks[i].fd);
+		else
+			epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->socks[i].fd, NULL);
+	}
+	/* Every socket is (re)registered: the struct its event points at has moved. */
+	for (size_t i = 0; i < u->nsocks; i++) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &socks[i].ev};
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, socks[i].fd, &ev) != 0)
+			npd_log(NPD_LOG_ERROR, "worker %d: epoll: %s", w->id, strerror(errno));
+	}
+	/* Events of this turn may still point into the old array: it goes after the turn. */
+	free(w->old_socks);
+	w->old_socks = w->socks;
+	w->socks = socks;
+	w->nsocks = u->nsocks;
+	w->socks_changed = true;
+	if (w->gen)
+		npd_gen_release(w->gen);
+	w->gen = u->gen;
+	free(u);
+
+	w->max_conns = ((size_t)w->gen->cfg->max_connections + w->nworkers - 1) / w->nworkers;
+}
+
+/* Returns true when the worker is asked to stop. */
+static bool take_mail(struct npd_worker *w)
+{
+	uint64_t count;
+	ssize_t n = read(w->wakefd, &count, sizeof(count));
+	(void)n;
+
+	pthread_mutex_lock(&w->lock);
+	struct npd_worker_update *u = w->pending;
+	bool stop = w->stop;
+	w->pending = NULL;
+	pthread_mutex_unlock(&w->lock);
+	if (u)
+		apply_update(w, u);
+	return stop;
+}
+
+/*
+ * At the file descriptor limit accept() fails and the connection stays in
+ * the queue, so a level-triggered listener would wake us again at once. Give
+ * up the reserve descriptor, take the connection, close it, and take the
+ * reserve back: the peer sees a close, the loop does not spin.
+ */
+static void shed_one(struct npd_worker *w, const struct npd_lsock *ls, int err)
+{
+	if (w->reserve_fd >= 0) {
+		close(w->reserve_fd);
+		int fd = accept4(ls->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			close(fd);
+		w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	npd_worker_log_reject(w, "connection on %s dropped: %s", w->gen->cfg->listeners[ls->listener].addr_text,
+			      strerror(err));
+}
+
+static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
+{
+	const struct npd_config *cfg = w->gen->cfg;
+	const struct npd_listener *l = &cfg->listeners[ls->listener];
+
+	for (int i = 0; i < ACCEPTS_PER_TURN; i++) {
+		union npd_sockaddr peer;
+		socklen_t len = sizeof(peer);
+		int fd = accept4(ls->fd, &peer.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE) {
+				shed_one(w, ls, errno);
+				continue;
+			}
+			npd_worker_log_reject(w, "accept on %s: %s", l->addr_text, strerror(errno));
+			return;
+		}
+		char text[64];
+		/* Checked before a single byte is read: an untrusted peer could claim any address. */
+		if (!npd_config_trusts(cfg, &peer.sa)) {
+			close(fd);
+			npd_worker_log_reject(w, "rejected peer=%s port=%u: untrusted sender (not in proxy_trusted_proxies)",
+					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port);
+			continue;
+		}
+		if (w->nconns >= w->max_conns) {
+			close(fd);
+			npd_worker_log_reject(w, "rejected peer=%s port=%u: max_connections (%d) reached",
+					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port,
+					      cfg->max_connections);
+			continue;
+		}
+		npd_conn_open(w, ls, fd, &peer);
+	}
+}
+
+static int next_timeout(struct npd_worker *w)
+{
+	int64_t first = -1;
+
+	for (size_t i = 0; i < w->ntimers; i++) {
+		struct npd_list *h = &w->timers[i]->head;
+		if (npd_list_empty(h))
+			continue;
+		int64_t d = npd_container_of(h->next, struct npd_timer, node)->deadline_ms;
+		if (first < 0 || d < first)
+			first = d;
+	}
+	if (first < 0)
+		return -1;
+	int64_t wait = first - npd_now_ms();
+	return wait < 0 ? 0 : wait > 60000 ? 60000 : (int)wait;
+}
+
+static void expire_timers(struct npd_worker *w)
+{
+	for (size_t i = 0; i < w->ntimers; i++) {
+		struct npd_list *h = &w->timers[i]->head;
+		while (!npd_list_empty(h)) {
+			struct npd_timer *t = npd_container_of(h->next, struct npd_timer, node);
+			if (t->deadline_ms > w->now_ms)
+				break;
+			npd_timer_cancel(t);
+			npd_conn_expire(npd_container_of(t, struct npd_conn, timer));
+		}
+	}
+}
+
+static void bury(struct npd_worker *w)
+{
+	while (!npd_list_empty(&w->graveyard)) {
+		struct npd_conn *c = npd_container_of(w->graveyard.next, struct npd_conn, link);
+		npd_list_del(&c->link);
+		c->next_free = w->free_conns;
+		w->free_conns = c;
+	}
+}
+
+static void shut_down(struct npd_worker *w)
+{
+	while (!npd_list_empty(&w->conns))
+		npd_conn_close(npd_container_of(w->conns.next, struct npd_conn, link), "shutting down");
+	bury(w);
+	for (size_t i = 0; i < w->nsocks; i++)
+		close(w->socks[i].fd);
+	free(w->socks);
+	free(w->old_socks);
+	w->socks = w->old_socks = NULL;
+	w->nsocks = 0;
+	while (w->free_conns) {
+		struct npd_conn *c = w->free_conns;
+		w->free_conns = c->next_free;
+		free(c);
+	}
+	while (w->free_bufs) {
+		struct npd_buf *b = w->free_bufs;
+		w->free_bufs = b->next_free;
+		free(b);
+	}
+	while (w->free_pipes) {
+		struct npd_pipe *p = w->free_pipes;
+		w->free_pipes = p->next_free;
+		w->nfree_pipes = 0;
+		npd_pipe_put(w, p, false);
+	}
+	for (size_t i = 0; i < w->ntimers; i++)
+		free(w->timers[i]);
+	free(w->timers);
+	w->timers = NULL;
+	if (w->gen)
+		npd_gen_release(w->gen);
+	w->gen = NULL;
+	pthread_mutex_lock(&w->lock);
+	if (w->pending) {
+		npd_gen_release(w->pending->gen);
+		free(w->pending);
+		w->pending = NULL;
+	}
+	pthread_mutex_unlock(&w->lock);
+	close(w->epfd);
+	close(w->wakefd);
+	if (w->reserve_fd >= 0)
+		close(w->reserve_fd);
+}
+
+static void *worker_main(void *arg)
+{
+	struct npd_worker *w = arg;
+	struct epoll_event evs[MAX_EVENTS];
+
+	w->now_ms = npd_now_ms();
+	for (;;) {
+		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, next_timeout(w));
+		if (n < 0 && errno != EINTR) {
+			npd_log(NPD_LOG_ERROR, "worker %d: epoll_wait: %s", w->id, strerror(errno));
+			break;
+		}
+		w->now_ms = npd_now_ms();
+		for (int i = 0; i < n; i++) {
+			struct npd_ev *ev = evs[i].data.ptr;
+			switch (ev->kind) {
+			case NPD_EV_WAKE:
+				if (take_mail(w))
+					goto out;
+				break;
+			case NPD_EV_LISTENER:
+				/* After a switch, this turn's listener events may be stale; level
+				 * triggering reports the live ones again. */
+				if (!w->socks_changed)
+					accept_some(w, (struct npd_lsock *)ev);
+				break;
+			case NPD_EV_CLIENT: {
+				struct npd_conn *c = npd_container_of(ev, struct npd_conn, client.ev);
+				if (c->state != NPD_CONN_CLOSED)
+					npd_conn_event(c, &c->client, evs[i].events);
+				break;
+			}
+			case NPD_EV_BACKEND: {
+				struct npd_conn *c = npd_container_of(ev, struct npd_conn, backend.ev);
+				if (c->state != NPD_CONN_CLOSED)
+					npd_conn_event(c, &c->backend, evs[i].events);
+				break;
+			}
+			}
+		}
+		expire_timers(w);
+		bury(w);
+		free(w->old_socks);
+		w->old_socks = NULL;
+		w->socks_changed = false;
+	}
+out:
+	shut_down(w);
+	return NULL;
+}
+
+int npd_worker_start(struct npd_worker *w)
+{
+	return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void npd_worker_join(struct npd_worker *w)
+{
+	pthread_join(w->thread, NULL);
+	pthread_mutex_destroy(&w->lock);
+}

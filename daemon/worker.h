@@ -1,0 +1,130 @@
+/*
+ * worker.h - one event loop per thread. A worker owns its epoll instance, its
+ * SO_REUSEPORT listening sockets, its connections, timers and buffers, and
+ * shares nothing with the other workers but the read-only config generation.
+ */
+#ifndef NPD_WORKER_H
+#define NPD_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "list.h"
+#include "timer.h"
+
+/*
+ * A loaded config and its lifetime: held by main while current, by each
+ * worker that runs it, and by each connection accepted under it, so a reload
+ * leaves established connections their services.
+ */
+struct npd_gen {
+	struct npd_config *cfg;
+	atomic_int refs;
+	unsigned number; /* 1 at start, +1 per successful reload */
+};
+
+struct npd_gen *npd_gen_new(struct npd_config *cfg, unsigned number);
+void npd_gen_hold(struct npd_gen *g);
+void npd_gen_release(struct npd_gen *g);
+
+/* What an epoll event points at: the first member of a listener, a connection side, ... */
+enum npd_ev_kind {
+	NPD_EV_WAKE,
+	NPD_EV_LISTENER,
+	NPD_EV_CLIENT,
+	NPD_EV_BACKEND,
+};
+
+struct npd_ev {
+	uint8_t kind;
+};
+
+/* One listening socket of one worker. */
+struct npd_lsock {
+	struct npd_ev ev;
+	int fd;
+	int listener; /* index into the running generation's listeners */
+};
+
+/* What main hands a worker: a generation (with a reference for it) and its sockets. */
+struct npd_worker_update {
+	struct npd_gen *gen;
+	size_t nsocks;
+	struct npd_lsock_spec {
+		int fd;
+		int listener;
+	} socks[];
+};
+
+struct npd_buf;
+struct npd_conn;
+struct npd_pipe;
+
+struct npd_worker {
+	int id;
+	pthread_t thread;
+	int epfd;
+	int wakefd; /* eventfd: main has put an update in the mailbox, or wants a stop */
+	struct npd_ev wake_ev;
+
+	/* The mailbox, the only state main and the worker share. */
+	pthread_mutex_t lock;
+	struct npd_worker_update *pending;
+	bool stop;
+
+	struct npd_gen *gen; /* the generation new connections get */
+	struct npd_lsock *socks;
+	size_t nsocks;
+	struct npd_lsock *old_socks; /* replaced this turn; freed at its end */
+	bool socks_changed;
+	size_t nworkers;
+
+	struct npd_timer_list **timers; /* one list per distinct duration; never moved */
+	size_t ntimers;
+	int64_t now_ms; /* the clock, read once per loop turn */
+
+	size_t nconns, max_conns;
+	struct npd_list conns;	    /* every open connection, to close them at exit */
+	struct npd_list graveyard;  /* closed this turn; freed once no event can name them */
+	struct npd_conn *free_conns; /* slots to reuse */
+	struct npd_buf *free_bufs;
+	size_t nfree_bufs;
+	struct npd_pipe *free_pipes; /* empty pipes for splice(), to reuse */
+	size_t nfree_pipes;
+	int reserve_fd; /* given up when accept() hits the fd limit, to shed one connection */
+	int64_t reject_log_until; /* rate limit for rejection lines */
+	unsigned reject_suppressed;
+};
+
+/* Set up worker id of nworkers (epoll, eventfd); nothing runs until npd_worker_start. */
+int npd_worker_init(struct npd_worker *w, int id, int nworkers);
+int npd_worker_start(struct npd_worker *w);
+
+/* Hand the worker an update (it takes ownership), or ask it to stop; wakes it. */
+void npd_worker_post(struct npd_worker *w, struct npd_worker_update *u);
+void npd_worker_stop(struct npd_worker *w);
+void npd_worker_join(struct npd_worker *w);
+
+/* The timer list for a duration, created on first use. NULL only when out of memory. */
+struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms);
+
+/* A relay buffer from the worker's pool; npd_buf_put gives it back. */
+struct npd_buf *npd_buf_get(struct npd_worker *w);
+void npd_buf_put(struct npd_worker *w, struct npd_buf *b);
+
+/* An empty pipe for splice() from the pool; npd_pipe_put gives it back (empty) or closes it. */
+struct npd_pipe *npd_pipe_get(struct npd_worker *w);
+void npd_pipe_put(struct npd_worker *w, struct npd_pipe *p, bool empty);
+
+/*
+ * Log a rejected connection, at most a few lines per second per worker, so a
+ * flood of bad peers cannot flood the log; the lines left out are counted.
+ */
+__attribute__((format(printf, 2, 3))) void npd_worker_log_reject(struct npd_worker *w,
+								  const char *fmt, ...);
+
+#endif /* NPD_WORKER_H */
