@@ -267,7 +267,7 @@ static void read_header(struct npd_conn *c)
 			struct np_header h;
 
 			b->len += (uint32_t)n;
-			if ((size_t)n < room)
+			if ((size_t)n < room && !c->client.fin_seen)
 				c->client.readable = false; /* drained: the next edge says when to read */
 			int r = np_parse_max(b->data, b->len, cfg->max_header, &h);
 			if (r > 0) {
@@ -365,6 +365,12 @@ void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
 	/* An error or hang-up is both: the next read or write says which. */
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
 		side->readable = true;
+	/*
+	 * A FIN that came with the data brings no edge of its own after we read
+	 * the data: remember it, or the end would never be read.
+	 */
+	if (events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+		side->fin_seen = true;
 	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 		side->writable = true;
 

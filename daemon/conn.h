@@ -63,7 +63,8 @@ struct npd_side {
 	struct npd_ev ev; /* NPD_EV_CLIENT or NPD_EV_BACKEND */
 	int fd;
 	bool readable, writable; /* edge-triggered readiness not used up yet */
-	bool eof;		 /* it sent its FIN: nothing more to read */
+	bool fin_seen;		 /* epoll said its FIN has arrived: read until recv() says 0 */
+	bool eof;		 /* it sent its FIN and we have read it: nothing more to read */
 	bool shut;		 /* we sent it our FIN (shutdown SHUT_WR) */
 	struct npd_buf *in;	 /* read from this side, not yet written to the other */
 	struct npd_pipe *pipe;	 /* in bulk mode: the same, through splice() */

@@ -1,0 +1,59 @@
+"""netproxyd's basic contract: a PROXY port, mapped to a service, relays to it
+with the client passed on as configured."""
+import subprocess
+
+import pytest
+
+from npd import EchoServer, Netproxyd, free_port, proxy_v1, proxy_v2, talk, tool
+
+
+def config(port, backend_port, send_proxy=None, extra=""):
+    sp = f', send_proxy = "{send_proxy}"' if send_proxy else ""
+    return (f'proxy_ports = {{ "127.0.0.1:{port}" }}\n'
+            f'proxy_port_mappings = {{ [{port}] = "svc" }}\n'
+            f'services = {{ svc = {{ connect = "127.0.0.1:{backend_port}"{sp} }} }}\n'
+            + extra)
+
+
+def test_check_default_config():
+    out = subprocess.run([tool("netproxyd"), "-t"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert "0.0.0.0:15222 -> c2s (127.0.0.1:5222" in out.stdout
+    assert "0.0.0.0:15269 -> s2s (127.0.0.1:5269" in out.stdout
+
+
+@pytest.mark.parametrize("send_proxy,expect", [
+    (None, b""),
+    ("v1", b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 443\r\n"),
+    ("v2", proxy_v2("203.0.113.7", "192.0.2.1", 51234, 443)),
+])
+@pytest.mark.parametrize("incoming", ["v1", "v2"])
+def test_relay_passes_the_client_on(send_proxy, expect, incoming):
+    port = free_port()
+    with EchoServer() as echo, Netproxyd(config(port, echo.port, send_proxy)) as d:
+        header = (proxy_v1("203.0.113.7", "192.0.2.1", 51234, 443) if incoming == "v1"
+                  else proxy_v2("203.0.113.7", "192.0.2.1", 51234, 443))
+        got, how = talk(port, header + b"hello, world\n")
+        assert how == "eof"
+        # The backend saw the re-emitted header (or none) and then the data, unaltered.
+        assert got == expect + b"hello, world\n"
+        line = d.wait_log(r"conn=\d+ .*reason=\"done\"")[0].string
+        assert "client=203.0.113.7:51234" in line and "dst=192.0.2.1:443" in line
+
+
+def test_local_header_is_stripped_and_reemitted_as_local():
+    port = free_port()
+    with EchoServer() as echo, Netproxyd(config(port, echo.port, "v2")) as d:
+        got, how = talk(port, proxy_v2("0.0.0.0", "0.0.0.0", 0, 0, command=0) + b"ping")
+        assert how == "eof"
+        assert got == b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00ping"
+        d.wait_log(r"proxy=v2-local .*reason=\"done\"")
+
+
+def test_garbage_is_refused_with_a_reason():
+    port = free_port()
+    with EchoServer() as echo, Netproxyd(config(port, echo.port)) as d:
+        got, how = talk(port, b"GET / HTTP/1.0\r\n\r\n")
+        assert got == b"" and how in ("eof", "reset")
+        d.wait_log(r"malformed header: .*NP_ENOTPROXY.*first bytes \[GET / HTTP/1.0")
+        assert echo.records == []
