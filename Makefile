@@ -74,6 +74,7 @@ FUZZ_BIN    := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
 REPLAY_BIN  := $(FUZZ_NAMES:%=$(BUILD)/replay/%)
 
 MAN_PAGES := $(wildcard man/*.[1-8])
+MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
 .PHONY: all deps check check-all unit unit-asan replay integration lint-man fuzz \
         bench run install uninstall clean
@@ -213,14 +214,14 @@ bench: $(BUILD)/bench/bench-lib
 run:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory all
-	@echo "netproxyd is not built yet (issue 3): the library and netproxy-dump are." >&2
-	@echo "Try: printf 'PROXY TCP4 192.0.2.1 198.51.100.2 5000 80\\r\\n' | $(BUILD)/netproxy-dump" >&2
+	@echo "netproxyd on its built-in default config (15222 -> 127.0.0.1:5222, 15269 -> 127.0.0.1:5269); Ctrl-C stops it" >&2
+	exec $(BUILD)/netproxyd
 
 # --- installing ------------------------------------------------------------
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
-		$(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+		$(DESTDIR)$(BINDIR) $(addprefix $(DESTDIR)$(MANDIR)/man,$(MAN_SECTIONS))
 	install -m 0755 $(SHARED) $(DESTDIR)$(LIBDIR)/
 	ln -sf libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libnetproxy.so
@@ -231,16 +232,16 @@ install: all
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    libnetproxy.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	install -m 0755 $(TOOLS) $(NETPROXYD) $(DESTDIR)$(BINDIR)/
-	install -m 0644 $(filter %.1,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man1/
-	install -m 0644 $(filter %.3,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man3/
+	@set -e; for m in $(MAN_PAGES); do \
+		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/"; \
+		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libnetproxy.so $(DESTDIR)$(LIBDIR)/libnetproxy.a \
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
-	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man1/%,$(filter %.1,$(MAN_PAGES)))
-	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man3/%,$(filter %.3,$(MAN_PAGES)))
+	@for m in $(MAN_PAGES:man/%=%); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
 
 clean:
 	rm -rf $(BUILD)

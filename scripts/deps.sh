@@ -8,6 +8,8 @@ set -eu
 # prove (perl), pytest, mandoc for the man page lint, clang's sanitizer and
 # libFuzzer runtimes, pkg-config, readelf and nm for the install test.
 PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev clang libclang-rt-14-dev perl python3 python3-pytest mandoc"
+# Real peers for the integration tests, and prlimit (util-linux).
+PACKAGES="$PACKAGES haproxy nginx-light curl util-linux"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "deps.sh: not a Debian system; make sure these are installed: $PACKAGES" >&2
@@ -30,6 +32,14 @@ fi
 
 echo "deps.sh: installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
+# HAProxy and nginx are test peers that the tests start themselves: keep their
+# packages from starting system services (policy-rc.d, Debian's own switch).
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' > "$policy"
+	chmod 755 "$policy"
+	trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 # shellcheck disable=SC2086 # one word per package
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
