@@ -66,6 +66,7 @@ struct npd_side {
 	bool fin_seen;		 /* epoll said its FIN has arrived: read until recv() says 0 */
 	bool eof;		 /* it sent its FIN and we have read it: nothing more to read */
 	bool shut;		 /* we sent it our FIN (shutdown SHUT_WR) */
+	int error;		 /* errno of the read or write that failed on it; 0 while fine */
 	struct npd_buf *in;	 /* read from this side, not yet written to the other */
 	struct npd_pipe *pipe;	 /* in bulk mode: the same, through splice() */
 	uint64_t bytes;		 /* application bytes read from this side */

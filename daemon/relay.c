@@ -14,8 +14,12 @@
  * which skips the copies, until the source runs dry and the pipe goes back
  * to the worker's pool.
  *
- * A FIN is passed on once everything before it is written; the connection
- * closes when both ways have ended.
+ * A direction ends when its source has sent FIN and everything before it has
+ * been written and followed by our FIN. A side that fails (reset, broken
+ * pipe) ends the direction into it at once, since nothing can reach it any
+ * more, and the direction out of it once what was read from it before the
+ * failure has been delivered: an error on one side never costs the other
+ * side a byte it was owed. The connection closes when both directions ended.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,42 +28,62 @@
 
 #include "conn.h"
 
-/* Set when a direction failed: which side, and what the syscall said. */
-struct relay_error {
-	const char *side;
-	int err;
-};
-
 static const char *side_name(const struct npd_conn *c, const struct npd_side *s)
 {
 	return s == &c->client ? "client" : "backend";
 }
 
 /*
- * Handle a failed read or write on side s: false when the caller should
- * stop for now (EAGAIN), true to try again (EINTR); any other error is
- * recorded in e, and false returned.
+ * After a failed read or write on side s: true to try again (EINTR), false
+ * to stop for now. EAGAIN clears *ready; anything else marks s as failed.
  */
-static bool failed(const struct npd_conn *c, const struct npd_side *s, bool *ready,
-		   struct relay_error *e)
+static bool retry(struct npd_side *s, bool *ready)
 {
-	if (errno == EAGAIN || errno == EWOULDBLOCK) {
-		*ready = false;
-		return false;
-	}
 	if (errno == EINTR)
 		return true;
-	e->side = side_name(c, s);
-	e->err = errno;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		*ready = false;
+	else if (!s->error)
+		s->error = errno;
 	return false;
 }
 
+/*
+ * A read failed: nothing more will come from src. (A failed write alone does
+ * not end reading: a peer that reset us may have sent data before, and the
+ * kernel still hands it out.)
+ */
+static bool read_failed(struct npd_side *src)
+{
+	if (retry(src, &src->readable))
+		return true;
+	if (src->error)
+		src->eof = true;
+	return false;
+}
+
+/* Drop what src read for dst, which can no longer take it. */
+static void discard(struct npd_conn *c, struct npd_side *src)
+{
+	if (src->in) {
+		npd_buf_put(c->w, src->in);
+		src->in = NULL;
+	}
+	if (src->pipe) {
+		npd_pipe_put(c->w, src->pipe, src->pipe->len == 0);
+		src->pipe = NULL;
+	}
+}
+
 /* Move what src has to say to dst. Returns true when anything happened. */
-static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
-		 struct relay_error *e)
+static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 {
 	bool progress = false;
 
+	if (dst->error) {
+		discard(c, src);
+		return false;
+	}
 	for (;;) {
 		struct npd_buf *b = src->in;
 		struct npd_pipe *p = src->pipe;
@@ -71,8 +95,10 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 				return progress;
 			n = send(dst->fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
 			if (n < 0) {
-				if (failed(c, dst, &dst->writable, e))
+				if (retry(dst, &dst->writable))
 					continue;
+				if (dst->error)
+					discard(c, src);
 				return progress;
 			}
 			b->off += (uint32_t)n;
@@ -88,8 +114,10 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 				return progress;
 			n = splice(p->rd, NULL, dst->fd, NULL, p->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			if (n < 0) {
-				if (failed(c, dst, &dst->writable, e))
+				if (retry(dst, &dst->writable))
 					continue;
+				if (dst->error)
+					discard(c, src);
 				return progress;
 			}
 			p->len -= (uint32_t)n;
@@ -120,21 +148,18 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 			if (n > 0) {
 				p->len += (uint32_t)n;
 				src->bytes += (uint64_t)n;
-				progress = true;
 			} else if (n == 0) {
 				src->eof = true;
-				progress = true;
-			} else if (!failed(c, src, &src->readable, e)) {
-				/* The pipe is empty, so EAGAIN speaks of the socket. */
-				if (e->err)
-					return progress;
+			} else if (!read_failed(src) && !src->eof) {
+				return progress; /* the pipe is empty, so EAGAIN speaks of the socket */
 			}
+			progress = true;
 			continue;
 		}
 		if (!b && !(b = src->in = npd_buf_get(c->w))) {
-			e->side = "relay";
-			e->err = ENOMEM;
-			return progress;
+			src->error = ENOMEM;
+			src->eof = true;
+			continue;
 		}
 		n = recv(src->fd, b->data, b->cap, 0);
 		if (n > 0) {
@@ -153,29 +178,36 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 		if (n == 0) {
 			src->eof = true;
 			progress = true;
-		} else if (!failed(c, src, &src->readable, e) && e->err) {
+		} else if (!read_failed(src) && !src->eof) {
 			return progress;
 		}
 	}
 }
 
+/* The direction from src to dst has ended. */
+static bool ended(const struct npd_side *src, const struct npd_side *dst)
+{
+	return dst->error || (src->eof && dst->shut);
+}
+
 void npd_relay(struct npd_conn *c)
 {
-	struct relay_error e = {0};
 	bool moved = false, progress;
 
 	do {
-		progress = pump(c, &c->client, &c->backend, &e);
-		progress |= pump(c, &c->backend, &c->client, &e);
+		progress = pump(c, &c->client, &c->backend);
+		progress |= pump(c, &c->backend, &c->client);
 		moved |= progress;
-	} while (progress && !e.err);
+	} while (progress);
 
-	if (e.err) {
-		npd_conn_close(c, "%s: %s", e.side, strerror(e.err));
-		return;
-	}
-	if (c->client.eof && c->backend.eof && c->client.shut && c->backend.shut) {
-		npd_conn_close(c, "done");
+	if (ended(&c->client, &c->backend) && ended(&c->backend, &c->client)) {
+		const struct npd_side *failed = c->client.error ? &c->client
+					      : c->backend.error ? &c->backend
+								 : NULL;
+		if (failed)
+			npd_conn_close(c, "%s: %s", side_name(c, failed), strerror(failed->error));
+		else
+			npd_conn_close(c, "done");
 		return;
 	}
 	if (moved && c->service->idle_timeout_ms > 0) {

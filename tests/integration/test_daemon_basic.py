@@ -57,3 +57,55 @@ def test_garbage_is_refused_with_a_reason():
         assert got == b"" and how in ("eof", "reset")
         d.wait_log(r"malformed header: .*NP_ENOTPROXY.*first bytes \[GET / HTTP/1.0")
         assert echo.records == []
+
+
+def test_backend_reply_survives_its_reset():
+    """A server that answers and closes while the client is still sending
+    (an HTTP 413, say) resets the connection. The answer it sent before the
+    reset must still reach the client in full: one side's failure never costs
+    the other side a byte it was owed."""
+    import socket
+    import threading
+
+    reply = bytes(range(256)) * 400  # 100 KiB
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    backend_port = lsock.getsockname()[1]
+
+    def backend():
+        conn, _ = lsock.accept()
+        conn.recv(1000)          # some of the upload, not all: close will reset
+        conn.sendall(reply)
+        conn.close()
+
+    t = threading.Thread(target=backend, daemon=True)
+    t.start()
+    port = free_port()
+    with Netproxyd(config(port, backend_port)) as d:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(proxy_v1("203.0.113.7", "192.0.2.1", 51234, 443))
+
+        def upload():
+            try:
+                for _ in range(200):
+                    s.sendall(b"u" * 65536)
+            except OSError:
+                pass  # the server has gone: expected
+
+        threading.Thread(target=upload, daemon=True).start()
+        got = bytearray()
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        t.join(10)
+        lsock.close()
+        line = d.wait_log(r"reason=\"backend: ")[0].string
+        assert bytes(got) == reply, line
