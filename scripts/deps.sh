@@ -9,7 +9,7 @@ set -eu
 # libFuzzer runtimes, pkg-config, readelf and nm for the install test.
 PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev clang libclang-rt-14-dev perl python3 python3-pytest mandoc"
 # Real peers for the integration tests, and prlimit (util-linux).
-PACKAGES="$PACKAGES haproxy nginx-light curl util-linux"
+PACKAGES="$PACKAGES haproxy nginx-light curl openssl util-linux"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "deps.sh: not a Debian system; make sure these are installed: $PACKAGES" >&2
