@@ -1092,12 +1092,25 @@ static void read_interfaces(struct loader *ld, int idx)
 			     show(L, -1, buf, sizeof(buf)));
 		}
 		for (size_t a = 0; a < nadd; a++) {
-			for (size_t j = 0; j < ld->nifaces; j++)
-				if (ld->ifaces[j].family == add[a].family &&
-				    memcmp(ld->ifaces[j].addr, add[a].addr, 16) == 0)
+			bool merged = false;
+			for (size_t j = 0; j < ld->nifaces && !merged; j++) {
+				struct iface *have = &ld->ifaces[j];
+				if (have->family != add[a].family ||
+				    memcmp(have->addr, add[a].addr, 16) != 0)
+					continue;
+				/*
+				 * Prosody's own default is { "*", "::" }, where "*" is IPv4
+				 * only; here "*" covers "::" too. Users paste that line, so
+				 * an address that "*" implies may be named again.
+				 */
+				if (!have->implicit && !add[a].implicit)
 					fail(ld, path, "%s repeats an address listed before",
 					     show(L, -1, buf, sizeof(buf)));
-			ld->ifaces[ld->nifaces++] = add[a];
+				have->implicit = have->implicit || add[a].implicit;
+				merged = true;
+			}
+			if (!merged)
+				ld->ifaces[ld->nifaces++] = add[a];
 		}
 		lua_pop(L, 1);
 	}
@@ -1352,6 +1365,8 @@ static int open_sandbox(lua_State *L)
 	return 3;
 }
 
+#define CHUNK_NAME "\x01config"
+
 /* Lua's message for a failed step; a message without a position gets the file's name. */
 static void lua_failure(struct loader *ld, int status)
 {
@@ -1370,6 +1385,11 @@ static void lua_failure(struct loader *ld, int status)
 		return;
 	}
 	msg = lua_tostring(ld->L, -1);
+	/* Lua names the chunk CHUNK_NAME (see load()); give the file its whole name back. */
+	if (strncmp(msg, CHUNK_NAME ":", sizeof(CHUNK_NAME)) == 0) {
+		snprintf(err, cap, "%s%s", ld->name, msg + sizeof(CHUNK_NAME) - 1);
+		return;
+	}
 	for (p = strchr(msg, ':'); p; p = strchr(p + 1, ':'))
 		if (isdigit((unsigned char)p[1]) && p[1 + strspn(p + 1, "0123456789")] == ':')
 			break;
@@ -1381,7 +1401,6 @@ static void lua_failure(struct loader *ld, int status)
 
 static int load(struct loader *ld)
 {
-	char chunkname[sizeof(ld->cfg->source) + 1];
 	int status;
 	lua_State *L;
 
@@ -1393,9 +1412,12 @@ static int load(struct loader *ld)
 	lua_pushcfunction(L, open_sandbox);
 	status = lua_pcall(L, 0, 3, 0);
 	if (status == LUA_OK) {
-		/* Text only: precompiled chunks can crash the VM. */
-		snprintf(chunkname, sizeof(chunkname), "@%s", ld->name);
-		status = luaL_loadbufferx(L, ld->src, ld->len, chunkname, "t");
+		/*
+		 * Text only: precompiled chunks can crash the VM. The chunk gets a
+		 * short name, since Lua cuts long ones ("...end/of/path.lua") in its
+		 * messages; lua_failure() puts the file's name back.
+		 */
+		status = luaL_loadbufferx(L, ld->src, ld->len, "=" CHUNK_NAME, "t");
 	}
 	if (status == LUA_OK) {
 		lua_pushvalue(L, 1);

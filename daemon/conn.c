@@ -103,6 +103,11 @@ void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
 		return;
 	}
 	npd_timer_arm(tl, &c->timer, w->now_ms);
+	if (npd_log_enabled(NPD_LOG_DEBUG)) {
+		char peer_text[64];
+		npd_log(NPD_LOG_DEBUG, "conn=%llu accepted on %s from %s", (unsigned long long)c->id,
+			c->listener->addr_text, npd_sockaddr_text(peer, peer_text, sizeof(peer_text)));
+	}
 	/* Proxies send the header at once: it is usually there by now. */
 	c->client.readable = true;
 	read_header(c);
@@ -138,7 +143,7 @@ static int reemit(const struct npd_service *svc, const struct np_header *h, uint
 		  size_t cap)
 {
 	struct np_header o;
-	struct np_tlv tlvs[64];
+	struct np_tlv tlvs[256];
 	size_t n = 0;
 
 	memset(&o, 0, sizeof(o));
@@ -162,7 +167,7 @@ static int reemit(const struct npd_service *svc, const struct np_header *h, uint
 		if (t.type == NP_TLV_CRC32C || !(svc->pass_tlvs[t.type / 8] & (1u << (t.type % 8))))
 			continue;
 		if (n == sizeof(tlvs) / sizeof(tlvs[0]))
-			break;
+			return NP_ENOSPC; /* more than we pass on; better refused than cut short */
 		tlvs[n++] = t;
 	}
 	return np_build_v2(out, cap, &o, tlvs, n, svc->crc32c ? NP_BUILD_CRC32C : 0);
@@ -177,6 +182,13 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 	const struct npd_service *svc = c->service;
 
 	note_header(c, h);
+	if (npd_log_enabled(NPD_LOG_DEBUG)) {
+		char client[64];
+		npd_log(NPD_LOG_DEBUG, "conn=%llu header v%u %s, %d bytes, client=%s, %zu bytes of TLVs",
+			(unsigned long long)c->id, h->version,
+			h->command == NP_CMD_PROXY ? "PROXY" : "LOCAL", hlen,
+			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), h->tlv_len);
+	}
 	if (!svc) {
 		npd_conn_close(c, "port %u has no mapping in proxy_port_mappings",
 			       (unsigned)c->listener->port);
@@ -347,6 +359,8 @@ static void connected(struct npd_conn *c)
 		return;
 	}
 	c->state = NPD_CONN_RELAY;
+	npd_log(NPD_LOG_DEBUG, "conn=%llu connected to %s (%s)", (unsigned long long)c->id,
+		svc->name, svc->addr_text);
 	if (svc->idle_timeout_ms > 0) {
 		struct npd_timer_list *tl = npd_worker_timers(c->w, svc->idle_timeout_ms);
 		if (!tl) {

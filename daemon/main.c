@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -34,7 +35,8 @@ static void usage(FILE *out)
 	      "options:\n"
 	      "  -c, --config FILE     the Lua config (netproxyd.conf(5)); without it and\n"
 	      "                        without -l: 15222 -> 127.0.0.1:5222, 15269 -> 127.0.0.1:5269\n"
-	      "  -t, --test            check the config, print what it listens on, exit 0 or 1\n"
+	      "  -t, --test            check the config (or -l/-b), print what it listens on,\n"
+	      "                        exit 0 or 1\n"
 	      "  -v, --verbose         log more (debug)\n"
 	      "      --syslog          log to syslog instead of standard error\n"
 	      "  -l, --listen [ADDR:]PORT   one PROXY port, without a config file\n"
@@ -205,7 +207,7 @@ static int open_sockets(const struct npd_config *cfg, int nworkers, const struct
 				fds[at] = old->fds[from * (size_t)nworkers + (size_t)k];
 				continue;
 			}
-			fds[at] = npd_listen_open(l);
+			fds[at] = k == 0 && npd_listen_probe(l) != 0 ? -1 : npd_listen_open(l);
 			fresh[at] = fds[at] >= 0;
 			if (fds[at] >= 0)
 				continue;
@@ -216,7 +218,8 @@ static int open_sockets(const struct npd_config *cfg, int nworkers, const struct
 						l->addr_text, strerror(err));
 				continue;
 			}
-			npd_log(NPD_LOG_ERROR, "cannot listen on %s: %s", l->addr_text, strerror(err));
+			npd_log(NPD_LOG_ERROR, "cannot listen on %s: %s%s", l->addr_text, strerror(err),
+				err == EADDRINUSE ? " (another program, or netproxyd, listens there)" : "");
 			for (size_t m = 0; m < n; m++)
 				if (fresh[m])
 					close(fds[m]);
@@ -266,6 +269,37 @@ static int worker_count(const struct npd_config *cfg)
 	return cpus > 0 ? (int)cpus : 1;
 }
 
+/* What the command line said about logging: it wins over the config's keys. */
+static struct {
+	bool syslog;
+	int verbose;
+} cli_log;
+
+static void apply_log_settings(const struct npd_config *cfg)
+{
+	int level = cli_log.verbose ? NPD_LOG_INFO + cli_log.verbose : cfg->log_level;
+
+	npd_log_setup(cli_log.syslog || cfg->log_syslog, level);
+}
+
+/*
+ * Every connection costs up to four descriptors (two sockets, and a pipe
+ * while bulk data flows): take all the soft limit may be raised to.
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	npd_log(NPD_LOG_INFO, "file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
 static void reload(const struct source *src, struct npd_worker *workers, int nworkers,
 		   struct npd_gen **gen, struct sockets *socks)
 {
@@ -285,6 +319,7 @@ static void reload(const struct source *src, struct npd_worker *workers, int nwo
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
 		return;
 	}
+	apply_log_settings(cfg);
 	struct npd_gen *g = npd_gen_new(cfg, (*gen)->number + 1);
 	if (!g || post_updates(workers, nworkers, g, &fresh) != 0) {
 		npd_log(NPD_LOG_ERROR, "reload failed: out of memory");
@@ -402,15 +437,15 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
+	cli_log.syslog = use_syslog;
+	cli_log.verbose = verbose;
 	npd_log_setup(use_syslog, NPD_LOG_INFO + verbose);
 	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
 	struct npd_config *cfg = load(&src, warn_to_log);
 	if (!cfg)
 		return 1;
-	if (!verbose && cfg->log_level != NPD_LOG_INFO)
-		npd_log_setup(use_syslog || cfg->log_syslog, cfg->log_level);
-	else if (cfg->log_syslog && !use_syslog)
-		npd_log_setup(true, NPD_LOG_INFO + verbose);
+	apply_log_settings(cfg);
+	raise_fd_limit();
 
 	/* Signals are taken by sigwaitinfo() below, in this thread only. */
 	sigset_t sigs;
@@ -448,7 +483,8 @@ int main(int argc, char **argv)
 		}
 	}
 	log_description(cfg);
-	npd_log(NPD_LOG_INFO, "running: %d workers, pid %d", nworkers, (int)getpid());
+	npd_log(NPD_LOG_INFO, "running: %d worker%s, pid %d", nworkers, nworkers == 1 ? "" : "s",
+		(int)getpid());
 
 	for (;;) {
 		siginfo_t si;

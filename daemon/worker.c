@@ -194,14 +194,17 @@ static void wake(struct npd_worker *w)
 
 void npd_worker_post(struct npd_worker *w, struct npd_worker_update *u)
 {
+	/*
+	 * Updates queue up and are applied in order: each one closes the sockets
+	 * the next leaves out, so none is lost when two reloads come quickly.
+	 */
+	u->next = NULL;
 	pthread_mutex_lock(&w->lock);
-	struct npd_worker_update *old = w->pending;
-	w->pending = u;
+	struct npd_worker_update **tail = &w->pending;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = u;
 	pthread_mutex_unlock(&w->lock);
-	if (old) { /* never taken: its sockets are in u too, or main closed them */
-		npd_gen_release(old->gen);
-		free(old);
-	}
 	wake(w);
 }
 
@@ -274,8 +277,11 @@ static bool take_mail(struct npd_worker *w)
 	bool stop = w->stop;
 	w->pending = NULL;
 	pthread_mutex_unlock(&w->lock);
-	if (u)
+	while (u) {
+		struct npd_worker_update *next = u->next;
 		apply_update(w, u);
+		u = next;
+	}
 	return stop;
 }
 
@@ -285,17 +291,27 @@ static bool take_mail(struct npd_worker *w)
  * up the reserve descriptor, take the connection, close it, and take the
  * reserve back: the peer sees a close, the loop does not spin.
  */
-static void shed_one(struct npd_worker *w, const struct npd_lsock *ls, int err)
+static bool shed_one(struct npd_worker *w, const struct npd_lsock *ls, int err)
 {
+	int fd = -1;
+
+	/*
+	 * accept() takes the descriptor before it looks at the queue, so it
+	 * fails at the limit even when nothing waits: only a connection taken
+	 * here is one dropped.
+	 */
 	if (w->reserve_fd >= 0) {
 		close(w->reserve_fd);
-		int fd = accept4(ls->fd, NULL, NULL, SOCK_CLOEXEC);
+		fd = accept4(ls->fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0)
 			close(fd);
 		w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
-	npd_worker_log_reject(w, "connection on %s dropped: %s", w->gen->cfg->listeners[ls->listener].addr_text,
-			      strerror(err));
+	if (fd < 0)
+		return false;
+	npd_worker_log_reject(w, "connection on %s dropped: %s",
+			      w->gen->cfg->listeners[ls->listener].addr_text, strerror(err));
+	return true;
 }
 
 static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
@@ -314,7 +330,8 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EMFILE || errno == ENFILE) {
-				shed_one(w, ls, errno);
+				if (!shed_one(w, ls, errno))
+					return;
 				continue;
 			}
 			npd_worker_log_reject(w, "accept on %s: %s", l->addr_text, strerror(errno));
@@ -351,6 +368,9 @@ static int next_timeout(struct npd_worker *w)
 		if (first < 0 || d < first)
 			first = d;
 	}
+	/* Rejections left out of the log are counted in a line once the limit allows. */
+	if (w->reject_suppressed && (first < 0 || w->reject_log_until - 9000 < first))
+		first = w->reject_log_until - 9000;
 	if (first < 0)
 		return -1;
 	int64_t wait = first - npd_now_ms();
@@ -386,6 +406,8 @@ static void shut_down(struct npd_worker *w)
 	while (!npd_list_empty(&w->conns))
 		npd_conn_close(npd_container_of(w->conns.next, struct npd_conn, link), "shutting down");
 	bury(w);
+	/* Updates never applied: applying them closes what each one left out. */
+	take_mail(w);
 	for (size_t i = 0; i < w->nsocks; i++)
 		close(w->socks[i].fd);
 	free(w->socks);
@@ -415,13 +437,7 @@ static void shut_down(struct npd_worker *w)
 	if (w->gen)
 		npd_gen_release(w->gen);
 	w->gen = NULL;
-	pthread_mutex_lock(&w->lock);
-	if (w->pending) {
-		npd_gen_release(w->pending->gen);
-		free(w->pending);
-		w->pending = NULL;
-	}
-	pthread_mutex_unlock(&w->lock);
+
 	close(w->epfd);
 	close(w->wakefd);
 	if (w->reserve_fd >= 0)
@@ -470,6 +486,10 @@ static void *worker_main(void *arg)
 		}
 		expire_timers(w);
 		bury(w);
+		if (w->reject_suppressed && w->now_ms >= w->reject_log_until - 9000) {
+			npd_log(NPD_LOG_WARN, "%u more rejections not logged", w->reject_suppressed);
+			w->reject_suppressed = 0;
+		}
 		free(w->old_socks);
 		w->old_socks = NULL;
 		w->socks_changed = false;

@@ -52,6 +52,7 @@ struct npd_lsock {
 
 /* What main hands a worker: a generation (with a reference for it) and its sockets. */
 struct npd_worker_update {
+	struct npd_worker_update *next; /* queued behind this one */
 	struct npd_gen *gen;
 	size_t nsocks;
 	struct npd_lsock_spec {

@@ -64,7 +64,7 @@ def wait_port(port, host="127.0.0.1", timeout=5.0):
 class Netproxyd:
     """netproxyd with a Lua config (written to a temp file) or plain arguments."""
 
-    def __init__(self, config=None, args=(), ready=r"running: \d+ workers", env=None):
+    def __init__(self, config=None, args=(), ready=r"running: \d+ workers?,", env=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="npd-test-")
         self.config_path = None
         cmd = [tool("netproxyd")]

@@ -83,7 +83,7 @@ def netproxyd(config):
     __enter__ waits for readiness, and a failure there would skip __exit__)."""
     d = Netproxyd(config, ready=None)
     try:
-        d.wait_log(r"running: \d+ workers")
+        d.wait_log(r"running: \d+ workers?,")
         yield d
     finally:
         d.stop()
