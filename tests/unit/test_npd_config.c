@@ -163,7 +163,7 @@ static const struct {
 	 "t.lua:1: proxy_interfaces[1]: expected \"*\", \"::\", \"0.0.0.0\" or a numeric IP address, "
 	 "got \"localhost\""},
 	{"proxy_interfaces = { \"[::1]\" }\n" MAP C2S, "t.lua:1: proxy_interfaces[1]: expected*"},
-	{"proxy_interfaces = { \"*\", \"::\" }\n" MAP C2S,
+	{"proxy_interfaces = { \"::\", \"::\" }\n" MAP C2S,
 	 "t.lua:1: proxy_interfaces[2]: \"::\" repeats an address listed before"},
 	{"proxy_interfaces = {}\n" MAP C2S,
 	 "t.lua:1: proxy_interfaces: the list is empty: nothing to listen on"},
@@ -465,6 +465,15 @@ static void test_ports(void)
 		   !cfg->listeners[0].implicit,
 	   "default ports: the mapped ones, ascending");
 	npd_config_free(cfg);
+
+	/* Prosody's default list pastes unchanged: "*" already covers "::" here. */
+	cfg = load("proxy_interfaces = { \"*\", \"::\" }\n" MAP C2S);
+	if (ok(cfg != NULL, "Prosody's { \"*\", \"::\" } loads")) {
+		ok(cfg->nlisteners == 2 && strcmp(cfg->listeners[0].addr_text, "0.0.0.0:15222") == 0 &&
+			   strcmp(cfg->listeners[1].addr_text, "[::]:15222") == 0,
+		   "one listener each for 0.0.0.0 and ::");
+		npd_config_free(cfg);
+	}
 
 	/* An "address:port" entry ignores the interfaces, even an empty list. */
 	cfg = load("proxy_ports = { \"[::1]:15222\" }\nproxy_interfaces = {}\n" MAP C2S);
