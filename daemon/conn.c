@@ -431,14 +431,7 @@ static const char *proxy_version_text(const struct npd_conn *c)
 
 static void release_side(struct npd_conn *c, struct npd_side *s)
 {
-	if (s->in) {
-		npd_buf_put(c->w, s->in);
-		s->in = NULL;
-	}
-	if (s->pipe) {
-		npd_pipe_put(c->w, s->pipe, s->pipe->len == 0);
-		s->pipe = NULL;
-	}
+	npd_side_discard(c, s);
 	if (s->fd >= 0) {
 		close(s->fd); /* also takes it out of the epoll set */
 		s->fd = -1;

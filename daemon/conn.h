@@ -106,6 +106,9 @@ __attribute__((format(printf, 2, 3))) void npd_conn_close(struct npd_conn *c, co
 /* Move bytes both ways as far as readiness allows (relay.c). Closes c when done or on error. */
 void npd_relay(struct npd_conn *c);
 
+/* Give back the buffer and pipe holding what was read from s, with whatever is still in them. */
+void npd_side_discard(struct npd_conn *c, struct npd_side *s);
+
 /* "203.0.113.7:51234", "[2001:db8::1]:443", "unix", "-" for AF_UNSPEC. */
 const char *npd_sockaddr_text(const union npd_sockaddr *a, char *out, size_t cap);
 

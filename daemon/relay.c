@@ -62,8 +62,7 @@ static bool read_failed(struct npd_side *src)
 	return false;
 }
 
-/* Drop what src read for dst, which can no longer take it. */
-static void discard(struct npd_conn *c, struct npd_side *src)
+void npd_side_discard(struct npd_conn *c, struct npd_side *src)
 {
 	if (src->in) {
 		npd_buf_put(c->w, src->in);
@@ -81,7 +80,7 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 	bool progress = false;
 
 	if (dst->error) {
-		discard(c, src);
+		npd_side_discard(c, src);
 		return false;
 	}
 	for (;;) {
@@ -98,7 +97,7 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 				if (retry(dst, &dst->writable))
 					continue;
 				if (dst->error)
-					discard(c, src);
+					npd_side_discard(c, src);
 				return progress;
 			}
 			b->off += (uint32_t)n;
@@ -117,7 +116,7 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 				if (retry(dst, &dst->writable))
 					continue;
 				if (dst->error)
-					discard(c, src);
+					npd_side_discard(c, src);
 				return progress;
 			}
 			p->len -= (uint32_t)n;
