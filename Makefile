@@ -54,7 +54,7 @@ TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 NPD_CFLAGS := $(BASE_CFLAGS) -Idaemon $(LUA_CFLAGS) -pthread
-NPD_LIBS   := $(LUA_LIBS) -pthread -lm
+NPD_LIBS   := $(LUA_LIBS) -lcap -pthread -lm
 NPD_SRC    := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 NPD_HDR    := $(wildcard daemon/*.h) include/netproxy.h
 NPD_OBJ    := $(NPD_SRC:%.c=$(BUILD)/%.o)

@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <netdb.h>
@@ -64,18 +65,21 @@ enum key {
 	K_MAX_CONNECTIONS,
 	K_LOG_LEVEL,
 	K_LOG_SYSLOG,
+	K_USER,
+	K_GROUP,
 	K_COUNT
 };
 
 static const char *const key_names[K_COUNT] = {
 	"proxy_port_mappings",	"proxy_ports",	    "proxy_interfaces", "proxy_trusted_proxies",
 	"proxy_header_timeout", "proxy_max_header", "services",		"workers",
-	"max_connections",	"log_level",	    "log_syslog",
+	"max_connections",	"log_level",	    "log_syslog",	"user",
+	"group",
 };
 
 static const char *const service_keys[] = {
-	"connect",	   "send_proxy",   "pass_tlvs",	  "crc32c",
-	"connect_timeout", "idle_timeout", "transparent",
+	"connect",	   "send_proxy",   "pass_tlvs",	       "crc32c", "connect_timeout",
+	"idle_timeout",	   "transparent",  "transparent_port", "mark",
 };
 
 static const struct {
@@ -651,7 +655,7 @@ static void check_service_keys(struct loader *ld, int idx, const char *path)
 		snprintf(list + w, sizeof(list) - w, " and %zu more", more);
 	fail(ld, path,
 	     "unknown key%s %s (a service has connect, send_proxy, pass_tlvs, crc32c, "
-	     "connect_timeout, idle_timeout)",
+	     "connect_timeout, idle_timeout, transparent, transparent_port, mark)",
 	     nbad + more > 1 ? "s" : "", list);
 }
 
@@ -768,12 +772,29 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc)
 	svc->line = key_line(ld, path);
 	check_service_keys(ld, idx, path);
 
-	service_path(field, sizeof(field), svc->name, "transparent");
-	if (lua_getfield(L, idx, "transparent") != LUA_TNIL && get_boolean(ld, -1, field))
-		fail(ld, field, "transparent delivery is not supported by this version");
-
 	lua_getfield(L, idx, "connect");
 	read_connect(ld, lua_gettop(L), svc);
+
+	/* Transparent delivery: connect from the client's own address. */
+	service_path(field, sizeof(field), svc->name, "transparent");
+	if (lua_getfield(L, idx, "transparent") != LUA_TNIL)
+		svc->transparent = get_boolean(ld, -1, field);
+	if (svc->transparent && svc->addr.ss_family == AF_UNIX)
+		fail(ld, field, "a unix: backend cannot see a client address: connect over TCP");
+	svc->transparent_port = true;
+	service_path(field, sizeof(field), svc->name, "transparent_port");
+	if (lua_getfield(L, idx, "transparent_port") != LUA_TNIL) {
+		if (!svc->transparent)
+			fail(ld, field, "only means something with transparent = true");
+		svc->transparent_port = get_boolean(ld, -1, field);
+	}
+	service_path(field, sizeof(field), svc->name, "mark");
+	if (lua_getfield(L, idx, "mark") != LUA_TNIL) {
+		svc->mark = (uint32_t)get_integer(ld, lua_gettop(L), field, 1, UINT32_MAX,
+						  "a firewall mark from 1 to 4294967295");
+		if (svc->addr.ss_family == AF_UNIX)
+			fail(ld, field, "a unix: backend is not routed: a mark means nothing");
+	}
 
 	service_path(field, sizeof(field), svc->name, "send_proxy");
 	lua_getfield(L, idx, "send_proxy");
@@ -1058,6 +1079,22 @@ static void read_tunables(struct loader *ld)
 	if (push_setting(ld, K_LOG_SYSLOG) != LUA_TNIL)
 		cfg->log_syslog = get_boolean(ld, 4, "log_syslog");
 	lua_settop(L, 3);
+
+	/* Names only: whether they exist is for the start, where they are used. */
+	static const enum key ids[] = {K_USER, K_GROUP};
+	char *dst[] = {cfg->user, cfg->group};
+	for (i = 0; i < 2; i++) {
+		const char *name = key_names[ids[i]];
+		if (push_setting(ld, ids[i]) != LUA_TNIL) {
+			size_t len;
+			const char *v = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &len) : NULL;
+			if (!v || len == 0 || len >= sizeof(cfg->user) || strlen(v) != len)
+				fail(ld, name, "expected a %s name, got %s", name,
+				     show(L, 4, buf, sizeof(buf)));
+			memcpy(dst[i], v, len + 1);
+		}
+		lua_settop(L, 3);
+	}
 }
 
 /* proxy_interfaces = { "*" }: "*" is both wildcards, marked implicit. */
@@ -1540,6 +1577,10 @@ static void describe_service(const struct npd_service *s, FILE *out)
 	bool first = true;
 
 	fprintf(out, "%s (%s, %s", s->name, s->addr_text, modes[s->send_proxy]);
+	if (s->transparent)
+		fputs(s->transparent_port ? ", transparent" : ", transparent without ports", out);
+	if (s->mark)
+		fprintf(out, ", mark %" PRIu32, s->mark);
 	if (s->crc32c)
 		fputs(", crc32c", out);
 	for (int t = 0; t < 256; t++) {

@@ -39,8 +39,11 @@ struct npd_service {
 	bool crc32c;		   /* v2: add a CRC32C TLV */
 	uint8_t pass_tlvs[256 / 8]; /* v2: bitmap of the TLV types passed on */
 	int connect_timeout_ms;
-	int idle_timeout_ms; /* 0: none */
-	int line;	     /* where it is defined, for messages */
+	int idle_timeout_ms;   /* 0: none */
+	bool transparent;      /* connect from the client's own address (IP_TRANSPARENT) */
+	bool transparent_port; /* ... and its port, when free (default) */
+	uint32_t mark;	       /* SO_MARK on the backend socket; 0: none */
+	int line;	       /* where it is defined, for messages */
 };
 
 struct npd_listener {
@@ -71,7 +74,9 @@ struct npd_config {
 	int workers; /* 0: one per CPU */
 	int max_connections;
 	bool log_syslog;
-	int log_level; /* 0 errors and warnings, 1 info (default), 2 debug */
+	int log_level;	/* 0 errors and warnings, 1 info (default), 2 debug */
+	char user[64];	/* run as this user after binding; "": stay */
+	char group[64]; /* ... and group; "": the user's */
 };
 
 /*

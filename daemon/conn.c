@@ -13,6 +13,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "conn.h"
 #include "log.h"
 #include "netproxy.h"
@@ -311,17 +312,21 @@ static void read_header(struct npd_conn *c)
 static void connect_backend(struct npd_conn *c)
 {
 	const struct npd_service *svc = c->service;
-	int family = svc->addr.ss_family, one = 1;
-	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	char why[256];
+	bool port_moved;
+	int fd = npd_backend_socket(svc, &c->client_addr, &port_moved, why, sizeof(why));
 
 	if (fd < 0) {
-		npd_conn_close(c, "backend %s (%s): socket: %s", svc->name, svc->addr_text,
-			       strerror(errno));
+		npd_conn_close(c, "backend %s (%s): %s", svc->name, svc->addr_text, why);
 		return;
 	}
+	if (port_moved) {
+		char client[64];
+		npd_log(NPD_LOG_INFO, "conn=%llu client %s: its port is in use here, so %s is reached "
+			"from another port", (unsigned long long)c->id,
+			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), svc->name);
+	}
 	c->backend.fd = fd;
-	if (family != AF_UNIX)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (watch(c->w, &c->backend) != 0) {
 		npd_conn_close(c, "epoll: %s", strerror(errno));
 		return;

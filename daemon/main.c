@@ -18,6 +18,8 @@
 #include "listen.h"
 #include "log.h"
 #include "netproxy.h"
+#include "privs.h"
+#include "routing.h"
 #include "worker.h"
 
 #define PROG "netproxyd"
@@ -43,6 +45,8 @@ static void usage(FILE *out)
 	      "  -b, --backend HOST:PORT|[V6]:PORT|unix:PATH   where -l's connections go\n"
 	      "      --send-proxy v1|v2    pass the client on in a PROXY header (default: none)\n"
 	      "      --trusted CIDR    a trusted sender for -l (repeatable; default loopback)\n"
+	      "      --setup-routing   install the policy routing transparent services need\n"
+	      "                        (ip rule/route, table 7001), then exit\n"
 	      "  -h, --help            this help\n"
 	      "      --version         the version\n"
 	      "\n"
@@ -300,6 +304,50 @@ static void raise_fd_limit(void)
 	npd_log(NPD_LOG_INFO, "file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
 }
 
+static bool any_transparent(const struct npd_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nservices; i++)
+		if (cfg->services[i].transparent)
+			return true;
+	return false;
+}
+
+/*
+ * Say what transparent delivery still lacks: the capability, or routing for
+ * the replies. Not fatal: a service that is not transparent works without,
+ * and the routing may be added while netproxyd runs.
+ */
+static void check_privileges_and_routing(const struct npd_config *cfg)
+{
+	if (geteuid() == 0 && !cfg->user[0])
+		npd_log(NPD_LOG_WARN, "running as root: set user (and group) in the config to "
+				      "drop privileges after binding");
+	if (!any_transparent(cfg))
+		return;
+	if (!npd_privs_have_net_admin())
+		npd_log(NPD_LOG_WARN, "transparent services need CAP_NET_ADMIN, which this process "
+				      "lacks: their connections will fail (see netproxyd(8), PRIVILEGES)");
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return;
+	bool ok = npd_routing_check(cfg, f);
+	fclose(f);
+	if (ok) {
+		npd_log(NPD_LOG_INFO, "transparent delivery: replies to client addresses are "
+				      "routed locally");
+	} else {
+		npd_log(NPD_LOG_WARN, "transparent delivery: no policy routing brings the backends' "
+				      "replies to client addresses back here; install it with "
+				      "netproxyd --setup-routing, or:");
+		char *save;
+		for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			npd_log(NPD_LOG_WARN, "    %s", line);
+	}
+	free(text);
+}
+
 static void reload(const struct source *src, struct npd_worker *workers, int nworkers,
 		   struct npd_gen **gen, struct sockets *socks)
 {
@@ -320,6 +368,7 @@ static void reload(const struct source *src, struct npd_worker *workers, int nwo
 		return;
 	}
 	apply_log_settings(cfg);
+	check_privileges_and_routing(cfg);
 	struct npd_gen *g = npd_gen_new(cfg, (*gen)->number + 1);
 	if (!g || post_updates(workers, nworkers, g, &fresh) != 0) {
 		npd_log(NPD_LOG_ERROR, "reload failed: out of memory");
@@ -336,7 +385,7 @@ static void reload(const struct source *src, struct npd_worker *workers, int nwo
 
 int main(int argc, char **argv)
 {
-	enum { OPT_SYSLOG = 256, OPT_VERSION, OPT_SEND_PROXY, OPT_TRUSTED };
+	enum { OPT_SYSLOG = 256, OPT_VERSION, OPT_SEND_PROXY, OPT_TRUSTED, OPT_SETUP_ROUTING };
 	static const struct option options[] = {
 		{"config", required_argument, NULL, 'c'},
 		{"test", no_argument, NULL, 't'},
@@ -346,6 +395,7 @@ int main(int argc, char **argv)
 		{"backend", required_argument, NULL, 'b'},
 		{"send-proxy", required_argument, NULL, OPT_SEND_PROXY},
 		{"trusted", required_argument, NULL, OPT_TRUSTED},
+		{"setup-routing", no_argument, NULL, OPT_SETUP_ROUTING},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, OPT_VERSION},
 		{NULL, 0, NULL, 0},
@@ -353,7 +403,7 @@ int main(int argc, char **argv)
 	const char *config_path = NULL, *listen = NULL, *backend = NULL, *send_proxy = NULL;
 	char *trusted[32];
 	int ntrusted = 0, verbose = 0, opt;
-	bool test = false, use_syslog = false;
+	bool test = false, use_syslog = false, setup_routing = false;
 
 	while ((opt = getopt_long(argc, argv, "c:tvl:b:h", options, NULL)) != -1) {
 		switch (opt) {
@@ -368,6 +418,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_SYSLOG:
 			use_syslog = true;
+			break;
+		case OPT_SETUP_ROUTING:
+			setup_routing = true;
 			break;
 		case 'l':
 			listen = optarg;
@@ -422,7 +475,7 @@ int main(int argc, char **argv)
 		src.name = "built-in default";
 	}
 
-	if (test) {
+	if (test || setup_routing) {
 		struct npd_config_diag diag = {.warn = warn_to_stderr};
 		struct npd_config *cfg = NULL;
 		int r = src.path ? npd_config_load_file(src.path, &cfg, &diag)
@@ -431,10 +484,14 @@ int main(int argc, char **argv)
 			fprintf(stderr, PROG ": %s\n", diag.error);
 			return 1;
 		}
-		npd_config_describe(cfg, stdout);
-		printf("config %s is valid\n", src.name);
+		if (setup_routing) {
+			r = npd_routing_setup(cfg) == 0 ? 0 : 1;
+		} else {
+			npd_config_describe(cfg, stdout);
+			printf("config %s is valid\n", src.name);
+		}
 		npd_config_free(cfg);
-		return 0;
+		return r;
 	}
 
 	cli_log.syslog = use_syslog;
@@ -460,6 +517,12 @@ int main(int argc, char **argv)
 	struct sockets socks;
 	if (open_sockets(cfg, nworkers, NULL, &socks) != 0)
 		return 1;
+	char why[256];
+	if (npd_privs_drop(cfg, why, sizeof(why)) != 0) {
+		npd_log(NPD_LOG_ERROR, "%s: %s", src.name, why);
+		return 1;
+	}
+	check_privileges_and_routing(cfg);
 	struct npd_gen *gen = npd_gen_new(cfg, 1);
 	struct npd_worker *workers = calloc((size_t)nworkers, sizeof(*workers));
 	if (!gen || !workers) {

@@ -4,12 +4,13 @@
 # root it installs nothing and prints the exact command to run instead.
 set -eu
 
-# Building: compilers, make, ar, Lua 5.4 for the daemon's config. Testing:
+# Building: compilers, make, ar, Lua 5.4 for the daemon's config, libcap for
+# its privileges. Testing:
 # prove (perl), pytest, mandoc for the man page lint, clang's sanitizer and
 # libFuzzer runtimes, pkg-config, readelf and nm for the install test.
-PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev clang libclang-rt-14-dev perl python3 python3-pytest mandoc"
+PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev libcap-dev clang libclang-rt-14-dev perl python3 python3-pytest mandoc"
 # Real peers for the integration tests, and prlimit (util-linux).
-PACKAGES="$PACKAGES haproxy nginx-light curl openssl util-linux"
+PACKAGES="$PACKAGES haproxy nginx-light curl openssl util-linux iproute2"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "deps.sh: not a Debian system; make sure these are installed: $PACKAGES" >&2

@@ -261,13 +261,22 @@ static const struct {
 	 "-1"},
 	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", idle_timeout = \"1m\" } }\n",
 	 "t.lua:2: services.c2s.idle_timeout: expected a number of seconds, got string"},
-	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", transparent = true } }\n",
-	 "t.lua:2: services.c2s.transparent: transparent delivery is not supported by this version"},
+	{MAP "services = { c2s = { connect = \"unix:/run/s\", transparent = true } }\n",
+	 "t.lua:2: services.c2s.transparent: a unix: backend cannot see a client address: connect "
+	 "over TCP"},
+	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", transparent_port = false } }\n",
+	 "t.lua:2: services.c2s.transparent_port: only means something with transparent = true"},
+	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", mark = 0 } }\n",
+	 "t.lua:2: services.c2s.mark: expected a firewall mark from 1 to 4294967295, got 0"},
+	{MAP "services = { c2s = { connect = \"unix:/run/s\", mark = 7 } }\n",
+	 "t.lua:2: services.c2s.mark: a unix: backend is not routed: a mark means nothing"},
+	{"user = \"\"\n" MAP C2S, "t.lua:1: user: expected a user name, got \"\""},
+	{"group = 0\n" MAP C2S, "t.lua:1: group: expected a group name, got 0"},
 	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", transparent = \"yes\" } }\n",
 	 "t.lua:2: services.c2s.transparent: expected true or false, got string"},
 	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", sendproxy = \"v2\" } }\n",
 	 "t.lua:2: services.c2s: unknown key \"sendproxy\" (a service has connect, send_proxy, "
-	 "pass_tlvs, crc32c, connect_timeout, idle_timeout)"},
+	 "pass_tlvs, crc32c, connect_timeout, idle_timeout, transparent, transparent_port, mark)"},
 	/* Typos are reported before the "missing" they cause, all of them, sorted. */
 	{MAP "services = { c2s = { zz = 1, conect = \"127.0.0.1:1\", [1] = 2 } }\n",
 	 "t.lua:2: services.c2s: unknown keys \"conect\", \"zz\", [1] (a service has*"},
@@ -465,6 +474,29 @@ static void test_ports(void)
 		   !cfg->listeners[0].implicit,
 	   "default ports: the mapped ones, ascending");
 	npd_config_free(cfg);
+
+	/* Transparent delivery and the identity to run as. */
+	cfg = load("user = \"nobody\"\ngroup = \"nogroup\"\n" MAP
+		   "services = { c2s = { connect = \"127.0.0.1:5222\", transparent = true,\n"
+		   "\ttransparent_port = false, mark = 42 } }\n");
+	if (ok(cfg != NULL, "transparent, transparent_port, mark, user, group")) {
+		const struct npd_service *t = &cfg->services[0];
+		ok(t->transparent && !t->transparent_port && t->mark == 42 &&
+			   strcmp(cfg->user, "nobody") == 0 && strcmp(cfg->group, "nogroup") == 0,
+		   "read as written");
+		text = describe(cfg);
+		ok(strstr(text, "c2s (127.0.0.1:5222, plain, transparent without ports, mark 42)") != NULL,
+		   "described");
+		free(text);
+		npd_config_free(cfg);
+	}
+	cfg = load(MAP "services = { c2s = { connect = \"[::1]:5222\", transparent = true } }\n");
+	if (ok(cfg != NULL, "transparent to an IPv6 backend")) {
+		ok(cfg->services[0].transparent && cfg->services[0].transparent_port &&
+			   cfg->services[0].mark == 0 && cfg->user[0] == 0,
+		   "the client's port kept by default; no mark, no user");
+		npd_config_free(cfg);
+	}
 
 	/* Prosody's default list pastes unchanged: "*" already covers "::" here. */
 	cfg = load("proxy_interfaces = { \"*\", \"::\" }\n" MAP C2S);
