@@ -19,8 +19,7 @@
 
 static int fail(int fd, char *why, size_t cap, const char *what, int err)
 {
-	snprintf(why, cap, "%s: %s%s", what, strerror(err),
-		 err == EPERM ? " (transparent delivery needs CAP_NET_ADMIN)" : "");
+	snprintf(why, cap, "%s: %s%s", what, strerror(err), err == EPERM ? " (needs CAP_NET_ADMIN)" : "");
 	if (fd >= 0)
 		close(fd);
 	return -1;

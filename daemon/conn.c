@@ -121,6 +121,7 @@ static void note_header(struct npd_conn *c, const struct np_header *h)
 
 	c->version = h->version;
 	c->command = h->command;
+	c->transport = h->transport;
 	if (!np_has_addresses(h))
 		return;
 	if (h->family == NP_AF_UNIX) {
@@ -314,7 +315,14 @@ static void connect_backend(struct npd_conn *c)
 	const struct npd_service *svc = c->service;
 	char why[256];
 	bool port_moved;
-	int fd = npd_backend_socket(svc, &c->client_addr, &port_moved, why, sizeof(why));
+	/*
+	 * Only a stream's client is one this TCP connection can come from: a
+	 * header about datagrams is treated like LOCAL, as reemit() does.
+	 */
+	static const union npd_sockaddr none = {.sa.sa_family = AF_UNSPEC};
+	const union npd_sockaddr *from =
+		c->transport == NP_TRANSPORT_STREAM ? &c->client_addr : &none;
+	int fd = npd_backend_socket(svc, from, &port_moved, why, sizeof(why));
 
 	if (fd < 0) {
 		npd_conn_close(c, "backend %s (%s): %s", svc->name, svc->addr_text, why);

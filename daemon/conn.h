@@ -86,6 +86,7 @@ struct npd_conn {
 	uint8_t state;
 	uint8_t version; /* of the PROXY header received; 0 before */
 	uint8_t command;
+	uint8_t transport; /* enum np_transport of the header */
 	union npd_sockaddr peer_addr;	/* the proxy that connected to us */
 	union npd_sockaddr client_addr; /* the client the header names; AF_UNSPEC for LOCAL */
 	union npd_sockaddr dst_addr;	/* the original destination; likewise */

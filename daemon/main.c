@@ -304,10 +304,10 @@ static void raise_fd_limit(void)
 	npd_log(NPD_LOG_INFO, "file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
 }
 
-static bool any_transparent(const struct npd_config *cfg)
+static bool any_transparent(const struct npd_config *cfg, bool or_mark)
 {
 	for (size_t i = 0; i < cfg->nservices; i++)
-		if (cfg->services[i].transparent)
+		if (cfg->services[i].transparent || (or_mark && cfg->services[i].mark))
 			return true;
 	return false;
 }
@@ -322,11 +322,12 @@ static void check_privileges_and_routing(const struct npd_config *cfg)
 	if (geteuid() == 0 && !cfg->user[0])
 		npd_log(NPD_LOG_WARN, "running as root: set user (and group) in the config to "
 				      "drop privileges after binding");
-	if (!any_transparent(cfg))
+	if (any_transparent(cfg, true) && !npd_privs_have_net_admin())
+		npd_log(NPD_LOG_WARN, "transparent services and marks need CAP_NET_ADMIN, which this "
+				      "process lacks: their connections will fail (see netproxyd(8), "
+				      "PRIVILEGES)");
+	if (!any_transparent(cfg, false))
 		return;
-	if (!npd_privs_have_net_admin())
-		npd_log(NPD_LOG_WARN, "transparent services need CAP_NET_ADMIN, which this process "
-				      "lacks: their connections will fail (see netproxyd(8), PRIVILEGES)");
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
@@ -484,8 +485,12 @@ int main(int argc, char **argv)
 			fprintf(stderr, PROG ": %s\n", diag.error);
 			return 1;
 		}
+		char why[256];
 		if (setup_routing) {
 			r = npd_routing_setup(cfg) == 0 ? 0 : 1;
+		} else if (npd_privs_check(cfg, why, sizeof(why)) != 0) {
+			fprintf(stderr, PROG ": %s: %s\n", src.name, why);
+			r = 1;
 		} else {
 			npd_config_describe(cfg, stdout);
 			printf("config %s is valid\n", src.name);

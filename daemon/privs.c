@@ -70,6 +70,23 @@ bool npd_privs_have_net_admin(void)
 	return v == CAP_SET;
 }
 
+int npd_privs_check(const struct npd_config *cfg, char *why, size_t cap)
+{
+	if (cfg->group[0] && !cfg->user[0]) {
+		snprintf(why, cap, "group: it needs user too");
+		return -1;
+	}
+	if (cfg->user[0] && !getpwnam(cfg->user)) {
+		snprintf(why, cap, "user: there is no user %s", cfg->user);
+		return -1;
+	}
+	if (cfg->group[0] && !getgrnam(cfg->group)) {
+		snprintf(why, cap, "group: there is no group %s", cfg->group);
+		return -1;
+	}
+	return 0;
+}
+
 int npd_privs_drop(const struct npd_config *cfg, char *why, size_t cap)
 {
 	cap_value_t keep[2];

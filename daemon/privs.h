@@ -18,6 +18,9 @@
  */
 int npd_privs_drop(const struct npd_config *cfg, char *why, size_t cap);
 
+/* Whether cfg->user and cfg->group exist (for -t). Returns 0, or -1 with why set. */
+int npd_privs_check(const struct npd_config *cfg, char *why, size_t cap);
+
 /* Whether this thread may use IP_TRANSPARENT and SO_MARK. */
 bool npd_privs_have_net_admin(void);
 

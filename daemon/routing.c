@@ -2,12 +2,20 @@
  * routing.c - find, or install, the policy routing that brings a backend's
  * replies to spoofed client addresses back to netproxyd.
  *
- * The check asks the kernel over rtnetlink for its policy rules and routes:
- * it wants a rule that sends the backend's packets to a table holding a
- * local route for every address ("local 0.0.0.0/0 dev lo"). It does not
- * prove that the rule's selector matches the backend's packets (that
- * depends on the network), only that the routing exists at all; the log and
- * the man page say what the selector should be.
+ * What is needed, per transparent backend: a rule that sends the backend's
+ * packets to a table holding a local route for every address ("local
+ * 0.0.0.0/0 dev lo"). The rule must catch nothing else, or the host's own
+ * traffic would be turned back to it:
+ *   - a backend on loopback: "from 127.0.0.0/8 iif lo" (nothing else on the
+ *     host sends from loopback to outside addresses);
+ *   - any other backend, here or on another host: "from ADDR ipproto tcp
+ *     sport PORT", only the service's own replies.
+ *
+ * The kernel is asked over rtnetlink for its rules and routes. The start-up
+ * check is lenient: any rule leading to a table with a local default route
+ * counts (people set this up in their own ways, go-mmproxy's table 123 for
+ * one). --setup-routing is exact: it adds, in table 7001, each rule and route
+ * that is not there yet, so running it again changes nothing.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,7 +31,22 @@
 
 #include "routing.h"
 
-/* Tables a rule of family `family` sends lookups to, other than the kernel's own. */
+/* A policy rule, as much of it as matters here. */
+struct rule {
+	int family;
+	uint8_t src[16];
+	uint8_t src_len;
+	bool iif_lo;
+	uint16_t sport; /* a single source port, or 0 for any */
+	unsigned table;
+};
+
+struct rules {
+	struct rule r[256];
+	size_t n;
+};
+
+/* Tables holding a local route for every address. */
 struct tables {
 	unsigned ids[64];
 	size_t n;
@@ -31,7 +54,7 @@ struct tables {
 
 typedef void (*nl_visit)(const struct nlmsghdr *h, void *ctx);
 
-/* One rtnetlink dump request; calls visit for each message. Returns 0 or -1. */
+/* One rtnetlink dump; calls visit for each message. Returns 0 or -1. */
 static int nl_dump(int type, int family, nl_visit visit, void *ctx)
 {
 	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
@@ -43,7 +66,7 @@ static int nl_dump(int type, int family, nl_visit visit, void *ctx)
 		      .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = 1},
 		.r = {.rtm_family = (unsigned char)family},
 	};
-	static char buf[32768];
+	static _Thread_local char buf[32768];
 	int r = -1;
 
 	if (fd < 0)
@@ -70,156 +93,234 @@ out:
 	return r;
 }
 
-static unsigned attr_table(const struct rtattr *a, int len, unsigned dflt)
-{
-	for (; RTA_OK(a, len); a = RTA_NEXT(a, len))
-		if (a->rta_type == RTA_TABLE /* == FRA_TABLE */ && RTA_PAYLOAD(a) >= 4)
-			return *(const unsigned *)RTA_DATA(a);
-	return dflt;
-}
-
 static void visit_rule(const struct nlmsghdr *h, void *ctx)
 {
-	struct tables *t = ctx;
+	struct rules *rs = ctx;
 	const struct fib_rule_hdr *f = NLMSG_DATA(h);
 	int len = (int)h->nlmsg_len - (int)NLMSG_LENGTH(sizeof(*f));
 
-	if (h->nlmsg_type != RTM_NEWRULE || len < 0 || f->action != FR_ACT_TO_TBL)
+	if (h->nlmsg_type != RTM_NEWRULE || len < 0 || f->action != FR_ACT_TO_TBL ||
+	    rs->n == sizeof(rs->r) / sizeof(rs->r[0]))
 		return;
-	unsigned id = attr_table((const struct rtattr *)(f + 1), len, f->table);
-	if (id == RT_TABLE_LOCAL || id == RT_TABLE_MAIN || id == RT_TABLE_DEFAULT)
-		return;
-	if (t->n < sizeof(t->ids) / sizeof(t->ids[0]))
-		t->ids[t->n++] = id;
+	struct rule *r = &rs->r[rs->n];
+	memset(r, 0, sizeof(*r));
+	r->family = f->family;
+	r->src_len = f->src_len;
+	r->table = f->table;
+	for (const struct rtattr *a = (const void *)(f + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+		const void *v = RTA_DATA(a);
+		size_t n = RTA_PAYLOAD(a);
+		if (a->rta_type == FRA_TABLE && n >= 4)
+			r->table = *(const unsigned *)v;
+		else if (a->rta_type == FRA_SRC && n <= 16)
+			memcpy(r->src, v, n);
+		else if (a->rta_type == FRA_IIFNAME)
+			r->iif_lo = strncmp(v, "lo", n) == 0 && (n == 2 || ((const char *)v)[2] == 0);
+		else if (a->rta_type == FRA_SPORT_RANGE && n >= sizeof(struct fib_rule_port_range)) {
+			const struct fib_rule_port_range *p = v;
+			r->sport = p->start == p->end ? p->start : 0;
+		}
+	}
+	if (r->table != RT_TABLE_LOCAL && r->table != RT_TABLE_MAIN && r->table != RT_TABLE_DEFAULT)
+		rs->n++;
 }
-
-struct route_search {
-	const struct tables *tables;
-	unsigned found; /* a table with "local <any>/0", or 0 */
-};
 
 static void visit_route(const struct nlmsghdr *h, void *ctx)
 {
-	struct route_search *s = ctx;
+	struct tables *t = ctx;
 	const struct rtmsg *r = NLMSG_DATA(h);
 	int len = (int)h->nlmsg_len - (int)NLMSG_LENGTH(sizeof(*r));
+	unsigned id = r->rtm_table;
 
 	if (h->nlmsg_type != RTM_NEWROUTE || len < 0 || r->rtm_type != RTN_LOCAL ||
 	    r->rtm_dst_len != 0)
 		return;
-	unsigned id = attr_table(RTM_RTA(r), len, r->rtm_table);
-	for (size_t i = 0; i < s->tables->n; i++)
-		if (s->tables->ids[i] == id)
-			s->found = id;
+	for (const struct rtattr *a = RTM_RTA(r); RTA_OK(a, len); a = RTA_NEXT(a, len))
+		if (a->rta_type == RTA_TABLE && RTA_PAYLOAD(a) >= 4)
+			id = *(const unsigned *)RTA_DATA(a);
+	if (t->n < sizeof(t->ids) / sizeof(t->ids[0]))
+		t->ids[t->n++] = id;
 }
 
-/* The table (> 0) a rule leads to that routes every address locally, or 0. */
-static unsigned find_local_table(int family)
+static bool has_table(const struct tables *t, unsigned id)
 {
-	struct tables t = {.n = 0};
-	struct route_search s = {.tables = &t};
-
-	if (nl_dump(RTM_GETRULE, family, visit_rule, &t) != 0 || t.n == 0)
-		return 0;
-	if (nl_dump(RTM_GETROUTE, family, visit_route, &s) != 0)
-		return 0;
-	return s.found;
+	for (size_t i = 0; i < t->n; i++)
+		if (t->ids[i] == id)
+			return true;
+	return false;
 }
 
-/* Which families transparent services need, and one rule selector per backend. */
-struct need {
-	bool family[2]; /* [0] IPv4, [1] IPv6 */
-	char rules[32][96];
-	size_t nrules;
+/* What the kernel has, for one family. */
+struct state {
+	struct rules rules;
+	struct tables local;
 };
 
-static void add_rule(struct need *n, const char *rule)
+static int read_state(int family, struct state *s)
 {
-	for (size_t i = 0; i < n->nrules; i++)
-		if (strcmp(n->rules[i], rule) == 0)
-			return;
-	if (n->nrules < sizeof(n->rules) / sizeof(n->rules[0]))
-		snprintf(n->rules[n->nrules++], sizeof(n->rules[0]), "%s", rule);
+	s->rules.n = s->local.n = 0;
+	if (nl_dump(RTM_GETRULE, family, visit_rule, &s->rules) != 0 ||
+	    nl_dump(RTM_GETROUTE, family, visit_route, &s->local) != 0)
+		return -1;
+	return 0;
 }
 
-static void needs_of(const struct npd_config *cfg, struct need *n)
+/* The rules cfg's transparent services need, without duplicates. */
+static size_t wanted_rules(const struct npd_config *cfg, struct rule *out, size_t cap)
 {
-	memset(n, 0, sizeof(*n));
+	size_t n = 0;
+
 	for (size_t i = 0; i < cfg->nservices; i++) {
 		const struct npd_service *s = &cfg->services[i];
-		char ip[INET6_ADDRSTRLEN], rule[96];
+		struct rule w;
+		uint8_t v4[4];
+
+		memset(&w, 0, sizeof(w)); /* padding too: rules are compared with memcmp */
+		w.table = NPD_ROUTING_TABLE;
 
 		if (!s->transparent)
 			continue;
 		if (s->addr.ss_family == AF_INET) {
-			const struct sockaddr_in *in = (const struct sockaddr_in *)&s->addr;
-			inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-			n->family[0] = true;
-			/* Replies from a local backend are "from" it and "iif lo". */
-			if ((ntohl(in->sin_addr.s_addr) >> 24) == 127)
-				snprintf(rule, sizeof(rule), "ip rule add from 127.0.0.0/8 iif lo table %d",
-					 NPD_ROUTING_TABLE);
-			else
-				snprintf(rule, sizeof(rule), "ip rule add from %s table %d", ip,
-					 NPD_ROUTING_TABLE);
+			const struct sockaddr_in *in = (const void *)&s->addr;
+			memcpy(v4, &in->sin_addr, 4);
+			w.sport = ntohs(in->sin_port);
+			w.family = AF_INET;
 		} else {
-			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&s->addr;
-			inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-			bool mapped = IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr);
-			n->family[mapped ? 0 : 1] = true;
-			if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
-				snprintf(rule, sizeof(rule), "ip -6 rule add from ::1/128 iif lo table %d",
-					 NPD_ROUTING_TABLE);
-			else if (mapped)
-				snprintf(rule, sizeof(rule), "ip rule add from %s table %d", ip + 7,
-					 NPD_ROUTING_TABLE);
-			else
-				snprintf(rule, sizeof(rule), "ip -6 rule add from %s table %d", ip,
-					 NPD_ROUTING_TABLE);
+			const struct sockaddr_in6 *in6 = (const void *)&s->addr;
+			w.sport = ntohs(in6->sin6_port);
+			if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+				memcpy(v4, &in6->sin6_addr.s6_addr[12], 4);
+				w.family = AF_INET;
+			} else {
+				w.family = AF_INET6;
+				memcpy(w.src, &in6->sin6_addr, 16);
+				w.src_len = 128;
+				if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+					w.iif_lo = true, w.sport = 0;
+			}
 		}
-		add_rule(n, rule);
+		if (w.family == AF_INET) {
+			memcpy(w.src, v4, 4);
+			w.src_len = 32;
+			if (v4[0] == 127) {
+				memset(w.src, 0, 4);
+				w.src[0] = 127;
+				w.src_len = 8;
+				w.iif_lo = true;
+				w.sport = 0;
+			}
+		}
+		bool dup = false;
+		for (size_t j = 0; j < n && !dup; j++)
+			dup = memcmp(&out[j], &w, sizeof(w)) == 0;
+		if (!dup && n < cap)
+			out[n++] = w;
 	}
+	return n;
 }
 
-static const char *const route_cmds[2] = {
-	"ip route add local 0.0.0.0/0 dev lo table 7001",
-	"ip -6 route add local ::/0 dev lo table 7001",
-};
-
-_Static_assert(NPD_ROUTING_TABLE == 7001, "route_cmds spell the table out");
-
-/* The commands still missing for family f (0 IPv4, 1 IPv6), written to out. */
-static bool check_family(const struct need *n, int f, FILE *out)
+static bool rule_present(const struct state *s, const struct rule *w)
 {
-	if (!n->family[f] || find_local_table(f ? AF_INET6 : AF_INET))
-		return true;
-	if (out) {
-		for (size_t i = 0; i < n->nrules; i++)
-			if ((strncmp(n->rules[i], "ip -6 ", 6) == 0) == (f == 1))
-				fprintf(out, "%s\n", n->rules[i]);
-		fprintf(out, "%s\n", route_cmds[f]);
+	size_t alen = w->family == AF_INET ? 4 : 16;
+
+	for (size_t i = 0; i < s->rules.n; i++) {
+		const struct rule *r = &s->rules.r[i];
+		if (r->table == w->table && r->src_len == w->src_len && r->iif_lo == w->iif_lo &&
+		    r->sport == w->sport && memcmp(r->src, w->src, alen) == 0)
+			return true;
 	}
 	return false;
 }
 
+static void rule_command(const struct rule *w, char *out, size_t cap)
+{
+	char ip[INET6_ADDRSTRLEN];
+	int n;
+
+	inet_ntop(w->family, w->src, ip, sizeof(ip));
+	n = snprintf(out, cap, "ip%s rule add from %s/%u%s", w->family == AF_INET6 ? " -6" : "", ip,
+		     w->src_len, w->iif_lo ? " iif lo" : "");
+	if (w->sport && n > 0 && (size_t)n < cap)
+		n += snprintf(out + n, cap - (size_t)n, " ipproto tcp sport %u", w->sport);
+	if (n > 0 && (size_t)n < cap)
+		snprintf(out + n, cap - (size_t)n, " table %d", NPD_ROUTING_TABLE);
+}
+
+static const char *route_command(int family)
+{
+	return family == AF_INET ? "ip route add local 0.0.0.0/0 dev lo table 7001"
+				 : "ip -6 route add local ::/0 dev lo table 7001";
+}
+
+_Static_assert(NPD_ROUTING_TABLE == 7001, "route_command() spells the table out");
+
+/*
+ * The commands that would install, in table 7001, what cfg needs for one
+ * family and the kernel lacks (exact = true), or nothing when some rule to
+ * some table with a local default route is there already (exact = false).
+ * Each goes to emit(line, ctx). Returns how many were emitted, -1 when the
+ * kernel could not be asked.
+ */
+static int missing(const struct npd_config *cfg, int family, bool exact,
+		   int (*emit)(const char *, void *), void *ctx)
+{
+	struct rule want[64];
+	size_t n = wanted_rules(cfg, want, sizeof(want) / sizeof(want[0])), nfam = 0;
+	static _Thread_local struct state s;
+	char line[160];
+	int count = 0;
+
+	for (size_t i = 0; i < n; i++)
+		nfam += want[i].family == family;
+	if (nfam == 0)
+		return 0;
+	if (read_state(family, &s) != 0)
+		return -1;
+	if (!exact) {
+		for (size_t i = 0; i < s.rules.n; i++)
+			if (s.rules.r[i].family == family && has_table(&s.local, s.rules.r[i].table))
+				return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (want[i].family != family || rule_present(&s, &want[i]))
+			continue;
+		rule_command(&want[i], line, sizeof(line));
+		if (emit(line, ctx) != 0)
+			return -1;
+		count++;
+	}
+	if (!has_table(&s.local, NPD_ROUTING_TABLE)) {
+		if (emit(route_command(family), ctx) != 0)
+			return -1;
+		count++;
+	}
+	return count;
+}
+
+static int print_line(const char *line, void *ctx)
+{
+	if (ctx)
+		fprintf(ctx, "%s\n", line);
+	return 0;
+}
+
 bool npd_routing_check(const struct npd_config *cfg, FILE *out)
 {
-	struct need n;
+	int v4 = missing(cfg, AF_INET, false, print_line, out);
+	int v6 = missing(cfg, AF_INET6, false, print_line, out);
 
-	needs_of(cfg, &n);
-	bool v4 = check_family(&n, 0, out);
-	bool v6 = check_family(&n, 1, out);
-	return v4 && v6;
+	return v4 == 0 && v6 == 0;
 }
 
 /* Run one "ip ..." command line (words separated by single spaces). */
-static int run(const char *cmd)
+static int run(const char *cmd, void *ctx)
 {
-	char copy[128], *argv[16], *save;
+	char copy[160], *argv[20], *save;
 	int argc = 0, status;
 
+	(void)ctx;
 	snprintf(copy, sizeof(copy), "%s", cmd);
-	for (char *w = strtok_r(copy, " ", &save); w && argc < 15; w = strtok_r(NULL, " ", &save))
+	for (char *w = strtok_r(copy, " ", &save); w && argc < 19; w = strtok_r(NULL, " ", &save))
 		argv[argc++] = w;
 	argv[argc] = NULL;
 	fprintf(stderr, "netproxyd: %s\n", cmd);
@@ -239,28 +340,14 @@ static int run(const char *cmd)
 
 int npd_routing_setup(const struct npd_config *cfg)
 {
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-	int r = 0;
+	int v4 = missing(cfg, AF_INET, true, run, NULL);
+	int v6 = v4 < 0 ? -1 : missing(cfg, AF_INET6, true, run, NULL);
 
-	if (!f)
+	if (v4 < 0 || v6 < 0) {
+		fprintf(stderr, "netproxyd: setting up the routing for transparent delivery failed\n");
 		return -1;
-	bool ok = npd_routing_check(cfg, f);
-	fclose(f);
-	if (ok) {
+	}
+	if (v4 + v6 == 0)
 		fprintf(stderr, "netproxyd: the routing for transparent delivery is in place\n");
-		free(text);
-		return 0;
-	}
-	char *save;
-	for (char *line = strtok_r(text, "\n", &save); line && r == 0;
-	     line = strtok_r(NULL, "\n", &save))
-		r = run(line);
-	free(text);
-	if (r == 0 && !npd_routing_check(cfg, NULL)) {
-		fprintf(stderr, "netproxyd: the commands ran, but the routing is still not found\n");
-		r = -1;
-	}
-	return r;
+	return 0;
 }

@@ -21,6 +21,7 @@ proxy_port_mappings = {
 	[15222] = "c2s",
 	[15269] = "s2s",
 	[15280] = "http",
+	[15080] = "web",
 }
 
 -- The ports to listen on. Optional: by default every port mapped above, in
@@ -33,6 +34,7 @@ proxy_ports = {
 	15222,
 	15269,
 	"127.0.0.1:15280",
+	"127.0.0.1:15080",
 }
 
 -- The addresses the numeric entries of proxy_ports listen on. Default
@@ -93,9 +95,27 @@ services = {
 		connect = "unix:/run/prosody/http.sock",
 		send_proxy = "v1",
 	},
-	-- transparent = true (connect from the client's own address) is not
-	-- supported by this version yet.
+	web = {
+		connect = "127.0.0.1:8080",
+		-- Connect from the client's own address (IP_TRANSPARENT), so that an
+		-- unmodified server sees the client in getpeername(), its logs and
+		-- its ACLs. Needs CAP_NET_ADMIN and policy routing for the replies:
+		-- netproxyd --setup-routing installs it; see netproxyd(8).
+		transparent = true,
+		-- Keep the client's port too (the default); when it is taken here,
+		-- another port is used and the log says so.
+		transparent_port = true,
+		-- A firewall mark (SO_MARK) on the connection to the service, for
+		-- policy routing of your own (1 to 4294967295).
+		-- mark = 1,
+	},
 }
+
+-- After binding, run as this user and group, keeping only CAP_NET_ADMIN
+-- (while a service is transparent or marks) and CAP_NET_BIND_SERVICE (while
+-- a port is below 1024). Needs a start as root.
+-- user = "netproxy"
+-- group = "netproxy"
 
 -- Worker threads, each with its own listening sockets: 0 (the default)
 -- means one per CPU; at most 256.

@@ -951,7 +951,8 @@ static void test_files(void)
 	memset(&warned, 0, sizeof(warned));
 	d.warn = collect;
 	if (!ok(npd_config_load_file("examples/netproxyd.conf.lua", &cfg, &d) == 0 &&
-			cfg->nlisteners == 5 && cfg->nservices == 3 && cfg->ntrusted == 4 &&
+			cfg->nlisteners == 6 && cfg->nservices == 4 && cfg->ntrusted == 4 &&
+			cfg->services[3].transparent &&
 			warned.count == 0,
 		"examples/netproxyd.conf.lua loads without warnings"))
 		diag("  %s%s", d.error, warned.text);
