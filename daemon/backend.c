@@ -35,14 +35,23 @@ static socklen_t source_for(const struct npd_service *svc, const union npd_socka
 			    struct sockaddr_storage *src, char *why, size_t cap)
 {
 	int family = svc->addr.ss_family;
+	bool mapped_backend = family == AF_INET6 &&
+			      IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&svc->addr)->sin6_addr);
 
 	memset(src, 0, sizeof(*src));
+	/* A v4-mapped backend is IPv4 underneath: a native IPv6 source cannot reach it. */
+	if (mapped_backend && client->sa.sa_family == AF_INET6 &&
+	    !IN6_IS_ADDR_V4MAPPED(&client->in6.sin6_addr)) {
+		snprintf(why, cap,
+			 "an IPv6 client cannot connect from its own address to the IPv4 backend %s",
+			 svc->addr_text);
+		return 0;
+	}
 	if (family == client->sa.sa_family) {
 		memcpy(src, client, family == AF_INET ? sizeof(client->in) : sizeof(client->in6));
 		return family == AF_INET ? sizeof(client->in) : sizeof(client->in6);
 	}
-	if (family == AF_INET6 && client->sa.sa_family == AF_INET &&
-	    IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&svc->addr)->sin6_addr)) {
+	if (mapped_backend && client->sa.sa_family == AF_INET) {
 		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)src;
 		s6->sin6_family = AF_INET6;
 		s6->sin6_port = client->in.sin_port;
