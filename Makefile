@@ -61,6 +61,9 @@ NPD_OBJ    := $(NPD_SRC:%.c=$(BUILD)/%.o)
 NPD_SAN_OBJ := $(NPD_SRC:%.c=$(BUILD)/asan/%.o)
 NETPROXYD  := $(if $(wildcard daemon/main.c),$(BUILD)/netproxyd)
 
+# The preload shim: preload/preload.c with the library's objects, one .so.
+PRELOAD    := $(BUILD)/libnetproxy_preload.so
+
 # Unit tests: every tests/unit/test_*.c is one TAP program.
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -80,7 +83,7 @@ MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
         bench run install uninstall clean
 .DELETE_ON_ERROR:
 
-all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD)
+all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD)
 
 # --- the library -----------------------------------------------------------
 
@@ -120,6 +123,13 @@ $(BUILD)/asan/daemon/%.o: daemon/%.c $(NPD_HDR) | $(BUILD)/asan/daemon
 $(BUILD)/asan/libnpd.a: $(NPD_SAN_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
+
+# --- the preload shim -----------------------------------------------------
+
+$(PRELOAD): preload/preload.c preload/preload.map $(LIB_OBJ) $(LIB_HDR)
+	$(CC) $(BASE_CFLAGS) -Ilib -fPIC -fvisibility=hidden -shared $(CFLAGS) \
+		-Wl,--version-script=preload/preload.map -Wl,--no-undefined \
+		preload/preload.c $(LIB_OBJ) $(LDFLAGS) -pthread -o $@
 
 # --- unit tests ------------------------------------------------------------
 
@@ -222,7 +232,7 @@ run:
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(BINDIR) $(addprefix $(DESTDIR)$(MANDIR)/man,$(MAN_SECTIONS))
-	install -m 0755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(SHARED) $(PRELOAD) $(DESTDIR)$(LIBDIR)/
 	ln -sf libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libnetproxy.so
 	install -m 0644 $(STATIC) $(DESTDIR)$(LIBDIR)/
@@ -239,6 +249,7 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libnetproxy.so $(DESTDIR)$(LIBDIR)/libnetproxy.a \
+		$(DESTDIR)$(LIBDIR)/libnetproxy_preload.so \
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	@for m in $(MAN_PAGES:man/%=%); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
