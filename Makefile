@@ -173,8 +173,11 @@ unit-asan: $(SAN_UNIT)
 $(BUILD)/replay/%: fuzz/%.c fuzz/replay.c $(STATIC) | $(BUILD)/replay
 	$(CC) $(BASE_CFLAGS) -Ilib $(CFLAGS) fuzz/replay.c $< $(STATIC) -o $@
 
+# fuzz/corpus/<target> holds the seeds (fuzz/make_corpus.py writes them),
+# fuzz/found/<target> what long fuzzing runs found that adds coverage.
 replay: $(REPLAY_BIN)
-	@set -e; for t in $(FUZZ_NAMES); do $(BUILD)/replay/$$t fuzz/corpus/$$t; done
+	@set -e; for t in $(FUZZ_NAMES); do \
+		$(BUILD)/replay/$$t fuzz/corpus/$$t $$(ls -d fuzz/found/$$t 2>/dev/null); done
 
 $(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
 	$(FUZZ_CC) $(BASE_CFLAGS) -Ilib -DNP_BUILDING_LIBRARY -O1 -g \
@@ -189,7 +192,7 @@ fuzz: $(FUZZ_BIN)
 		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 		$(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			-artifact_prefix=$(BUILD)/fuzz/$$t- \
-			$(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t; \
+			$(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t $$(ls -d fuzz/found/$$t 2>/dev/null); \
 	done
 
 # --- integration tests and docs --------------------------------------------
