@@ -166,10 +166,12 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 			b->len = (uint32_t)n;
 			src->bytes += (uint64_t)n;
 			progress = true;
-			if ((size_t)n < b->cap && !src->fin_seen)
+			if ((size_t)n == b->cap) {
+				if (!src->pipe) /* a full buffer: bulk, splice the rest */
+					src->pipe = npd_pipe_get(c->w);
+			} else if (!src->fin_seen) {
 				src->readable = false; /* drained: new data brings a new edge */
-			else if (!src->pipe)
-				src->pipe = npd_pipe_get(c->w); /* a full buffer: bulk, splice the rest */
+			}
 			continue;
 		}
 		npd_buf_put(c->w, b);
