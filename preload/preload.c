@@ -13,11 +13,14 @@
  * header is not complete at accept time is parked; accept() goes on to the
  * next one (or says EAGAIN on a non-blocking listener). A watcher thread
  * reads the parked headers as they arrive, edge-triggered, and when one is
- * complete it connects to the listener itself: that wake-up connection makes
- * the listener readable, so an event loop calls accept() again, where the
- * shim drops the wake-up and hands over the parked connection instead. A
- * blocked accept() returns the same way. Headers that do not complete in
- * NETPROXY_TIMEOUT_MS are closed.
+ * complete it connects to the listener itself and sends WAKE_MAGIC: that
+ * wake-up connection makes the listener readable, so an event loop calls
+ * accept() again, where the shim drops the wake-up (it knows it by what it
+ * says, so a wake-up that lands in another process sharing the listener is
+ * dropped there too) and hands over the parked connection instead. A
+ * blocked accept() returns the same way. Wake-ups repeat while a ready
+ * connection waits; headers that do not complete in NETPROXY_TIMEOUT_MS,
+ * and ready connections nobody takes in that time, are closed.
  *
  * Nothing is allocated per connection: the state of each descriptor lives in
  * a table sized from RLIMIT_NOFILE and mapped lazily. Each entry records the
@@ -30,6 +33,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -41,6 +45,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,30 +64,25 @@
 /* What the shim knows of one descriptor. */
 enum fd_kind {
 	FD_UNKNOWN = 0,
-	FD_PLAIN,	   /* a listener that is not on a PROXY port */
-	FD_LISTENER,	   /* a listener on a PROXY port */
-	FD_PROXIED,	   /* an accepted connection whose header named the addresses */
-	FD_PARKED,	   /* accepted, header incomplete, watched */
-	FD_READY,	   /* header read, waiting on its listener's ready list */
+	FD_PLAIN,    /* a listener that is not on a PROXY port */
+	FD_LISTENER, /* a listener on a PROXY port */
+	FD_PROXIED,  /* an accepted connection handed to the server */
+	FD_PARKED,   /* accepted, header incomplete, watched */
+	FD_READY,    /* header read, waiting for its listener's accept() */
 };
 
-/* A connection the shim made to one of the listeners, to wake up its accept(). */
-struct wake {
-	int fd, lfd;
-	int64_t deadline_ms;
-	struct sockaddr_storage local; /* its address: the peer accept() will see */
-	socklen_t len;
-};
-#define MAX_WAKES 256
+/* What a wake-up connection says; no PROXY header starts like this. */
+static const char WAKE_MAGIC[] = "NETPROXY-PRELOAD-WAKE\n";
+#define WAKE_EVERY_MS 100 /* while a ready connection waits */
 
 struct fd_entry {
 	_Atomic uint64_t cookie; /* SO_COOKIE of the socket this entry describes; 0: none */
 	uint8_t kind;
 	bool has_client;  /* the header named the addresses; else the real ones apply */
 	int listener;	  /* FD_PARKED, FD_READY: the listening fd it came from */
-	int next;	  /* the next fd on the same list (parked, or a listener's ready), or -1 */
-	int ready_head;	  /* FD_LISTENER: its first ready connection, or -1 */
+	int next;	  /* FD_PARKED, FD_READY: the next queued fd, or -1 */
 	int64_t deadline_ms;
+	int64_t wake_ms;  /* FD_READY: when to send the next wake-up */
 	struct sockaddr_in6 client, dst; /* big enough for AF_INET too */
 	socklen_t client_len, dst_len;
 };
@@ -102,20 +102,19 @@ static struct {
 	size_t ntrusted;
 	struct fd_entry *table;
 	size_t table_size;
-	pthread_mutex_t lock; /* the lists: parked, ready, and the watcher's state */
+	pthread_mutex_t lock; /* the queue and the watcher's state */
 	int epfd;	      /* the watcher's, over parked fds */
 	int pokefd;	      /* an eventfd in epfd: a new deadline to wait for */
 	bool watcher_running;
-	int parked_head;      /* all parked fds, through next */
-	struct wake wakes[MAX_WAKES];
-	size_t nwakes;
+	int queue_head;	      /* parked and ready fds, oldest first, through next */
+	atomic_int queued;    /* how many: read without the lock by accept() */
 	int (*real_accept)(int, struct sockaddr *, socklen_t *);
 	int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 	int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
 	int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
 	int (*real_close)(int);
 } shim = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1,
-	   .pokefd = -1, .parked_head = -1};
+	   .pokefd = -1, .queue_head = -1};
 
 __attribute__((format(printf, 1, 2))) static void debug(const char *fmt, ...)
 {
@@ -174,8 +173,15 @@ static bool parse_cidr(const char *text, size_t len)
 		bits = v6 ? 128 : 32;
 	if (bits > (v6 ? 128 : 32))
 		return false;
+	const uint8_t *a = h.src.ip6;
+	if (v6 && bits >= 96 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)a)) {
+		/* ::ffff:10.0.0.0/104 is 10.0.0.0/8: peers are compared as IPv4. */
+		v6 = false;
+		a += 12;
+		bits -= 96;
+	}
 	shim.trusted[shim.ntrusted].family = v6 ? AF_INET6 : AF_INET;
-	memcpy(shim.trusted[shim.ntrusted].addr, h.src.ip6, v6 ? 16 : 4);
+	memcpy(shim.trusted[shim.ntrusted].addr, a, v6 ? 16 : 4);
 	shim.trusted[shim.ntrusted].bits = bits;
 	shim.ntrusted++;
 	return true;
@@ -212,6 +218,8 @@ static bool parse_port(const char *text, size_t len)
 	return true;
 }
 
+static uint64_t cookie_of(int fd);
+
 static void *next_symbol(const char *name)
 {
 	void *f = dlsym(RTLD_NEXT, name);
@@ -223,6 +231,22 @@ static void *next_symbol(const char *name)
 	return f;
 }
 
+/* A switch: unset, "" or "0" is off, "1" is on; anything else is refused. */
+static bool parse_switch(const char *name, bool *out)
+{
+	const char *v = getenv(name);
+
+	*out = v && strcmp(v, "1") == 0;
+	if (!v || !*v || strcmp(v, "0") == 0 || strcmp(v, "1") == 0)
+		return true;
+	fprintf(stderr, "netproxy_preload: %s=%s: expected 0 or 1; the shim is off\n", name, v);
+	return false;
+}
+
+static void before_fork(void);
+static void after_fork_parent(void);
+static void reset_after_fork(void);
+
 static void init(void)
 {
 	shim.real_accept = next_symbol("accept");
@@ -231,14 +255,21 @@ static void init(void)
 	shim.real_getsockname = next_symbol("getsockname");
 	shim.real_close = next_symbol("close");
 
-	const char *v = getenv("NETPROXY_DEBUG");
-	shim.debug = v && *v && strcmp(v, "0") != 0;
-	v = getenv("NETPROXY_DST");
-	shim.report_dst = v && *v && strcmp(v, "0") != 0;
-	v = getenv("NETPROXY_TIMEOUT_MS");
-	shim.timeout_ms = v && *v ? atoi(v) : 5000;
-	if (shim.timeout_ms <= 0)
-		shim.timeout_ms = 5000;
+	if (!parse_switch("NETPROXY_DEBUG", &shim.debug) ||
+	    !parse_switch("NETPROXY_DST", &shim.report_dst))
+		return;
+	const char *v = getenv("NETPROXY_TIMEOUT_MS");
+	shim.timeout_ms = 5000;
+	if (v && *v) {
+		char *end;
+		long ms = strtol(v, &end, 10);
+		if (*end || ms < 1 || ms > 3600000) {
+			fprintf(stderr, "netproxy_preload: NETPROXY_TIMEOUT_MS=%s: expected "
+					"milliseconds from 1 to 3600000; the shim is off\n", v);
+			return;
+		}
+		shim.timeout_ms = (int)ms;
+	}
 
 	const char *ports = getenv("NETPROXY_PORTS");
 	if (!ports || !*ports) {
@@ -252,9 +283,20 @@ static void init(void)
 	    !parse_list("NETPROXY_TRUSTED", trusted, parse_cidr))
 		return;
 
+	/* Sockets are told apart by SO_COOKIE (Linux 4.12): without it, stay out of the way. */
+	int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool cookies = probe >= 0 && cookie_of(probe) != 0;
+	if (probe >= 0)
+		shim.real_close(probe);
+	if (!cookies) {
+		fprintf(stderr, "netproxy_preload: SO_COOKIE is not available (Linux 4.12 or later "
+				"is needed); the shim is off\n");
+		return;
+	}
+
 	/* One entry per possible descriptor; pages are only backed once touched. */
 	struct rlimit rl;
-	size_t size = 65536;
+	size_t size;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY)
 		size = rl.rlim_max > TABLE_MAX ? TABLE_MAX : (size_t)rl.rlim_max;
 	else
@@ -268,6 +310,7 @@ static void init(void)
 	}
 	shim.table = t;
 	shim.table_size = size;
+	pthread_atfork(before_fork, after_fork_parent, reset_after_fork);
 	shim.active = true;
 	debug("PROXY ports: %s; trusted: %s; header timeout %d ms", ports, trusted, shim.timeout_ms);
 }
@@ -364,7 +407,7 @@ static struct fd_entry *proxy_listener(int lfd)
 		proxy = shim.ports[i] == port;
 	pthread_mutex_lock(&shim.lock);
 	e->kind = proxy ? FD_LISTENER : FD_PLAIN;
-	e->next = e->listener = e->ready_head = -1;
+	e->next = e->listener = -1;
 	atomic_store_explicit(&e->cookie, cookie, memory_order_release);
 	pthread_mutex_unlock(&shim.lock);
 	if (proxy)
@@ -400,9 +443,10 @@ static void store_addr(const struct np_header *h, const struct np_endpoint *ep, 
 /*
  * Read fd's header if it is all there, without waiting and without taking a
  * byte of what follows it. Returns 1 when read (e filled), 0 when incomplete,
- * -1 when the connection must go (*why says why).
+ * 2 for a wake-up connection, -1 when the connection must go (*why says why).
+ * fin: the peer has closed, so an incomplete header will never complete.
  */
-static int try_header(int fd, struct fd_entry *e, int sock_family, const char **why)
+static int try_header(int fd, struct fd_entry *e, int sock_family, bool fin, const char **why)
 {
 	uint8_t buf[MAX_HEADER];
 	struct np_header h;
@@ -418,9 +462,15 @@ static int try_header(int fd, struct fd_entry *e, int sock_family, const char **
 		*why = strerror(errno);
 		return -1;
 	}
+	if ((size_t)n >= sizeof(WAKE_MAGIC) - 1 && memcmp(buf, WAKE_MAGIC, sizeof(WAKE_MAGIC) - 1) == 0)
+		return 2;
 	int r = np_parse_max(buf, (size_t)n, sizeof(buf), &h);
-	if (r == NP_EAGAIN)
-		return 0;
+	if (r == NP_EAGAIN) {
+		if (!fin)
+			return 0;
+		*why = "closed before its header was complete";
+		return -1;
+	}
 	if (r < 0) {
 		*why = np_strerror(r);
 		return -1;
@@ -428,6 +478,11 @@ static int try_header(int fd, struct fd_entry *e, int sock_family, const char **
 	/* Only a stream's addresses are ones this TCP connection can stand for. */
 	e->has_client = h.command == NP_CMD_PROXY && h.transport == NP_TRANSPORT_STREAM &&
 			(h.family == NP_AF_INET || h.family == NP_AF_INET6);
+	if (e->has_client && h.family == NP_AF_INET6 && sock_family == AF_INET) {
+		/* The server gave an IPv4-sized buffer: an IPv6 address cannot be told. */
+		*why = "an IPv6 client cannot be reported on an IPv4 listener";
+		return -1;
+	}
 	if (e->has_client) {
 		store_addr(&h, &h.src, sock_family, &e->client, &e->client_len);
 		store_addr(&h, &h.dst, sock_family, &e->dst, &e->dst_len);
@@ -440,7 +495,7 @@ static int try_header(int fd, struct fd_entry *e, int sock_family, const char **
 	return 1;
 }
 
-/* --- parked connections and the watcher ---------------------------------- */
+/* --- the queue of parked and ready connections, and the watcher ---------- */
 
 static int family_of(int fd)
 {
@@ -452,35 +507,61 @@ static int family_of(int fd)
 	return family;
 }
 
-static void unlink_parked(int fd)
-{
-	for (int *p = &shim.parked_head; *p >= 0; p = &shim.table[*p].next) {
-		if (*p == fd) {
-			*p = shim.table[fd].next;
-			shim.table[fd].next = -1;
-			return;
-		}
-	}
-}
-
 static void forget(struct fd_entry *e)
 {
 	atomic_store_explicit(&e->cookie, 0, memory_order_release);
 	e->kind = FD_UNKNOWN;
 }
 
+/* Take fd off the queue (it is on it). Lock held. */
+static void dequeue(int fd)
+{
+	for (int *p = &shim.queue_head; *p >= 0; p = &shim.table[*p].next) {
+		if (*p == fd) {
+			*p = shim.table[fd].next;
+			shim.table[fd].next = -1;
+			atomic_fetch_sub_explicit(&shim.queued, 1, memory_order_relaxed);
+			return;
+		}
+	}
+}
+
+/* Put fd at the end of the queue. Lock held. */
+static void enqueue(int fd)
+{
+	int *p = &shim.queue_head;
+
+	while (*p >= 0)
+		p = &shim.table[*p].next;
+	shim.table[fd].next = -1;
+	*p = fd;
+	atomic_fetch_add_explicit(&shim.queued, 1, memory_order_relaxed);
+}
+
+/* Close a queued fd for good. Lock held. */
+static void drop_queued(int fd, const char *why)
+{
+	struct fd_entry *e = entry(fd);
+
+	if (e->kind == FD_PARKED)
+		epoll_ctl(shim.epfd, EPOLL_CTL_DEL, fd, NULL);
+	dequeue(fd);
+	debug("fd %d closed: %s", fd, why);
+	forget(e);
+	shim.real_close(fd);
+}
+
 /*
- * Make the listener readable: connect to it. accept() recognises the
- * connection as a wake-up by its peer (the address of one of shim.wakes),
- * drops it and hands over a ready connection instead.
+ * Make the listener readable: connect to it and say WAKE_MAGIC. accept()
+ * drops such a connection and hands over a ready one instead. Called from
+ * the watcher, which may take the time: a connect over loopback is instant.
  */
 static void wake(int lfd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
-	if (shim.nwakes == MAX_WAKES ||
-	    shim.real_getsockname(lfd, (struct sockaddr *)&ss, &len) != 0)
+	if (shim.real_getsockname(lfd, (struct sockaddr *)&ss, &len) != 0)
 		return;
 	if (ss.ss_family == AF_INET) {
 		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
@@ -493,94 +574,84 @@ static void wake(int lfd)
 	} else {
 		return;
 	}
-	int w = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int w = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (w < 0)
 		return;
-	struct wake *k = &shim.wakes[shim.nwakes];
-	k->len = sizeof(k->local);
-	if ((connect(w, (struct sockaddr *)&ss, len) != 0 && errno != EINPROGRESS) ||
-	    getsockname(w, (struct sockaddr *)&k->local, &k->len) != 0) {
-		shim.real_close(w);
-		return;
+	struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+	setsockopt(w, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(w, (struct sockaddr *)&ss, len) == 0) {
+		ssize_t n = send(w, WAKE_MAGIC, sizeof(WAKE_MAGIC) - 1, MSG_NOSIGNAL);
+		(void)n;
 	}
-	k->fd = w;
-	k->lfd = lfd;
-	k->deadline_ms = now_ms() + shim.timeout_ms;
-	shim.nwakes++;
+	shim.real_close(w); /* what was sent stays readable for the accepting side */
 }
 
-static void drop_wake(size_t i)
-{
-	shim.real_close(shim.wakes[i].fd);
-	shim.wakes[i] = shim.wakes[--shim.nwakes];
-}
-
-static void make_ready(int fd, struct fd_entry *e)
-{
-	int lfd = e->listener;
-	struct fd_entry *l = entry(lfd);
-
-	e->kind = FD_READY;
-	e->next = -1;
-	int *tail = &l->ready_head;
-	while (*tail >= 0)
-		tail = &shim.table[*tail].next;
-	*tail = fd;
-	wake(lfd);
-}
-
-/* Called with the lock held: a parked fd has news, or its time is up. */
-static void service_parked(int fd, bool expired)
+/* A parked fd has news (or its time is up): read its header if it is complete. Lock held. */
+static void service_parked(int fd, bool fin)
 {
 	struct fd_entry *e = entry(fd);
-	const char *why = "its header did not arrive in time";
+	const char *why = NULL;
 
 	if (!e || e->kind != FD_PARKED)
 		return;
-	int r = expired ? -1 : try_header(fd, e, family_of(fd), &why);
+	int r = try_header(fd, e, family_of(fd), fin, &why);
 	if (r == 0)
 		return;
-	epoll_ctl(shim.epfd, EPOLL_CTL_DEL, fd, NULL);
-	unlink_parked(fd);
-	if (r > 0) {
-		debug("fd %d: header read after the accept", fd);
-		make_ready(fd, e);
+	if (r != 1) {
+		drop_queued(fd, why ? why : "a wake-up on a listener that is not ours");
 		return;
 	}
-	debug("fd %d closed: %s", fd, why);
-	forget(e);
-	shim.real_close(fd);
+	debug("fd %d: header read after the accept", fd);
+	epoll_ctl(shim.epfd, EPOLL_CTL_DEL, fd, NULL);
+	e->kind = FD_READY;
+	e->wake_ms = 0; /* at once */
 }
 
-/* Milliseconds until the next parked header or wake-up expires; -1: none. Lock held. */
-static int next_deadline(int64_t now)
+/* Expire, and wake listeners for ready connections. Returns ms to the next event, or -1. */
+static int tick(int64_t now)
 {
-	int64_t first = -1;
+	int64_t next = -1;
 
-	for (int fd = shim.parked_head; fd >= 0; fd = shim.table[fd].next)
-		if (first < 0 || shim.table[fd].deadline_ms < first)
-			first = shim.table[fd].deadline_ms;
-	for (size_t i = 0; i < shim.nwakes; i++)
-		if (first < 0 || shim.wakes[i].deadline_ms < first)
-			first = shim.wakes[i].deadline_ms;
-	if (first < 0)
-		return -1;
-	return first <= now ? 0 : (int)(first - now);
+	for (int fd = shim.queue_head, after; fd >= 0; fd = after) {
+		struct fd_entry *e = &shim.table[fd];
+		after = e->next;
+		if (e->deadline_ms <= now) {
+			drop_queued(fd, e->kind == FD_PARKED ? "its header did not arrive in time"
+							      : "the server did not accept it in time");
+			continue;
+		}
+		int64_t due = e->deadline_ms;
+		if (e->kind == FD_READY) {
+			if (e->wake_ms <= now) {
+				wake(e->listener);
+				e->wake_ms = now + WAKE_EVERY_MS;
+			}
+			if (e->wake_ms < due)
+				due = e->wake_ms;
+		}
+		if (next < 0 || due < next)
+			next = due;
+	}
+	return next < 0 ? -1 : next <= now ? 0 : (int)(next - now);
 }
 
 static void *watcher(void *arg)
 {
+	sigset_t all;
+
 	(void)arg;
+	/* Signals are the server's business: none is delivered to this thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	for (;;) {
 		struct epoll_event evs[64];
 
 		pthread_mutex_lock(&shim.lock);
-		int timeout = next_deadline(now_ms());
+		int timeout = tick(now_ms());
 		int epfd = shim.epfd;
 		pthread_mutex_unlock(&shim.lock);
 
 		int n = epoll_wait(epfd, evs, 64, timeout);
-		int64_t now = now_ms();
 
 		pthread_mutex_lock(&shim.lock);
 		for (int i = 0; i < n; i++) {
@@ -590,46 +661,60 @@ static void *watcher(void *arg)
 				(void)r;
 				continue;
 			}
-			service_parked(evs[i].data.fd, false);
+			service_parked(evs[i].data.fd, (evs[i].events & (EPOLLRDHUP | EPOLLHUP)) != 0);
 		}
-		for (int fd = shim.parked_head, next; fd >= 0; fd = next) {
-			next = shim.table[fd].next;
-			if (shim.table[fd].deadline_ms <= now)
-				service_parked(fd, true);
-		}
-		/* A wake-up nobody accepted (the listener went away) is let go. */
-		for (size_t i = 0; i < shim.nwakes;)
-			if (shim.wakes[i].deadline_ms <= now)
-				drop_wake(i);
-			else
-				i++;
 		pthread_mutex_unlock(&shim.lock);
 	}
 	return NULL;
 }
 
+static void poke(void)
+{
+	uint64_t one = 1;
+	ssize_t r = write(shim.pokefd, &one, sizeof(one));
+	(void)r;
+}
+
 static void reset_after_fork(void)
 {
-	/* The watcher did not come along, and the epoll instance is the parent's. */
-	shim.watcher_running = false;
+	/*
+	 * The watcher did not come along and the epoll instance is the parent's.
+	 * The queued connections are the parent's too: this process lets go of
+	 * its copies, so that only the parent hands them over.
+	 */
+	for (int fd = shim.queue_head, next; fd >= 0; fd = next) {
+		next = shim.table[fd].next;
+		forget(&shim.table[fd]);
+		shim.real_close(fd);
+	}
+	shim.queue_head = -1;
+	atomic_store(&shim.queued, 0);
+	if (shim.epfd >= 0)
+		shim.real_close(shim.epfd);
+	if (shim.pokefd >= 0)
+		shim.real_close(shim.pokefd);
 	shim.epfd = shim.pokefd = -1;
-	shim.parked_head = -1;
-	shim.nwakes = 0;
+	shim.watcher_running = false;
 	pthread_mutex_init(&shim.lock, NULL);
+}
+
+static void before_fork(void)
+{
+	pthread_mutex_lock(&shim.lock);
+}
+
+static void after_fork_parent(void)
+{
+	pthread_mutex_unlock(&shim.lock);
 }
 
 /* Called with the lock held. Returns false when fd cannot be watched. */
 static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
 {
 	if (!shim.watcher_running) {
-		static bool atfork_set;
 		pthread_t t;
 		pthread_attr_t attr;
 
-		if (!atfork_set) {
-			pthread_atfork(NULL, NULL, reset_after_fork);
-			atfork_set = true;
-		}
 		if (shim.epfd < 0) {
 			shim.epfd = epoll_create1(EPOLL_CLOEXEC);
 			shim.pokefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -649,19 +734,15 @@ static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
 	e->kind = FD_PARKED;
 	e->listener = lfd;
 	e->deadline_ms = now_ms() + shim.timeout_ms;
-	e->next = shim.parked_head;
-	shim.parked_head = fd;
 	atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+	enqueue(fd);
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = fd};
 	if (epoll_ctl(shim.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-		unlink_parked(fd);
+		dequeue(fd);
 		forget(e);
 		return false;
 	}
-	/* The watcher may be waiting with no deadline: give it this one. */
-	uint64_t one = 1;
-	ssize_t r = write(shim.pokefd, &one, sizeof(one));
-	(void)r;
+	poke(); /* the watcher may be waiting with no deadline: give it this one */
 	return true;
 }
 
@@ -694,29 +775,16 @@ static int deliver(int fd, struct fd_entry *e, int flags, struct sockaddr *addr,
 	return fd;
 }
 
-/* A ready connection of listener l, taken off its list, or -1. Lock held. */
-static int pop_ready(struct fd_entry *l)
+/* The oldest ready connection of listener lfd, taken off the queue, or -1. Lock held. */
+static int pop_ready(int lfd)
 {
-	int fd = l->ready_head;
-
-	if (fd >= 0) {
-		l->ready_head = shim.table[fd].next;
-		shim.table[fd].next = -1;
-	}
-	return fd;
-}
-
-/* Is this accepted peer one of our wake-up connections? Then it is dropped. Lock held. */
-static bool is_wake(int lfd, const struct sockaddr *peer, socklen_t len)
-{
-	for (size_t i = 0; i < shim.nwakes; i++) {
-		struct wake *k = &shim.wakes[i];
-		if (k->lfd == lfd && k->len == len && memcmp(&k->local, peer, len) == 0) {
-			drop_wake(i);
-			return true;
+	for (int fd = shim.queue_head; fd >= 0; fd = shim.table[fd].next) {
+		if (shim.table[fd].kind == FD_READY && shim.table[fd].listener == lfd) {
+			dequeue(fd);
+			return fd;
 		}
 	}
-	return false;
+	return -1;
 }
 
 static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags)
@@ -727,9 +795,12 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		return shim.real_accept4(lfd, addr, addrlen, flags);
 	for (;;) {
 		/* A connection whose header came after its accept goes first. */
-		pthread_mutex_lock(&shim.lock);
-		int fd = pop_ready(l);
-		pthread_mutex_unlock(&shim.lock);
+		int fd = -1;
+		if (atomic_load_explicit(&shim.queued, memory_order_relaxed) > 0) {
+			pthread_mutex_lock(&shim.lock);
+			fd = pop_ready(lfd);
+			pthread_mutex_unlock(&shim.lock);
+		}
 		if (fd >= 0)
 			return deliver(fd, entry(fd), flags, addr, addrlen);
 
@@ -741,26 +812,25 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		if (fd < 0)
 			return -1; /* EAGAIN on a non-blocking listener included */
 
-		pthread_mutex_lock(&shim.lock);
-		bool woken = is_wake(lfd, (struct sockaddr *)&peer, plen);
-		pthread_mutex_unlock(&shim.lock);
-		if (woken) {
-			shim.real_close(fd);
-			continue;
-		}
 		struct fd_entry *e = entry(fd);
 		uint64_t cookie = cookie_of(fd);
 		const char *why = NULL;
 		int r = -1;
-		if (!e || !cookie)
-			why = "beyond the shim's descriptor table";
+		if (!e)
+			why = "beyond the shim's descriptor table (raise RLIMIT_NOFILE before start)";
+		else if (!cookie)
+			why = "its SO_COOKIE cannot be read";
 		else if (!is_trusted((struct sockaddr *)&peer))
 			why = "untrusted sender (not in NETPROXY_TRUSTED)";
 		else
-			r = try_header(fd, e, peer.ss_family, &why);
-		if (r > 0) {
+			r = try_header(fd, e, peer.ss_family, false, &why);
+		if (r == 1) {
 			atomic_store_explicit(&e->cookie, cookie, memory_order_release);
 			return deliver(fd, e, flags, addr, addrlen);
+		}
+		if (r == 2) { /* a wake-up: the connection it announces is on the queue */
+			shim.real_close(fd);
+			continue;
 		}
 		if (r == 0) {
 			pthread_mutex_lock(&shim.lock);
@@ -824,15 +894,16 @@ EXPORT int close(int fd)
 		pthread_mutex_lock(&shim.lock);
 		if (e->kind == FD_LISTENER) {
 			/* Its waiting connections can no longer be accepted. */
-			for (int c; (c = pop_ready(e)) >= 0;) {
-				forget(entry(c));
-				shim.real_close(c);
-			}
-			for (int c = shim.parked_head, next; c >= 0; c = next) {
+			for (int c = shim.queue_head, next; c >= 0; c = next) {
 				next = shim.table[c].next;
 				if (shim.table[c].listener == fd)
-					service_parked(c, true);
+					drop_queued(c, "its listener was closed");
 			}
+		} else if (e->kind == FD_PARKED || e->kind == FD_READY) {
+			/* Not the server's to close, but it did: the queue lets go of it. */
+			if (e->kind == FD_PARKED)
+				epoll_ctl(shim.epfd, EPOLL_CTL_DEL, fd, NULL);
+			dequeue(fd);
 		}
 		forget(e);
 		pthread_mutex_unlock(&shim.lock);
