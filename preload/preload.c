@@ -22,6 +22,13 @@
  * connection waits; headers that do not complete in NETPROXY_TIMEOUT_MS,
  * and ready connections nobody takes in that time, are closed.
  *
+ * Processes that share a listener (pre-forked workers, nginx's) cannot say
+ * which of them a wake-up reaches: the kernel may give every one to the same
+ * idle worker. So a listener made in this process tree (listen() is wrapped)
+ * gets a mailbox, a datagram socketpair its children inherit: a connection
+ * whose header came late is passed into it (SCM_RIGHTS) with its addresses,
+ * and whichever process accepts the wake-up takes it out and hands it over.
+ *
  * Nothing is allocated per connection: the state of each descriptor lives in
  * a table sized from RLIMIT_NOFILE and mapped lazily. Each entry records the
  * socket's SO_COOKIE, so a descriptor closed behind the shim's back (by
@@ -74,6 +81,7 @@ enum fd_kind {
 /* What a wake-up connection says; no PROXY header starts like this. */
 static const char WAKE_MAGIC[] = "NETPROXY-PRELOAD-WAKE\n";
 #define WAKE_EVERY_MS 100 /* while a ready connection waits */
+#define MAX_MAILBOXES 64
 
 struct fd_entry {
 	_Atomic uint64_t cookie; /* SO_COOKIE of the socket this entry describes; 0: none */
@@ -107,12 +115,19 @@ static struct {
 	int pokefd;	      /* an eventfd in epfd: a new deadline to wait for */
 	bool watcher_running;
 	int queue_head;	      /* parked and ready fds, oldest first, through next */
+	struct mailbox {
+		int lfd;
+		uint64_t cookie; /* the listener's */
+		int fds[2];	 /* a datagram socketpair: [0] to receive, [1] to send */
+	} mailboxes[MAX_MAILBOXES];
+	size_t nmailboxes;
 	atomic_int queued;    /* how many: read without the lock by accept() */
 	int (*real_accept)(int, struct sockaddr *, socklen_t *);
 	int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 	int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
 	int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
 	int (*real_close)(int);
+	int (*real_listen)(int, int);
 } shim = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1,
 	   .pokefd = -1, .queue_head = -1};
 
@@ -254,6 +269,7 @@ static void init(void)
 	shim.real_getpeername = next_symbol("getpeername");
 	shim.real_getsockname = next_symbol("getsockname");
 	shim.real_close = next_symbol("close");
+	shim.real_listen = next_symbol("listen");
 
 	if (!parse_switch("NETPROXY_DEBUG", &shim.debug) ||
 	    !parse_switch("NETPROXY_DST", &shim.report_dst))
@@ -586,6 +602,9 @@ static void wake(int lfd)
 	shim.real_close(w); /* what was sent stays readable for the accepting side */
 }
 
+static bool post(int fd, struct fd_entry *e);
+static bool mail_waiting(const struct mailbox *m);
+
 /* A parked fd has news (or its time is up): read its header if it is complete. Lock held. */
 static void service_parked(int fd, bool fin)
 {
@@ -598,13 +617,18 @@ static void service_parked(int fd, bool fin)
 	if (r == 0)
 		return;
 	if (r != 1) {
-		drop_queued(fd, why ? why : "a wake-up on a listener that is not ours");
+		drop_queued(fd, why ? why : "a wake-up, dropped");
 		return;
 	}
 	debug("fd %d: header read after the accept", fd);
 	epoll_ctl(shim.epfd, EPOLL_CTL_DEL, fd, NULL);
 	e->kind = FD_READY;
 	e->wake_ms = 0; /* at once */
+	int lfd = e->listener;
+	if (post(fd, e)) {
+		debug("fd %d: passed to the mailbox of fd %d", fd, lfd);
+		wake(lfd);
+	}
 }
 
 /* Expire, and wake listeners for ready connections. Returns ms to the next event, or -1. */
@@ -631,6 +655,14 @@ static int tick(int64_t now)
 		}
 		if (next < 0 || due < next)
 			next = due;
+	}
+	/* Mail nobody took: the wake-up may have gone astray; send another. */
+	for (size_t i = 0; i < shim.nmailboxes; i++) {
+		if (!mail_waiting(&shim.mailboxes[i]))
+			continue;
+		wake(shim.mailboxes[i].lfd);
+		if (next < 0 || now + WAKE_EVERY_MS < next)
+			next = now + WAKE_EVERY_MS;
 	}
 	return next < 0 ? -1 : next <= now ? 0 : (int)(next - now);
 }
@@ -746,6 +778,123 @@ static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
 	return true;
 }
 
+/* --- mailboxes: late connections for whichever process wakes ------------- */
+
+/* What travels with a descriptor through a mailbox. */
+struct mail {
+	bool has_client;
+	socklen_t client_len, dst_len;
+	struct sockaddr_in6 client, dst;
+};
+
+/* lfd's mailbox, if it is still the listener it was made for. Lock held. */
+static struct mailbox *mailbox_of(int lfd)
+{
+	struct fd_entry *l = entry(lfd);
+	uint64_t cookie = l ? atomic_load_explicit(&l->cookie, memory_order_acquire) : 0;
+
+	for (size_t i = 0; i < shim.nmailboxes && cookie; i++)
+		if (shim.mailboxes[i].lfd == lfd && shim.mailboxes[i].cookie == cookie)
+			return &shim.mailboxes[i];
+	return NULL;
+}
+
+/* Post a ready connection to its listener's mailbox; true when it went (and fd is closed here). */
+static bool post(int fd, struct fd_entry *e)
+{
+	struct mailbox *m = mailbox_of(e->listener);
+	if (!m)
+		return false;
+	struct mail mail = {.has_client = e->has_client, .client_len = e->client_len,
+			    .dst_len = e->dst_len, .client = e->client, .dst = e->dst};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {.iov_base = &mail, .iov_len = sizeof(mail)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	if (sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(mail))
+		return false;
+	dequeue(fd);
+	forget(e);
+	shim.real_close(fd); /* the copy in flight lives on */
+	return true;
+}
+
+/* A connection from lfd's mailbox, its entry set up, or -1. */
+static int take_mail(int lfd)
+{
+	pthread_mutex_lock(&shim.lock);
+	struct mailbox *m = mailbox_of(lfd);
+	int rfd = m ? m->fds[0] : -1;
+	pthread_mutex_unlock(&shim.lock);
+	if (rfd < 0)
+		return -1;
+
+	struct mail mail;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {.iov_base = &mail, .iov_len = sizeof(mail)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf)};
+	if (recvmsg(rfd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != (ssize_t)sizeof(mail))
+		return -1;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	if (!c || c->cmsg_type != SCM_RIGHTS)
+		return -1;
+	int fd;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	struct fd_entry *e = entry(fd);
+	uint64_t cookie = cookie_of(fd);
+	if (!e || !cookie) {
+		shim.real_close(fd);
+		return -1;
+	}
+	e->has_client = mail.has_client;
+	e->client = mail.client;
+	e->client_len = mail.client_len;
+	e->dst = mail.dst;
+	e->dst_len = mail.dst_len;
+	e->kind = FD_READY;
+	atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+	debug("fd %d: taken from the mailbox of fd %d", fd, lfd);
+	return fd;
+}
+
+/* Whether a mailbox holds a connection nobody took yet. */
+static bool mail_waiting(const struct mailbox *m)
+{
+	struct mail peek;
+	return recv(m->fds[0], &peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+EXPORT int listen(int fd, int backlog)
+{
+	ensure_init();
+	int r = shim.real_listen(fd, backlog);
+	if (r != 0 || !shim.active || !proxy_listener(fd))
+		return r;
+	pthread_mutex_lock(&shim.lock);
+	if (!mailbox_of(fd) && shim.nmailboxes < MAX_MAILBOXES) {
+		struct mailbox *m = &shim.mailboxes[shim.nmailboxes];
+		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, m->fds) == 0) {
+			m->lfd = fd;
+			m->cookie = atomic_load_explicit(&entry(fd)->cookie, memory_order_acquire);
+			shim.nmailboxes++;
+		}
+	}
+	pthread_mutex_unlock(&shim.lock);
+	return r;
+}
+
 /* --- accept ------------------------------------------------------------- */
 
 static void fill_addr(const void *src, socklen_t srclen, struct sockaddr *addr, socklen_t *addrlen)
@@ -793,7 +942,7 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 
 	if (!l)
 		return shim.real_accept4(lfd, addr, addrlen, flags);
-	for (;;) {
+	for (bool again = false;; again = true) {
 		/* A connection whose header came after its accept goes first. */
 		int fd = -1;
 		if (atomic_load_explicit(&shim.queued, memory_order_relaxed) > 0) {
@@ -801,6 +950,13 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 			fd = pop_ready(lfd);
 			pthread_mutex_unlock(&shim.lock);
 		}
+		/*
+		 * After a connection that was not handed over, the mailbox too: the
+		 * wake-up may have been refused (its address untrusted) or parked
+		 * before it had said what it is.
+		 */
+		if (fd < 0 && again)
+			fd = take_mail(lfd);
 		if (fd >= 0)
 			return deliver(fd, entry(fd), flags, addr, addrlen);
 
@@ -809,8 +965,14 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		/* Blocks on a blocking listener, as the caller expects; a wake-up ends it. */
 		fd = shim.real_accept4(lfd, (struct sockaddr *)&peer, &plen,
 				       flags | SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
-			return -1; /* EAGAIN on a non-blocking listener included */
+		if (fd < 0) {
+			int err = errno;
+			/* Before saying EAGAIN: a late connection in the mailbox? */
+			if ((err == EAGAIN || err == EWOULDBLOCK) && (fd = take_mail(lfd)) >= 0)
+				return deliver(fd, entry(fd), flags, addr, addrlen);
+			errno = err;
+			return -1;
+		}
 
 		struct fd_entry *e = entry(fd);
 		uint64_t cookie = cookie_of(fd);
@@ -828,8 +990,11 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 			atomic_store_explicit(&e->cookie, cookie, memory_order_release);
 			return deliver(fd, e, flags, addr, addrlen);
 		}
-		if (r == 2) { /* a wake-up: the connection it announces is on the queue */
+		if (r == 2) { /* a wake-up: what it announces is queued here or in the mailbox */
+			forget(e);
 			shim.real_close(fd);
+			if ((fd = take_mail(lfd)) >= 0)
+				return deliver(fd, entry(fd), flags, addr, addrlen);
 			continue;
 		}
 		if (r == 0) {
@@ -898,6 +1063,12 @@ EXPORT int close(int fd)
 				next = shim.table[c].next;
 				if (shim.table[c].listener == fd)
 					drop_queued(c, "its listener was closed");
+			}
+			struct mailbox *m = mailbox_of(fd);
+			if (m) {
+				shim.real_close(m->fds[0]);
+				shim.real_close(m->fds[1]);
+				*m = shim.mailboxes[--shim.nmailboxes];
 			}
 		} else if (e->kind == FD_PARKED || e->kind == FD_READY) {
 			/* Not the server's to close, but it did: the queue lets go of it. */
