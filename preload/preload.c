@@ -87,6 +87,7 @@ struct fd_entry {
 	_Atomic uint64_t cookie; /* SO_COOKIE of the socket this entry describes; 0: none */
 	uint8_t kind;
 	bool has_client;  /* the header named the addresses; else the real ones apply */
+	int flags;	  /* the SOCK_NONBLOCK and SOCK_CLOEXEC it has now */
 	int listener;	  /* FD_PARKED, FD_READY: the listening fd it came from */
 	int next;	  /* FD_PARKED, FD_READY: the next queued fd, or -1 */
 	int64_t deadline_ms;
@@ -763,6 +764,9 @@ static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
 			return false;
 		shim.watcher_running = true;
 	}
+	/* Kept out of programs the server may exec while it waits here. */
+	if (!(e->flags & SOCK_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
+		e->flags |= SOCK_CLOEXEC;
 	e->kind = FD_PARKED;
 	e->listener = lfd;
 	e->deadline_ms = now_ms() + shim.timeout_ms;
@@ -858,6 +862,8 @@ static int take_mail(int lfd)
 		shim.real_close(fd);
 		return -1;
 	}
+	int fl = fcntl(fd, F_GETFL);
+	e->flags = SOCK_CLOEXEC | (fl >= 0 && (fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0);
 	e->has_client = mail.has_client;
 	e->client = mail.client;
 	e->client_len = mail.client_len;
@@ -909,11 +915,15 @@ static void fill_addr(const void *src, socklen_t srclen, struct sockaddr *addr, 
 static int deliver(int fd, struct fd_entry *e, int flags, struct sockaddr *addr,
 		   socklen_t *addrlen)
 {
-	/* The shim accepts with both flags; take back what the caller did not ask for. */
-	if (!(flags & SOCK_NONBLOCK))
-		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	if (!(flags & SOCK_CLOEXEC))
-		fcntl(fd, F_SETFD, 0);
+	/*
+	 * A connection accepted in this call already has the caller's flags; one
+	 * parked by an earlier call, or passed through a mailbox, may not.
+	 * (Sockets have no other file status flag that F_SETFL could change.)
+	 */
+	if ((e->flags ^ flags) & SOCK_NONBLOCK)
+		fcntl(fd, F_SETFL, flags & SOCK_NONBLOCK ? O_NONBLOCK : 0);
+	if ((e->flags ^ flags) & SOCK_CLOEXEC)
+		fcntl(fd, F_SETFD, flags & SOCK_CLOEXEC ? FD_CLOEXEC : 0);
 	if (e->has_client) {
 		fill_addr(&e->client, e->client_len, addr, addrlen);
 	} else if (addr && addrlen) {
@@ -962,9 +972,12 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 
 		struct sockaddr_storage peer;
 		socklen_t plen = sizeof(peer);
-		/* Blocks on a blocking listener, as the caller expects; a wake-up ends it. */
-		fd = shim.real_accept4(lfd, (struct sockaddr *)&peer, &plen,
-				       flags | SOCK_NONBLOCK | SOCK_CLOEXEC);
+		/*
+		 * Blocks on a blocking listener, as the caller expects; a wake-up ends
+		 * it. The caller's own flags: the shim's reads say MSG_DONTWAIT, so
+		 * a blocking socket is no obstacle, and nothing needs changing after.
+		 */
+		fd = shim.real_accept4(lfd, (struct sockaddr *)&peer, &plen, flags);
 		if (fd < 0) {
 			int err = errno;
 			/* Before saying EAGAIN: a late connection in the mailbox? */
@@ -978,6 +991,8 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		uint64_t cookie = cookie_of(fd);
 		const char *why = NULL;
 		int r = -1;
+		if (e)
+			e->flags = flags;
 		if (!e)
 			why = "beyond the shim's descriptor table (raise RLIMIT_NOFILE before start)";
 		else if (!cookie)
