@@ -605,6 +605,7 @@ static void wake(int lfd)
 
 static bool post(int fd, struct fd_entry *e);
 static bool mail_waiting(const struct mailbox *m);
+static void want_wake(int lfd);
 
 /* A parked fd has news (or its time is up): read its header if it is complete. Lock held. */
 static void service_parked(int fd, bool fin)
@@ -625,14 +626,48 @@ static void service_parked(int fd, bool fin)
 	epoll_ctl(shim.epfd, EPOLL_CTL_DEL, fd, NULL);
 	e->kind = FD_READY;
 	e->wake_ms = 0; /* at once */
+	/* A new window, to be accepted in: the header may have used most of the last. */
+	e->deadline_ms = now_ms() + shim.timeout_ms;
 	int lfd = e->listener;
 	if (post(fd, e)) {
 		debug("fd %d: passed to the mailbox of fd %d", fd, lfd);
-		wake(lfd);
+		want_wake(lfd);
 	}
 }
 
 /* Expire, and wake listeners for ready connections. Returns ms to the next event, or -1. */
+/*
+ * Listeners to wake once the lock is let go: a wake-up connects, and a
+ * connect may wait (a full backlog), which must not hold up accept() or
+ * close() in the server's threads. One per listener per round, so that a
+ * crowd of ready connections does not fill the backlog with wake-ups.
+ */
+static int to_wake[MAX_MAILBOXES];
+static size_t nto_wake;
+
+static void want_wake(int lfd)
+{
+	for (size_t i = 0; i < nto_wake; i++)
+		if (to_wake[i] == lfd)
+			return;
+	if (nto_wake < MAX_MAILBOXES)
+		to_wake[nto_wake++] = lfd;
+}
+
+/* Send the wake-ups wanted. Called without the lock. */
+static void send_wakes(void)
+{
+	int lfds[MAX_MAILBOXES];
+
+	pthread_mutex_lock(&shim.lock);
+	size_t n = nto_wake;
+	memcpy(lfds, to_wake, n * sizeof(int));
+	nto_wake = 0;
+	pthread_mutex_unlock(&shim.lock);
+	for (size_t i = 0; i < n; i++)
+		wake(lfds[i]);
+}
+
 static int tick(int64_t now)
 {
 	int64_t next = -1;
@@ -648,7 +683,7 @@ static int tick(int64_t now)
 		int64_t due = e->deadline_ms;
 		if (e->kind == FD_READY) {
 			if (e->wake_ms <= now) {
-				wake(e->listener);
+				want_wake(e->listener);
 				e->wake_ms = now + WAKE_EVERY_MS;
 			}
 			if (e->wake_ms < due)
@@ -661,7 +696,7 @@ static int tick(int64_t now)
 	for (size_t i = 0; i < shim.nmailboxes; i++) {
 		if (!mail_waiting(&shim.mailboxes[i]))
 			continue;
-		wake(shim.mailboxes[i].lfd);
+		want_wake(shim.mailboxes[i].lfd);
 		if (next < 0 || now + WAKE_EVERY_MS < next)
 			next = now + WAKE_EVERY_MS;
 	}
@@ -670,12 +705,7 @@ static int tick(int64_t now)
 
 static void *watcher(void *arg)
 {
-	sigset_t all;
-
 	(void)arg;
-	/* Signals are the server's business: none is delivered to this thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	for (;;) {
 		struct epoll_event evs[64];
 
@@ -683,6 +713,7 @@ static void *watcher(void *arg)
 		int timeout = tick(now_ms());
 		int epfd = shim.epfd;
 		pthread_mutex_unlock(&shim.lock);
+		send_wakes();
 
 		int n = epoll_wait(epfd, evs, 64, timeout);
 
@@ -697,6 +728,7 @@ static void *watcher(void *arg)
 			service_parked(evs[i].data.fd, (evs[i].events & (EPOLLRDHUP | EPOLLHUP)) != 0);
 		}
 		pthread_mutex_unlock(&shim.lock);
+		send_wakes();
 	}
 	return NULL;
 }
@@ -728,6 +760,7 @@ static void reset_after_fork(void)
 		shim.real_close(shim.pokefd);
 	shim.epfd = shim.pokefd = -1;
 	shim.watcher_running = false;
+	nto_wake = 0;
 	pthread_mutex_init(&shim.lock, NULL);
 }
 
@@ -756,10 +789,15 @@ static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
 			    epoll_ctl(shim.epfd, EPOLL_CTL_ADD, shim.pokefd, &pev) != 0)
 				return false;
 		}
+		/* Born with every signal blocked: signals are the server's business. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		int r = pthread_create(&t, &attr, watcher, NULL);
 		pthread_attr_destroy(&attr);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (r != 0)
 			return false;
 		shim.watcher_running = true;
