@@ -87,6 +87,41 @@ int np__parse_v2(const uint8_t *p, size_t len, size_t max_len, struct np_header 
 	if (memcmp(p, np__v2_sig, NP_V2_SIG_LEN) != 0)
 		return NP_ENOTPROXY;
 
+	/*
+	 * What load balancers send nearly always, PROXY over TCP4 or TCP6 with no
+	 * TLVs, is recognised by its four fixed bytes at once; it is exactly the
+	 * case the general path below would reach.
+	 */
+	uint32_t fixed = np__load32(p + 12);
+	if (fixed == 0x2111000C && len >= 28 && max_len >= 28) {
+		hdr->version = 2;
+		hdr->command = NP_CMD_PROXY;
+		hdr->family = NP_AF_INET;
+		hdr->transport = NP_TRANSPORT_STREAM;
+		hdr->v1_proto = NP_V1_NONE;
+		hdr->tlv = NULL;
+		hdr->tlv_len = 0;
+		memcpy(hdr->src.ip4, p + 16, 4);
+		memcpy(hdr->dst.ip4, p + 20, 4);
+		hdr->src.port = np__load16(p + 24);
+		hdr->dst.port = np__load16(p + 26);
+		return 28;
+	}
+	if (fixed == 0x21210024 && len >= 52 && max_len >= 52) {
+		hdr->version = 2;
+		hdr->command = NP_CMD_PROXY;
+		hdr->family = NP_AF_INET6;
+		hdr->transport = NP_TRANSPORT_STREAM;
+		hdr->v1_proto = NP_V1_NONE;
+		hdr->tlv = NULL;
+		hdr->tlv_len = 0;
+		memcpy(hdr->src.ip6, p + 16, 16);
+		memcpy(hdr->dst.ip6, p + 32, 16);
+		hdr->src.port = np__load16(p + 48);
+		hdr->dst.port = np__load16(p + 50);
+		return 52;
+	}
+
 	uint8_t cmd = p[12] & 0xF, fam = p[13];
 	if ((r = check_ver_cmd(p[12])) != 0 || (r = check_fam(cmd, fam)) != 0)
 		return r;
