@@ -120,6 +120,7 @@ static struct {
 		int lfd;
 		uint64_t cookie; /* the listener's */
 		int fds[2];	 /* a datagram socketpair: [0] to receive, [1] to send */
+		int64_t woken_ms; /* the last wake-up sent for it by this process */
 	} mailboxes[MAX_MAILBOXES];
 	size_t nmailboxes;
 	atomic_int queued;    /* how many: read without the lock by accept() */
@@ -606,6 +607,7 @@ static void wake(int lfd)
 static bool post(int fd, struct fd_entry *e);
 static bool mail_waiting(const struct mailbox *m);
 static void want_wake(int lfd);
+static struct mailbox *mailbox_of(int lfd);
 
 /* A parked fd has news (or its time is up): read its header if it is complete. Lock held. */
 static void service_parked(int fd, bool fin)
@@ -629,9 +631,11 @@ static void service_parked(int fd, bool fin)
 	/* A new window, to be accepted in: the header may have used most of the last. */
 	e->deadline_ms = now_ms() + shim.timeout_ms;
 	int lfd = e->listener;
-	if (post(fd, e)) {
+	struct mailbox *m = mailbox_of(lfd);
+	if (m && post(fd, e)) {
 		debug("fd %d: passed to the mailbox of fd %d", fd, lfd);
 		want_wake(lfd);
+		m->woken_ms = now_ms();
 	}
 }
 
@@ -694,11 +698,15 @@ static int tick(int64_t now)
 	}
 	/* Mail nobody took: the wake-up may have gone astray; send another. */
 	for (size_t i = 0; i < shim.nmailboxes; i++) {
-		if (!mail_waiting(&shim.mailboxes[i]))
+		struct mailbox *m = &shim.mailboxes[i];
+		if (!mail_waiting(m))
 			continue;
-		want_wake(shim.mailboxes[i].lfd);
-		if (next < 0 || now + WAKE_EVERY_MS < next)
-			next = now + WAKE_EVERY_MS;
+		if (m->woken_ms + WAKE_EVERY_MS <= now) {
+			want_wake(m->lfd);
+			m->woken_ms = now;
+		}
+		if (next < 0 || m->woken_ms + WAKE_EVERY_MS < next)
+			next = m->woken_ms + WAKE_EVERY_MS;
 	}
 	return next < 0 ? -1 : next <= now ? 0 : (int)(next - now);
 }
@@ -824,6 +832,7 @@ static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
 
 /* What travels with a descriptor through a mailbox. */
 struct mail {
+	int64_t deadline_ms; /* CLOCK_MONOTONIC is the same clock in every process */
 	bool has_client;
 	socklen_t client_len, dst_len;
 	struct sockaddr_in6 client, dst;
@@ -847,8 +856,9 @@ static bool post(int fd, struct fd_entry *e)
 	struct mailbox *m = mailbox_of(e->listener);
 	if (!m)
 		return false;
-	struct mail mail = {.has_client = e->has_client, .client_len = e->client_len,
-			    .dst_len = e->dst_len, .client = e->client, .dst = e->dst};
+	struct mail mail = {.deadline_ms = e->deadline_ms, .has_client = e->has_client,
+			    .client_len = e->client_len, .dst_len = e->dst_len, .client = e->client,
+			    .dst = e->dst};
 	union {
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -869,34 +879,55 @@ static bool post(int fd, struct fd_entry *e)
 	return true;
 }
 
+/*
+ * The next connection in a mailbox's receiving end, or -1 when there is none.
+ * One whose deadline has passed is closed, and the next one looked at.
+ */
+static int receive_mail(int rfd, struct mail *mail)
+{
+	for (;;) {
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(sizeof(int))];
+		} ctl;
+		struct iovec iov = {.iov_base = mail, .iov_len = sizeof(*mail)};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+				     .msg_controllen = sizeof(ctl.buf)};
+		ssize_t n = recvmsg(rfd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0)
+			return -1;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		if (n != (ssize_t)sizeof(*mail) || !c || c->cmsg_type != SCM_RIGHTS ||
+		    (msg.msg_flags & MSG_CTRUNC)) {
+			debug("a mailbox message came without its connection (descriptor limit?)");
+			continue;
+		}
+		int fd;
+		memcpy(&fd, CMSG_DATA(c), sizeof(int));
+		if (mail->deadline_ms > now_ms())
+			return fd;
+		debug("fd %d closed: the server did not accept it in time", fd);
+		shim.real_close(fd);
+	}
+}
+
 /* A connection from lfd's mailbox, its entry set up, or -1. */
 static int take_mail(int lfd)
 {
 	pthread_mutex_lock(&shim.lock);
 	struct mailbox *m = mailbox_of(lfd);
 	int rfd = m ? m->fds[0] : -1;
+	struct mail mail;
+	int fd = rfd >= 0 ? receive_mail(rfd, &mail) : -1;
 	pthread_mutex_unlock(&shim.lock);
-	if (rfd < 0)
+	if (fd < 0)
 		return -1;
 
-	struct mail mail;
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct iovec iov = {.iov_base = &mail, .iov_len = sizeof(mail)};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			     .msg_controllen = sizeof(ctl.buf)};
-	if (recvmsg(rfd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != (ssize_t)sizeof(mail))
-		return -1;
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	if (!c || c->cmsg_type != SCM_RIGHTS)
-		return -1;
-	int fd;
-	memcpy(&fd, CMSG_DATA(c), sizeof(int));
 	struct fd_entry *e = entry(fd);
 	uint64_t cookie = cookie_of(fd);
 	if (!e || !cookie) {
+		debug("fd %d from the mailbox closed: %s", fd,
+		      e ? "its SO_COOKIE cannot be read" : "beyond the shim's descriptor table");
 		shim.real_close(fd);
 		return -1;
 	}
@@ -913,11 +944,39 @@ static int take_mail(int lfd)
 	return fd;
 }
 
-/* Whether a mailbox holds a connection nobody took yet. */
+/*
+ * Whether a mailbox holds a connection nobody took yet. Peeking without a
+ * control buffer installs no descriptor; an expired one is taken and closed.
+ */
 static bool mail_waiting(const struct mailbox *m)
 {
 	struct mail peek;
-	return recv(m->fds[0], &peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT) > 0;
+
+	if (recv(m->fds[0], &peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof(peek))
+		return false;
+	if (peek.deadline_ms > now_ms())
+		return true;
+	struct mail mail;
+	int fd = receive_mail(m->fds[0], &mail); /* closes the expired ones */
+	if (fd >= 0) {
+		/* A live one was behind it: back it goes, for an accept() to take. */
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(sizeof(int))];
+		} ctl;
+		struct iovec iov = {.iov_base = &mail, .iov_len = sizeof(mail)};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+				     .msg_controllen = sizeof(ctl.buf)};
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		bool back = sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(mail);
+		shim.real_close(fd);
+		return back;
+	}
+	return false;
 }
 
 EXPORT int listen(int fd, int backlog)
@@ -927,11 +986,25 @@ EXPORT int listen(int fd, int backlog)
 	if (r != 0 || !shim.active || !proxy_listener(fd))
 		return r;
 	pthread_mutex_lock(&shim.lock);
+	/* Mailboxes of listeners closed behind the shim's back (close_range, dup2) go. */
+	for (size_t i = 0; i < shim.nmailboxes;) {
+		struct mailbox *old = &shim.mailboxes[i];
+		struct fd_entry *le = entry(old->lfd);
+		if (le && atomic_load_explicit(&le->cookie, memory_order_acquire) == old->cookie &&
+		    old->cookie == cookie_of(old->lfd)) {
+			i++;
+			continue;
+		}
+		shim.real_close(old->fds[0]);
+		shim.real_close(old->fds[1]);
+		*old = shim.mailboxes[--shim.nmailboxes];
+	}
 	if (!mailbox_of(fd) && shim.nmailboxes < MAX_MAILBOXES) {
 		struct mailbox *m = &shim.mailboxes[shim.nmailboxes];
 		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, m->fds) == 0) {
 			m->lfd = fd;
 			m->cookie = atomic_load_explicit(&entry(fd)->cookie, memory_order_acquire);
+			m->woken_ms = 0;
 			shim.nmailboxes++;
 		}
 	}

@@ -1277,3 +1277,57 @@ def test_many_concurrent_connections(tmp_path):
         assert srv.accepted_ports() == [10000 + i for i in range(350)]
         srv.assert_no_errors()
         assert took300 < 20.0
+
+
+LAZY_SERVER = r"""
+import os, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+s.setblocking(False)
+print("listening", flush=True)
+sys.stdin.readline()                  # the test has connected
+deadline = time.monotonic() + 0.3
+while time.monotonic() < deadline:    # accepts for a moment (the shim parks), then never again
+    try:
+        c, a = s.accept()
+        print("accepted", a[0], flush=True)
+    except BlockingIOError:
+        time.sleep(0.02)
+print("stopped accepting", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_late_connection_nobody_accepts_is_closed(tmp_path):
+    """A header that completes after its accept, on a listener the server no
+    longer accepts on, is not kept forever: NETPROXY_TIMEOUT_MS after it
+    completed, the connection is closed (the client sees the close)."""
+    port = free_port()
+    script = tmp_path / "lazy.py"
+    script.write_text(LAZY_SERVER)
+    env = shim_env([port], NETPROXY_TIMEOUT_MS="800", NETPROXY_DEBUG="1")
+    proc = subprocess.Popen(["/usr/bin/python3", str(script), str(port), "6"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        late = socket.create_connection(("127.0.0.1", port), timeout=5)
+        late.sendall(b"PROXY TCP4 203.0.113.2 ")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "stopped accepting"
+        late.sendall(b"192.0.2.1 1 2\r\nlate")
+        t0 = time.monotonic()
+        try:
+            assert late.recv(10) == b""
+        except ConnectionResetError:
+            pass
+        took = time.monotonic() - t0
+        assert 0.5 < took < 3.0, f"closed after {took:.2f} s"
+        late.close()
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+    assert "parked" in err and "the server did not accept it in time" in err, err
