@@ -10,7 +10,7 @@ set -eu
 # libFuzzer runtimes, pkg-config, readelf and nm for the install test.
 PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev libcap-dev clang libclang-rt-14-dev perl python3 python3-pytest mandoc"
 # Real peers for the integration tests, and prlimit (util-linux).
-PACKAGES="$PACKAGES haproxy nginx-light curl openssl util-linux iproute2"
+PACKAGES="$PACKAGES haproxy nginx-light prosody curl openssl util-linux iproute2"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "deps.sh: not a Debian system; make sure these are installed: $PACKAGES" >&2
@@ -33,8 +33,9 @@ fi
 
 echo "deps.sh: installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
-# HAProxy and nginx are test peers that the tests start themselves: keep their
-# packages from starting system services (policy-rc.d, Debian's own switch).
+# HAProxy, nginx and Prosody are test peers that the tests start themselves:
+# keep their packages from starting system services (policy-rc.d, Debian's
+# own switch).
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
 	printf '#!/bin/sh\nexit 101\n' > "$policy"
