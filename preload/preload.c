@@ -850,6 +850,25 @@ static struct mailbox *mailbox_of(int lfd)
 	return NULL;
 }
 
+/* Send fd with its mail into a mailbox. The descriptor in flight is a copy: fd stays open. */
+static bool send_mail(const struct mailbox *m, const struct mail *mail, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {.iov_base = (void *)mail, .iov_len = sizeof(*mail)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	return sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(*mail);
+}
+
 /* Post a ready connection to its listener's mailbox; true when it went (and fd is closed here). */
 static bool post(int fd, struct fd_entry *e)
 {
@@ -859,19 +878,7 @@ static bool post(int fd, struct fd_entry *e)
 	struct mail mail = {.deadline_ms = e->deadline_ms, .has_client = e->has_client,
 			    .client_len = e->client_len, .dst_len = e->dst_len, .client = e->client,
 			    .dst = e->dst};
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct iovec iov = {.iov_base = &mail, .iov_len = sizeof(mail)};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			     .msg_controllen = sizeof(ctl.buf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	if (sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(mail))
+	if (!send_mail(m, &mail, fd))
 		return false;
 	dequeue(fd);
 	forget(e);
@@ -960,19 +967,7 @@ static bool mail_waiting(const struct mailbox *m)
 	int fd = receive_mail(m->fds[0], &mail); /* closes the expired ones */
 	if (fd >= 0) {
 		/* A live one was behind it: back it goes, for an accept() to take. */
-		union {
-			struct cmsghdr h;
-			char buf[CMSG_SPACE(sizeof(int))];
-		} ctl;
-		struct iovec iov = {.iov_base = &mail, .iov_len = sizeof(mail)};
-		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-				     .msg_controllen = sizeof(ctl.buf)};
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-		bool back = sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(mail);
+		bool back = send_mail(m, &mail, fd);
 		shim.real_close(fd);
 		return back;
 	}
