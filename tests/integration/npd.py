@@ -12,6 +12,7 @@ PID (or joined) when the test ends. Every wait is bounded.
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,34 @@ def tool(name):
     path = build_dir() / name
     assert path.is_file() and os.access(path, os.X_OK), f"{path}: build it first (make)"
     return str(path)
+
+
+def find_exe(name):
+    """The path of an installed program (also looked for in the sbin
+    directories, which a non-root PATH may lack), or None."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
+        p = Path(d) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    return None
+
+
+def stop_pid(proc, timeout=5.0):
+    """Stop a child we started: SIGTERM by PID, then SIGKILL to its own
+    process group (start it with start_new_session=True)."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout)
 
 
 def free_port(host="127.0.0.1"):

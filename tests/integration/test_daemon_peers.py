@@ -19,7 +19,6 @@ import json
 import os
 import pwd
 import random
-import shutil
 import signal
 import socket
 import ssl
@@ -32,26 +31,13 @@ from pathlib import Path
 
 import pytest
 
-from npd import Netproxyd, free_port, proxy_v1, proxy_v2, tool, wait_for
+from npd import Netproxyd, find_exe, free_port, proxy_v1, proxy_v2, tool, wait_for
 
 TIMEOUT = 10.0            # seconds: the bound on every ordinary wait
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
 # --- helpers -----------------------------------------------------------------
-
-
-def find_exe(name):
-    """The path of an installed program (also looked for in the sbin
-    directories, which a non-root PATH may lack), or None."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
-        p = Path(d) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    return None
 
 
 def needs(name, package):

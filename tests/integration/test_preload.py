@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from npd import build_dir, free_port, proxy_v1, proxy_v2, tool, wait_for
+from npd import build_dir, find_exe, free_port, proxy_v1, proxy_v2, stop_pid, tool, wait_for
 
 TIMEOUT = 10.0                 # seconds: the bound on every ordinary wait
 SHAPES = ["blocking", "threaded", "epoll"]
@@ -59,17 +59,6 @@ def preload_lib():
     return str(path)
 
 
-def find_exe(name):
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
-        p = Path(d) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    return None
-
-
 def shim_env(ports, **extra):
     """The environment of a process under the shim (NETPROXY_DEBUG on)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETPROXY_")}
@@ -77,20 +66,6 @@ def shim_env(ports, **extra):
                NETPROXY_DEBUG="1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
-
-
-def stop_pid(proc, timeout=5.0):
-    """SIGTERM by PID, then SIGKILL to its own process group."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout)
 
 
 def pid_alive(pid):

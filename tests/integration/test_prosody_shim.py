@@ -43,7 +43,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -53,7 +52,7 @@ from pathlib import Path
 
 import pytest
 
-from npd import build_dir, free_port, proxy_v2, wait_for
+from npd import build_dir, find_exe, free_port, proxy_v2, stop_pid, wait_for
 
 TIMEOUT = 10.0        # seconds: socket timeouts and ordinary waits
 START_TIMEOUT = 15.0  # seconds: Prosody's start-up (Lua, certificates)
@@ -64,17 +63,6 @@ C2S_HEADER = (b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber
 S2S_HEADER = (b"<?xml version='1.0'?><stream:stream from='example.net' to='localhost' "
               b"xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
               b"version='1.0'>")
-
-
-def find_exe(name):
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"):
-        p = Path(d) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    return None
 
 
 def prosody_user():
@@ -123,20 +111,6 @@ def listening(port):
             if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
-
-
-def stop_pid(proc, timeout=5.0):
-    """SIGTERM by PID, then SIGKILL to its own process group (its session)."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout)
 
 
 def proc_uid(pid):
