@@ -94,7 +94,16 @@ struct fd_entry {
 	int64_t wake_ms;  /* FD_READY: when to send the next wake-up */
 	struct sockaddr_in6 client, dst; /* big enough for AF_INET too */
 	socklen_t client_len, dst_len;
+	struct sockaddr_in6 peer; /* the real peer, as accept() saw it: tells the socket apart */
+	socklen_t peer_len;
 };
+
+/*
+ * The cookie of an accepted connection's entry only says "in use": such an
+ * entry is recognised by its real peer instead, which getpeername() reads
+ * anyway, so accept() need not pay a getsockopt() for it.
+ */
+#define IN_USE 1
 
 static struct {
 	pthread_once_t once;
@@ -130,6 +139,8 @@ static struct {
 	int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
 	int (*real_close)(int);
 	int (*real_listen)(int, int);
+	int (*real_dup2)(int, int);
+	int (*real_dup3)(int, int, int);
 } shim = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1,
 	   .pokefd = -1, .queue_head = -1};
 
@@ -272,6 +283,8 @@ static void init(void)
 	shim.real_getsockname = next_symbol("getsockname");
 	shim.real_close = next_symbol("close");
 	shim.real_listen = next_symbol("listen");
+	shim.real_dup2 = next_symbol("dup2");
+	shim.real_dup3 = next_symbol("dup3");
 
 	if (!parse_switch("NETPROXY_DEBUG", &shim.debug) ||
 	    !parse_switch("NETPROXY_DST", &shim.report_dst))
@@ -357,17 +370,23 @@ static struct fd_entry *entry(int fd)
 	return &shim.table[fd];
 }
 
-/* The entry for fd when it still describes the same socket, else NULL. */
-static struct fd_entry *valid_entry(int fd, uint64_t *cookie)
+/*
+ * The entry of a connection the shim handed over with a client address, when
+ * fd is still that connection (the same real peer), else NULL.
+ */
+static struct fd_entry *proxied_entry(int fd)
 {
 	struct fd_entry *e = entry(fd);
+	struct sockaddr_storage now;
+	socklen_t len = sizeof(now);
 
-	if (!e || atomic_load_explicit(&e->cookie, memory_order_acquire) == 0)
+	if (!e || atomic_load_explicit(&e->cookie, memory_order_acquire) == 0 ||
+	    e->kind != FD_PROXIED || !e->has_client)
 		return NULL;
-	uint64_t c = cookie_of(fd);
-	if (cookie)
-		*cookie = c;
-	return atomic_load_explicit(&e->cookie, memory_order_acquire) == c ? e : NULL;
+	if (shim.real_getpeername(fd, (struct sockaddr *)&now, &len) != 0 || len != e->peer_len ||
+	    memcmp(&now, &e->peer, len) != 0)
+		return NULL;
+	return e;
 }
 
 static bool is_trusted(const struct sockaddr *sa)
@@ -402,14 +421,23 @@ static bool is_trusted(const struct sockaddr *sa)
 /* Is lfd a listener on a PROXY port? Cached per socket. */
 static struct fd_entry *proxy_listener(int lfd)
 {
-	uint64_t cookie = 0;
-	struct fd_entry *e = valid_entry(lfd, &cookie);
+	struct fd_entry *e = entry(lfd);
 
-	if (e)
-		return e->kind == FD_LISTENER ? e : NULL;
-	if (!(e = entry(lfd)))
+	/*
+	 * Known listeners are taken at their word: close(), dup2(), dup3() and
+	 * listen() are wrapped and forget or re-read the entry, so no syscall
+	 * per accept() is spent on checking it.
+	 */
+	if (!e)
 		return NULL;
-	if (!cookie && !(cookie = cookie_of(lfd)))
+	if (atomic_load_explicit(&e->cookie, memory_order_acquire) != 0) {
+		if (e->kind == FD_LISTENER)
+			return e;
+		if (e->kind == FD_PLAIN)
+			return NULL;
+	}
+	uint64_t cookie = cookie_of(lfd);
+	if (!cookie)
 		return NULL;
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
@@ -931,13 +959,14 @@ static int take_mail(int lfd)
 		return -1;
 
 	struct fd_entry *e = entry(fd);
-	uint64_t cookie = cookie_of(fd);
-	if (!e || !cookie) {
+	socklen_t plen = sizeof(e ? e->peer : mail.client);
+	if (!e || shim.real_getpeername(fd, (struct sockaddr *)&e->peer, &plen) != 0) {
 		debug("fd %d from the mailbox closed: %s", fd,
-		      e ? "its SO_COOKIE cannot be read" : "beyond the shim's descriptor table");
+		      e ? "its peer is gone" : "beyond the shim's descriptor table");
 		shim.real_close(fd);
 		return -1;
 	}
+	e->peer_len = plen;
 	int fl = fcntl(fd, F_GETFL);
 	e->flags = SOCK_CLOEXEC | (fl >= 0 && (fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0);
 	e->has_client = mail.has_client;
@@ -946,7 +975,7 @@ static int take_mail(int lfd)
 	e->dst = mail.dst;
 	e->dst_len = mail.dst_len;
 	e->kind = FD_READY;
-	atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+	atomic_store_explicit(&e->cookie, IN_USE, memory_order_release);
 	debug("fd %d: taken from the mailbox of fd %d", fd, lfd);
 	return fd;
 }
@@ -978,14 +1007,20 @@ EXPORT int listen(int fd, int backlog)
 {
 	ensure_init();
 	int r = shim.real_listen(fd, backlog);
-	if (r != 0 || !shim.active || !proxy_listener(fd))
+	if (r != 0 || !shim.active)
+		return r;
+	/* A new listener, perhaps on a number a listener had before: read it afresh. */
+	struct fd_entry *le = entry(fd);
+	if (le && (le->kind == FD_LISTENER || le->kind == FD_PLAIN))
+		forget(le);
+	if (!proxy_listener(fd))
 		return r;
 	pthread_mutex_lock(&shim.lock);
 	/* Mailboxes of listeners closed behind the shim's back (close_range, dup2) go. */
 	for (size_t i = 0; i < shim.nmailboxes;) {
 		struct mailbox *old = &shim.mailboxes[i];
-		struct fd_entry *le = entry(old->lfd);
-		if (le && atomic_load_explicit(&le->cookie, memory_order_acquire) == old->cookie &&
+		struct fd_entry *oe = entry(old->lfd);
+		if (oe && atomic_load_explicit(&oe->cookie, memory_order_acquire) == old->cookie &&
 		    old->cookie == cookie_of(old->lfd)) {
 			i++;
 			continue;
@@ -1094,15 +1129,16 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		}
 
 		struct fd_entry *e = entry(fd);
-		uint64_t cookie = cookie_of(fd);
+		uint64_t cookie = IN_USE;
 		const char *why = NULL;
 		int r = -1;
-		if (e)
+		if (e) {
 			e->flags = flags;
+			memcpy(&e->peer, &peer, plen < sizeof(e->peer) ? plen : sizeof(e->peer));
+			e->peer_len = plen < sizeof(e->peer) ? plen : sizeof(e->peer);
+		}
 		if (!e)
 			why = "beyond the shim's descriptor table (raise RLIMIT_NOFILE before start)";
-		else if (!cookie)
-			why = "its SO_COOKIE cannot be read";
 		else if (!is_trusted((struct sockaddr *)&peer))
 			why = "untrusted sender (not in NETPROXY_TRUSTED)";
 		else
@@ -1153,8 +1189,8 @@ EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
 	ensure_init();
-	struct fd_entry *e = shim.active ? valid_entry(fd, NULL) : NULL;
-	if (e && e->kind == FD_PROXIED && e->has_client) {
+	struct fd_entry *e = shim.active ? proxied_entry(fd) : NULL;
+	if (e) {
 		fill_addr(&e->client, e->client_len, addr, addrlen);
 		return 0;
 	}
@@ -1164,17 +1200,17 @@ EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
 	ensure_init();
-	struct fd_entry *e = shim.active && shim.report_dst ? valid_entry(fd, NULL) : NULL;
-	if (e && e->kind == FD_PROXIED && e->has_client) {
+	struct fd_entry *e = shim.active && shim.report_dst ? proxied_entry(fd) : NULL;
+	if (e) {
 		fill_addr(&e->dst, e->dst_len, addr, addrlen);
 		return 0;
 	}
 	return shim.real_getsockname(fd, addr, addrlen);
 }
 
-EXPORT int close(int fd)
+/* fd is about to be closed (or replaced by dup2): forget what the shim knew of it. */
+static void let_go(int fd)
 {
-	ensure_init();
 	struct fd_entry *e = shim.active ? entry(fd) : NULL;
 	if (e && atomic_load_explicit(&e->cookie, memory_order_acquire)) {
 		pthread_mutex_lock(&shim.lock);
@@ -1200,5 +1236,27 @@ EXPORT int close(int fd)
 		forget(e);
 		pthread_mutex_unlock(&shim.lock);
 	}
+}
+
+EXPORT int close(int fd)
+{
+	ensure_init();
+	let_go(fd);
 	return shim.real_close(fd);
+}
+
+EXPORT int dup2(int oldfd, int newfd)
+{
+	ensure_init();
+	if (oldfd != newfd)
+		let_go(newfd);
+	return shim.real_dup2(oldfd, newfd);
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+	ensure_init();
+	if (oldfd != newfd)
+		let_go(newfd);
+	return shim.real_dup3(oldfd, newfd, flags);
 }
