@@ -30,9 +30,10 @@
  * and whichever process accepts the wake-up takes it out and hands it over.
  *
  * Nothing is allocated per connection: the state of each descriptor lives in
- * a table sized from RLIMIT_NOFILE and mapped lazily. Each entry records the
- * socket's SO_COOKIE, so a descriptor closed behind the shim's back (by
- * libc's own close, say) and reused can never report a stale address.
+ * a table sized from RLIMIT_NOFILE and mapped lazily. close(), dup2(), dup3()
+ * and listen() are wrapped to keep it true; an accepted connection's entry
+ * also records its real peer, so a descriptor closed behind the shim's back
+ * (by libc's own close, say) and reused never reports a stale address.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -84,7 +85,7 @@ static const char WAKE_MAGIC[] = "NETPROXY-PRELOAD-WAKE\n";
 #define MAX_MAILBOXES 64
 
 struct fd_entry {
-	_Atomic uint64_t cookie; /* SO_COOKIE of the socket this entry describes; 0: none */
+	_Atomic uint64_t cookie; /* 0: unused; a listener's SO_COOKIE; IN_USE for the rest */
 	uint8_t kind;
 	bool has_client;  /* the header named the addresses; else the real ones apply */
 	int flags;	  /* the SOCK_NONBLOCK and SOCK_CLOEXEC it has now */
@@ -436,6 +437,9 @@ static struct fd_entry *proxy_listener(int lfd)
 		if (e->kind == FD_PLAIN)
 			return NULL;
 	}
+	/* A queued descriptor closed behind the shim's back: it stays the queue's. */
+	if (e->kind == FD_PARKED || e->kind == FD_READY)
+		return NULL;
 	uint64_t cookie = cookie_of(lfd);
 	if (!cookie)
 		return NULL;
