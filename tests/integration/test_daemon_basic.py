@@ -1,5 +1,6 @@
 """netproxyd's basic contract: a PROXY port, mapped to a service, relays to it
 with the client passed on as configured."""
+import re
 import subprocess
 
 import pytest
@@ -109,3 +110,35 @@ def test_backend_reply_survives_its_reset():
         lsock.close()
         line = d.wait_log(r"reason=\"backend: ")[0].string
         assert bytes(got) == reply, line
+
+
+def test_idle_timeout_closes_only_idle_connections():
+    """idle_timeout closes a relayed connection after that long without a
+    byte either way; traffic keeps re-arming it."""
+    import socket
+    import time
+
+    port = free_port()
+    with EchoServer() as echo, Netproxyd(config(port, echo.port).replace(
+            'connect = "127.0.0.1:%d"' % echo.port,
+            'connect = "127.0.0.1:%d", idle_timeout = 0.5' % echo.port)) as d:
+        busy = socket.create_connection(("127.0.0.1", port), timeout=5)
+        busy.sendall(proxy_v1("203.0.113.7", "192.0.2.1", 1111, 443))
+        idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        idle.sendall(proxy_v1("203.0.113.8", "192.0.2.1", 2222, 443) + b"once")
+        assert idle.recv(10) == b"once"
+        t0 = time.monotonic()
+        # The busy one talks every 0.2 s for 1.5 s: three idle timeouts' worth.
+        while time.monotonic() - t0 < 1.5:
+            busy.sendall(b"tick")
+            assert busy.recv(10) == b"tick"
+            time.sleep(0.2)
+        # By now the idle one was closed, about 0.5 s after its last byte.
+        idle.settimeout(0.1)
+        assert idle.recv(10) == b""
+        line = d.wait_log(r"client=203\.0\.113\.8:2222 .*reason=\"idle timeout \(500 ms\)\"")[0].string
+        seconds = float(re.search(r"duration=([\d.]+)s", line).group(1))
+        assert 0.4 <= seconds < 1.2, line
+        assert "203.0.113.7:1111" not in d.log(), "the busy connection was closed"
+        busy.close()
+        idle.close()
