@@ -414,6 +414,10 @@ void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
 	case NPD_CONN_RELAY:
 		npd_relay(c);
 		break;
+	case NPD_CONN_LINGER:
+		if (side == &c->client)
+			npd_linger(c, false);
+		break;
 	}
 }
 
@@ -427,6 +431,9 @@ void npd_conn_expire(struct npd_conn *c)
 	case NPD_CONN_CONNECTING:
 		npd_conn_close(c, "backend %s (%s) connect timeout (%d ms)", c->service->name,
 			       c->service->addr_text, c->service->connect_timeout_ms);
+		break;
+	case NPD_CONN_LINGER:
+		npd_linger(c, true);
 		break;
 	default:
 		npd_conn_close(c, "idle timeout (%d ms)", c->service->idle_timeout_ms);
@@ -465,7 +472,8 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 
 	int64_t ms = w->now_ms - c->start_ms;
 	/* A connection that never reached its service is worth a warning. */
-	npd_log(c->state == NPD_CONN_RELAY ? NPD_LOG_INFO : NPD_LOG_WARN,
+	npd_log(c->state == NPD_CONN_RELAY || c->state == NPD_CONN_LINGER ? NPD_LOG_INFO
+									    : NPD_LOG_WARN,
 		"conn=%llu port=%u service=%s peer=%s client=%s dst=%s proxy=%s up=%llu down=%llu "
 		"duration=%lld.%03llds reason=\"%s\"",
 		(unsigned long long)c->id, (unsigned)c->listener->port,

@@ -49,6 +49,7 @@ enum npd_conn_state {
 	NPD_CONN_HEADER,
 	NPD_CONN_CONNECTING,
 	NPD_CONN_RELAY,
+	NPD_CONN_LINGER, /* relay over, our FIN sent; the client's last bytes are drained */
 	NPD_CONN_CLOSED,
 };
 
@@ -109,6 +110,12 @@ void npd_relay(struct npd_conn *c);
 
 /* Give back the buffer and pipe holding what was read from s, with whatever is still in them. */
 void npd_side_discard(struct npd_conn *c, struct npd_side *s);
+
+/* In NPD_CONN_LINGER: read and drop what the client still sends; close at its end (relay.c). */
+void npd_linger(struct npd_conn *c, bool expired);
+
+/* How long a lingering close waits for the client's end. */
+#define NPD_LINGER_MS 2000
 
 /* "203.0.113.7:51234", "[2001:db8::1]:443", "unix", "-" for AF_UNSPEC. */
 const char *npd_sockaddr_text(const union npd_sockaddr *a, char *out, size_t cap);

@@ -185,6 +185,39 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 	}
 }
 
+/* Close with the reason the relay ended: the first side that failed, or "done". */
+static void finish(struct npd_conn *c)
+{
+	const struct npd_side *failed = c->client.error	   ? &c->client
+					: c->backend.error ? &c->backend
+							   : NULL;
+	if (failed)
+		npd_conn_close(c, "%s: %s", side_name(c, failed), strerror(failed->error));
+	else
+		npd_conn_close(c, "done");
+}
+
+void npd_linger(struct npd_conn *c, bool expired)
+{
+	char sink[4096];
+
+	if (expired) {
+		finish(c);
+		return;
+	}
+	while (c->client.readable) {
+		ssize_t n = recv(c->client.fd, sink, sizeof(sink), 0);
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->client.readable = false;
+			return; /* the next edge, or the timer, brings us back */
+		}
+		finish(c); /* the client's end, or its error: nothing is lost by closing now */
+		return;
+	}
+}
+
 /* The direction from src to dst has ended. */
 static bool ended(const struct npd_side *src, const struct npd_side *dst)
 {
@@ -202,13 +235,23 @@ void npd_relay(struct npd_conn *c)
 	} while (progress);
 
 	if (ended(&c->client, &c->backend) && ended(&c->backend, &c->client)) {
-		const struct npd_side *failed = c->client.error ? &c->client
-					      : c->backend.error ? &c->backend
-								 : NULL;
-		if (failed)
-			npd_conn_close(c, "%s: %s", side_name(c, failed), strerror(failed->error));
-		else
-			npd_conn_close(c, "done");
+		/*
+		 * Closing a socket with unread input sends a reset, and a reset makes
+		 * the peer's kernel drop what it has not read yet: the end of what we
+		 * just sent the client. When the client may still be sending (the
+		 * backend failed first), drain it after our FIN, for a while, and
+		 * close only then: the lingering close web servers do.
+		 */
+		if (!c->client.eof && !c->client.error && c->client.shut) {
+			struct npd_timer_list *tl = npd_worker_timers(c->w, NPD_LINGER_MS);
+			if (tl) {
+				c->state = NPD_CONN_LINGER;
+				npd_timer_arm(tl, &c->timer, c->w->now_ms);
+				npd_linger(c, false);
+				return;
+			}
+		}
+		finish(c);
 		return;
 	}
 	if (moved && c->service->idle_timeout_ms > 0) {

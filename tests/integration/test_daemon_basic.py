@@ -64,9 +64,11 @@ def test_backend_reply_survives_its_reset():
     """A server that answers and closes while the client is still sending
     (an HTTP 413, say) resets the connection. The answer it sent before the
     reset must still reach the client in full: one side's failure never costs
-    the other side a byte it was owed."""
+    the other side a byte it was owed, and netproxyd's own close must not
+    reset the client before it has read it (a lingering close)."""
     import socket
     import threading
+    import time
 
     reply = bytes(range(256)) * 400  # 100 KiB
 
@@ -85,7 +87,12 @@ def test_backend_reply_survives_its_reset():
     t.start()
     port = free_port()
     with Netproxyd(config(port, backend_port)) as d:
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # A small window keeps most of the reply in netproxyd's send queue,
+        # which a close with our upload unread would throw away with a reset.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
         s.sendall(proxy_v1("203.0.113.7", "192.0.2.1", 51234, 443))
 
         def upload():
@@ -96,6 +103,9 @@ def test_backend_reply_survives_its_reset():
                 pass  # the server has gone: expected
 
         threading.Thread(target=upload, daemon=True).start()
+        # Read only later: the reply waits in our receive queue meanwhile, where
+        # a reset from netproxyd (closing with our upload unread) would drop it.
+        time.sleep(0.5)
         got = bytearray()
         while True:
             try:
