@@ -112,7 +112,9 @@ class Server:
             self.sock.close()
 
     def join(self):
-        self.thread.join(TIMEOUT)
+        # Longer than the server's own socket timeouts, which start earlier:
+        # a server that waited in vain must have given up by then.
+        self.thread.join(TIMEOUT + 5)
         assert not self.thread.is_alive(), "the test server did not finish"
         if self.error:
             raise self.error
