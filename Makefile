@@ -170,7 +170,7 @@ unit-asan: $(SAN_UNIT)
 
 # The replayer runs each target over its corpus with the ordinary compiler,
 # so `make check` exercises every stored input without clang's libFuzzer.
-$(BUILD)/replay/%: fuzz/%.c fuzz/replay.c $(STATIC) | $(BUILD)/replay
+$(BUILD)/replay/%: fuzz/%.c fuzz/replay.c fuzz/check.h $(STATIC) | $(BUILD)/replay
 	$(CC) $(BASE_CFLAGS) -Ilib $(CFLAGS) fuzz/replay.c $< $(STATIC) -o $@
 
 # fuzz/corpus/<target> holds the seeds (fuzz/make_corpus.py writes them),
@@ -179,7 +179,7 @@ replay: $(REPLAY_BIN)
 	@set -e; for t in $(FUZZ_NAMES); do \
 		$(BUILD)/replay/$$t fuzz/corpus/$$t $$(ls -d fuzz/found/$$t 2>/dev/null); done
 
-$(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
+$(BUILD)/fuzz/%: fuzz/%.c fuzz/check.h $(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
 	$(FUZZ_CC) $(BASE_CFLAGS) -Ilib -DNP_BUILDING_LIBRARY -O1 -g \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 		$< $(LIB_SRC) -o $@

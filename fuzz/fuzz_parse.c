@@ -36,18 +36,11 @@
 #include <sys/un.h>
 
 #include "internal.h"
+#include "check.h"
 #include "netproxy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,  \
-				#cond);                                                    \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
 
 /* np_parse_max() (max != 0) or np_parse() on a copy of data[0..len) in a buffer of exactly len bytes. */
 static int parse_exact(const uint8_t *data, size_t len, size_t max, struct np_header *hdr)
@@ -96,32 +89,7 @@ static void check_same_header(const struct np_header *a, const uint8_t *abase,
 	}
 }
 
-/* The first TLV of `type` in a plain walk of area[0..len): 1, 0 or NP_ETLV, like np_tlv_find(). */
-static int walk_find(const uint8_t *area, size_t len, uint8_t type, struct np_tlv *out)
-{
-	struct np_tlv_iter it;
-	struct np_tlv t;
-	int r;
 
-	np_tlv_iter_init(&it, area, len);
-	while ((r = np_tlv_next(&it, &t)) == 1) {
-		if (t.type == type) {
-			*out = t;
-			return 1;
-		}
-	}
-	return r;
-}
-
-static void check_find_result(int got, const struct np_tlv *gt, int want, const struct np_tlv *wt)
-{
-	CHECK(got == want);
-	if (got == 1) {
-		CHECK(gt->type == wt->type);
-		CHECK(gt->len == wt->len);
-		CHECK(gt->value == wt->value);
-	}
-}
 
 /* Walk area[0..len), which the parser said is well formed: the TLVs must tile it exactly. */
 static size_t walk_tiles(const uint8_t *area, size_t len)
@@ -176,43 +144,6 @@ static void check_ssl(const struct np_tlv *t)
 	CHECK(!np_ssl_verified(&ssl) == !verified);
 }
 
-static void check_vendor(const struct np_tlv *t)
-{
-	const uint8_t *id = NULL;
-	size_t id_len = 0;
-	uint32_t link = 0;
-	uint64_t psc = 0;
-	int r;
-
-	r = np_tlv_aws_vpce_id(t, &id, &id_len);
-	if (t->type == NP_TLV_AWS && t->len >= 2 && t->value[0] == 0x01) {
-		CHECK(r == 0);
-		CHECK(id == t->value + 1);
-		CHECK(id_len == t->len - 1u);
-	} else {
-		CHECK(r == NP_ETLVVALUE);
-	}
-
-	r = np_tlv_azure_link_id(t, &link);
-	if (t->type == NP_TLV_AZURE && t->len == 5 && t->value[0] == 0x01) {
-		CHECK(r == 0);
-		CHECK(link == ((uint32_t)t->value[1] | (uint32_t)t->value[2] << 8 |
-			       (uint32_t)t->value[3] << 16 | (uint32_t)t->value[4] << 24));
-	} else {
-		CHECK(r == NP_ETLVVALUE);
-	}
-
-	r = np_tlv_gcp_psc_id(t, &psc);
-	if (t->type == NP_TLV_GCP && t->len == 8) {
-		uint64_t want = 0;
-		for (int i = 0; i < 8; i++)
-			want = want << 8 | t->value[i];
-		CHECK(r == 0);
-		CHECK(psc == want);
-	} else {
-		CHECK(r == NP_ETLVVALUE);
-	}
-}
 
 /* The v2 TLV area of a parsed header, hdr_bytes[0..n) being the whole header. */
 static void check_tlvs(const struct np_header *hdr, const uint8_t *hdr_bytes, size_t n, uint8_t extra_type)

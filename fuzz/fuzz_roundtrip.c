@@ -25,18 +25,11 @@
 #include <sys/socket.h>
 
 #include "internal.h"
+#include "check.h"
 #include "netproxy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,  \
-				#cond);                                                    \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
 
 #define MAX_TLVS 256
 
@@ -216,21 +209,6 @@ static int block_for(uint8_t family, uint8_t transport)
 	return -1;
 }
 
-/* Sub-TLVs tile v[0..len) exactly (an independent reading of the SSL layout). */
-static int tiles(const uint8_t *v, size_t len)
-{
-	size_t off = 0;
-
-	while (off < len) {
-		if (len - off < 3)
-			return 0;
-		size_t l = (size_t)v[off + 1] << 8 | v[off + 2];
-		if (l > len - off - 3)
-			return 0;
-		off += 3 + l;
-	}
-	return 1;
-}
 
 /*
  * np_build_v2() of hdr and tlvs[0..ntlv) into exactly cap bytes, checked
