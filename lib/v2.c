@@ -78,6 +78,28 @@ static int parse_prefix(const uint8_t *p, size_t len)
 	return NP_EAGAIN;
 }
 
+/*
+ * A complete PROXY header over TCP4 (alen 4) or TCP6 (alen 16) without TLVs,
+ * already recognised by its fixed bytes: store it. Returns its length.
+ */
+static inline int plain_tcp(const uint8_t *p, uint8_t family, size_t alen, struct np_header *hdr)
+{
+	const uint8_t *a = p + NP_V2_MIN_LEN;
+
+	hdr->version = 2;
+	hdr->command = NP_CMD_PROXY;
+	hdr->family = family;
+	hdr->transport = NP_TRANSPORT_STREAM;
+	hdr->v1_proto = NP_V1_NONE;
+	hdr->tlv = NULL;
+	hdr->tlv_len = 0;
+	memcpy(hdr->src.ip6, a, alen);
+	memcpy(hdr->dst.ip6, a + alen, alen);
+	hdr->src.port = np__load16(a + 2 * alen);
+	hdr->dst.port = np__load16(a + 2 * alen + 2);
+	return (int)(NP_V2_MIN_LEN + 2 * alen + 4);
+}
+
 int np__parse_v2(const uint8_t *p, size_t len, size_t max_len, struct np_header *hdr)
 {
 	int r;
@@ -93,34 +115,10 @@ int np__parse_v2(const uint8_t *p, size_t len, size_t max_len, struct np_header 
 	 * case the general path below would reach.
 	 */
 	uint32_t fixed = np__load32(p + 12);
-	if (fixed == 0x2111000C && len >= 28 && max_len >= 28) {
-		hdr->version = 2;
-		hdr->command = NP_CMD_PROXY;
-		hdr->family = NP_AF_INET;
-		hdr->transport = NP_TRANSPORT_STREAM;
-		hdr->v1_proto = NP_V1_NONE;
-		hdr->tlv = NULL;
-		hdr->tlv_len = 0;
-		memcpy(hdr->src.ip4, p + 16, 4);
-		memcpy(hdr->dst.ip4, p + 20, 4);
-		hdr->src.port = np__load16(p + 24);
-		hdr->dst.port = np__load16(p + 26);
-		return 28;
-	}
-	if (fixed == 0x21210024 && len >= 52 && max_len >= 52) {
-		hdr->version = 2;
-		hdr->command = NP_CMD_PROXY;
-		hdr->family = NP_AF_INET6;
-		hdr->transport = NP_TRANSPORT_STREAM;
-		hdr->v1_proto = NP_V1_NONE;
-		hdr->tlv = NULL;
-		hdr->tlv_len = 0;
-		memcpy(hdr->src.ip6, p + 16, 16);
-		memcpy(hdr->dst.ip6, p + 32, 16);
-		hdr->src.port = np__load16(p + 48);
-		hdr->dst.port = np__load16(p + 50);
-		return 52;
-	}
+	if (fixed == 0x2111000C && len >= 28 && max_len >= 28)
+		return plain_tcp(p, NP_AF_INET, 4, hdr);
+	if (fixed == 0x21210024 && len >= 52 && max_len >= 52)
+		return plain_tcp(p, NP_AF_INET6, 16, hdr);
 
 	uint8_t cmd = p[12] & 0xF, fam = p[13];
 	if ((r = check_ver_cmd(p[12])) != 0 || (r = check_fam(cmd, fam)) != 0)
