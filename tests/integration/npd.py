@@ -162,6 +162,32 @@ class Netproxyd:
         return self.proc.returncode
 
 
+class Threads:
+    """Threads whose exceptions are kept and re-raised by join()."""
+
+    def __init__(self):
+        self.threads, self.errors = [], []
+
+    def start(self, fn, *args):
+        def run():
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001 - re-raised in join()
+                self.errors.append(e)
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def join(self, timeout):
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t for t in self.threads if t.is_alive()]
+        if self.errors:
+            raise self.errors[0]
+        assert not alive, f"{len(alive)} thread(s) still running after {timeout} s"
+
+
 class _Server:
     """A threaded TCP server on 127.0.0.1 (or host) that runs handle(conn, record)."""
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from npd import Netproxyd, find_exe, free_port, proxy_v1, proxy_v2, tool, wait_for
+from npd import Netproxyd, Threads, find_exe, free_port, proxy_v1, proxy_v2, tool, wait_for
 
 TIMEOUT = 10.0            # seconds: the bound on every ordinary wait
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -162,32 +162,6 @@ def recv_all(sock):
             break
         got += chunk
     return bytes(got)
-
-
-class Threads:
-    """Threads whose exceptions are kept and re-raised by join()."""
-
-    def __init__(self):
-        self.threads, self.errors = [], []
-
-    def start(self, fn, *args):
-        def run():
-            try:
-                fn(*args)
-            except BaseException as e:  # noqa: BLE001 - re-raised in join()
-                self.errors.append(e)
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        self.threads.append(t)
-
-    def join(self, timeout):
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t for t in self.threads if t.is_alive()]
-        if self.errors:
-            raise self.errors[0]
-        assert not alive, f"{len(alive)} thread(s) still running after {timeout} s"
 
 
 class OneShotServer:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from npd import build_dir, find_exe, free_port, proxy_v1, proxy_v2, stop_pid, tool, wait_for
+from npd import Threads, build_dir, find_exe, free_port, proxy_v1, proxy_v2, stop_pid, tool, wait_for
 
 TIMEOUT = 10.0                 # seconds: the bound on every ordinary wait
 SHAPES = ["blocking", "threaded", "epoll"]
@@ -434,32 +434,6 @@ def header(version, src=CLIENT, dst=DST):
         fam = "TCP6" if ":" in src[0] else "TCP4"
         return proxy_v1(src[0], dst[0], src[1], dst[1], fam)
     return proxy_v2(src[0], dst[0], src[1], dst[1])
-
-
-class Threads:
-    """Threads whose exceptions are kept and re-raised by join()."""
-
-    def __init__(self):
-        self.threads, self.errors = [], []
-
-    def start(self, fn, *args):
-        def run():
-            try:
-                fn(*args)
-            except BaseException as e:  # noqa: BLE001 - re-raised in join()
-                self.errors.append(e)
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        self.threads.append(t)
-
-    def join(self, timeout):
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t for t in self.threads if t.is_alive()]
-        if self.errors:
-            raise self.errors[0]
-        assert not alive, f"{len(alive)} thread(s) still running after {timeout} s"
 
 
 @contextmanager
