@@ -401,6 +401,19 @@ static bool get_boolean(struct loader *ld, int idx, const char *path)
 	return lua_toboolean(ld->L, idx);
 }
 
+/* How many keys the table at idx has (lua_rawlen counts only the sequence). */
+static size_t table_size(lua_State *L, int idx)
+{
+	size_t n = 0;
+
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		n++;
+	}
+	return n;
+}
+
 /* Push a setting's value; returns its type. */
 static int push_setting(struct loader *ld, enum key k)
 {
@@ -848,11 +861,7 @@ static void read_services(struct loader *ld)
 		fail(ld, "services",
 		     "expected a table such as { c2s = { connect = \"127.0.0.1:5222\" } }, got %s",
 		     luaL_typename(L, idx));
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		n++;
-	}
+	n = table_size(L, idx);
 	if (n == 0)
 		goto out;
 	cfg->services = calloc(n, sizeof(*cfg->services));
@@ -914,11 +923,7 @@ static void read_mappings(struct loader *ld)
 		fail(ld, "proxy_port_mappings",
 		     "expected a table such as { [15222] = \"c2s\" }, got %s",
 		     luaL_typename(L, idx));
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		n++;
-	}
+	n = table_size(L, idx);
 	ld->map = calloc(n ? n : 1, sizeof(*ld->map));
 	if (!ld->map)
 		fail(ld, "proxy_port_mappings", "out of memory");
