@@ -13,6 +13,12 @@
  * error, which unwinds to load() and lets lua_close() free every Lua value.
  * So everything the checks allocate in C hangs off the config or the loader
  * the moment it exists, and the caller's single free releases it.
+ *
+ * A Prosody config (prosody.cfg.lua) is read as Prosody reads it: the
+ * sandbox also speaks its language (VirtualHost, Component, Include, ENV_),
+ * only the global section counts, and a service Prosody runs takes its
+ * address from Prosody's own keys (prosody.h). The same file can hold
+ * netproxyd's own keys, or a netproxyd file can Include Prosody's.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -26,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <lauxlib.h>
@@ -34,22 +41,22 @@
 
 #include "config.h"
 #include "netproxy.h"
+#include "prosody.h"
 
 #define MEM_LIMIT   ((size_t)64 << 20)
 #define STEP_INSNS  1000000 /* the count hook runs every million instructions */
 #define MAX_STEPS   100	    /* so a config may run 100 million */
 #define FILE_MAX    ((size_t)16 << 20)
+#define FILES_MAX   256	    /* files one config may read, Include's among them */
+#define DEPTH_MAX   16	    /* Includes within Includes */
 #define SECONDS_MAX (INT_MAX / 1000) /* timeouts are kept as int milliseconds */
 
+/* c2s and s2s are Prosody's services, found at Prosody's default addresses. */
 const char npd_config_default_lua[] =
 	"-- netproxyd's built-in configuration: mod_net_proxy's README example.\n"
 	"proxy_port_mappings = {\n"
 	"\t[15222] = \"c2s\",\n"
 	"\t[15269] = \"s2s\",\n"
-	"}\n"
-	"services = {\n"
-	"\tc2s = { connect = \"127.0.0.1:5222\" },\n"
-	"\ts2s = { connect = \"127.0.0.1:5269\" },\n"
 	"}\n";
 
 /* The settings; anything else assigned is warned about and ignored. */
@@ -67,6 +74,12 @@ enum key {
 	K_LOG_SYSLOG,
 	K_USER,
 	K_GROUP,
+	/* Prosody's keys that say where it listens (with <service>_ports and _interfaces). */
+	K_ANY_INTERFACES,
+	K_LOCAL_INTERFACES,
+	K_USE_IPV4,
+	K_USE_IPV6,
+	K_MODULES_ENABLED, /* only to warn when it still loads mod_net_proxy */
 	K_COUNT
 };
 
@@ -74,7 +87,8 @@ static const char *const key_names[K_COUNT] = {
 	"proxy_port_mappings",	"proxy_ports",	    "proxy_interfaces", "proxy_trusted_proxies",
 	"proxy_header_timeout", "proxy_max_header", "services",		"workers",
 	"max_connections",	"log_level",	    "log_syslog",	"user",
-	"group",
+	"group",		"interfaces",	    "local_interfaces", "use_ipv4",
+	"use_ipv6",		"modules_enabled",
 };
 
 static const char *const service_keys[] = {
@@ -95,6 +109,7 @@ static const struct {
 
 struct mapping {
 	uint16_t port;
+	bool string_key; /* ["15222"] = ...: Prosody's mod_net_proxy takes tonumber(key) */
 	int service;
 	bool listed; /* named by an explicit proxy_ports */
 };
@@ -106,19 +121,37 @@ struct iface {
 	bool implicit;
 };
 
-struct loader {
-	const char *name; /* the file, for messages */
+/* A file of the config: the one loaded, or one it included. */
+struct source {
+	char *name; /* the path, as messages show it */
 	const char *src;
 	size_t len;
+	char *owned;   /* src, when the loader read it */
+	size_t *lines; /* offset of each line, built when a message needs it */
+	size_t nlines;
+	bool own; /* assigns services: netproxyd's own file, not Prosody's */
+};
+
+/* Where a value was assigned: a file of the config and the line; line 0: unknown. */
+struct where {
+	int file;
+	int line;
+};
+
+struct loader {
+	struct source *files; /* files[0] is the config itself */
+	size_t nfiles;
 	struct npd_config_diag *diag;
 	struct npd_config *cfg;
 	lua_State *L;
 	size_t mem;	   /* bytes the Lua state holds */
 	int steps;	   /* count hook calls so far */
 	bool failed;	   /* diag->error holds a config error */
-	int line[K_COUNT]; /* where each setting's assignment ends; 0: never assigned */
-	size_t *lines;	   /* offset of each source line, built when a message needs it */
-	size_t nlines;
+	int depth;	   /* Includes being run, one within another */
+	bool prosody;	   /* a Prosody config: it has VirtualHost, Component or modules_enabled */
+	char section[80];  /* the VirtualHost or Component assignments go to now; "": global */
+	char **owned;	     /* what Include allocated, freed with the loader */
+	size_t nowned;
 	struct mapping *map; /* proxy_port_mappings, ascending by port */
 	size_t nmap;
 	struct iface *ifaces;
@@ -175,30 +208,30 @@ static const char *show(lua_State *L, int idx, char *buf, size_t cap)
 }
 
 /* Line starts are indexed once, on the first message that needs a line. */
-static bool index_lines(struct loader *ld)
+static bool index_lines(struct source *f)
 {
 	size_t n = 1;
 
-	if (ld->lines)
+	if (f->lines)
 		return true;
-	for (size_t i = 0; i < ld->len; i++)
-		n += ld->src[i] == '\n';
-	ld->lines = malloc(n * sizeof(*ld->lines));
-	if (!ld->lines)
+	for (size_t i = 0; i < f->len; i++)
+		n += f->src[i] == '\n';
+	f->lines = malloc(n * sizeof(*f->lines));
+	if (!f->lines)
 		return false;
-	ld->lines[0] = 0;
-	ld->nlines = 1;
-	for (size_t i = 0; i < ld->len; i++)
-		if (ld->src[i] == '\n')
-			ld->lines[ld->nlines++] = i + 1;
+	f->lines[0] = 0;
+	f->nlines = 1;
+	for (size_t i = 0; i < f->len; i++)
+		if (f->src[i] == '\n')
+			f->lines[f->nlines++] = i + 1;
 	return true;
 }
 
 /* Whether line n assigns key, as a global or a table key: key =, ["key"] =, [key] =. */
-static bool line_assigns(const struct loader *ld, int n, const char *key, size_t klen)
+static bool line_assigns(const struct source *f, int n, const char *key, size_t klen)
 {
-	const char *s = ld->src + ld->lines[n - 1];
-	size_t len = ((size_t)n < ld->nlines ? ld->lines[n] : ld->len) - ld->lines[n - 1];
+	const char *s = f->src + f->lines[n - 1];
+	size_t len = ((size_t)n < f->nlines ? f->lines[n] : f->len) - f->lines[n - 1];
 
 	for (size_t i = 0; i + klen <= len; i++) {
 		size_t j = i + klen;
@@ -226,34 +259,67 @@ static int key_index(const char *name, size_t len)
  * Lua reports an assignment at the line where its statement ends, the
  * closing brace of a table: walk back to where "name =" is written.
  */
-static int statement_line(struct loader *ld, int end, const char *name, size_t len)
+static int statement_line(struct source *f, int end, const char *name, size_t len)
 {
-	if (end <= 0 || !index_lines(ld) || (size_t)end > ld->nlines)
+	if (end <= 0 || !index_lines(f) || (size_t)end > f->nlines)
 		return end;
 	for (int n = end; n >= 1; n--)
-		if (line_assigns(ld, n, name, len))
+		if (line_assigns(f, n, name, len))
 			return n;
 	return end;
+}
+
+/* record_global() keeps a global's file and line in one integer. */
+static lua_Integer where_pack(struct where at)
+{
+	return ((lua_Integer)at.file << 32) | (lua_Integer)(uint32_t)at.line;
+}
+
+static struct where where_unpack(lua_Integer v)
+{
+	return (struct where){(int)(v >> 32), (int)(uint32_t)v};
+}
+
+/*
+ * Where the global name was last assigned, by the lines table (index 3
+ * while check() runs); file 0, line 0 when unknown.
+ */
+static struct where assigned_at(struct loader *ld, const char *name, size_t len)
+{
+	struct where at = {0, 0};
+	char key[128];
+
+	if (len >= sizeof(key))
+		return at;
+	memcpy(key, name, len);
+	key[len] = '\0';
+	if (lua_getfield(ld->L, 3, key) == LUA_TNUMBER)
+		at = where_unpack(lua_tointeger(ld->L, -1));
+	lua_pop(ld->L, 1);
+	if (at.file < 0 || (size_t)at.file >= ld->nfiles)
+		at = (struct where){0, 0};
+	return at;
 }
 
 /*
  * The line of a key path such as services.c2s.connect, services["a-b"] or
  * proxy_port_mappings[15222]: the top-level assignment, narrowed to each
  * nested key found written inside that statement. Values built by code leave
- * no such trace; the statement's line is the best then. 0: unknown.
+ * no such trace; the statement's line is the best then. Line 0: unknown.
  */
-static int key_line(struct loader *ld, const char *path)
+static struct where key_line(struct loader *ld, const char *path)
 {
-	size_t n = strspn(path, "abcdefghijklmnopqrstuvwxyz_");
-	int k = key_index(path, n), end, line;
+	size_t n = strcspn(path, ".[");
+	struct where at = assigned_at(ld, path, n);
+	struct source *f = &ld->files[at.file];
 	const char *p = path + n;
+	int end = at.line;
 
-	if (k < 0 || ld->line[k] <= 0)
-		return 0;
-	end = ld->line[k];
-	line = statement_line(ld, end, path, n);
-	if (!ld->lines || (size_t)end > ld->nlines)
-		return line;
+	if (end <= 0)
+		return at;
+	at.line = statement_line(f, end, path, n);
+	if (!f->lines || (size_t)end > f->nlines)
+		return at;
 	while (*p) {
 		const char *c;
 		size_t clen;
@@ -276,27 +342,28 @@ static int key_line(struct loader *ld, const char *path)
 		} else {
 			break;
 		}
-		for (int l = line; l <= end && !found; l++)
-			if (clen && line_assigns(ld, l, c, clen))
+		for (int l = at.line; l <= end && !found; l++)
+			if (clen && line_assigns(f, l, c, clen))
 				found = l;
 		if (!found)
 			break;
-		line = found;
+		at.line = found;
 	}
-	return line;
+	return at;
 }
 
 /* "FILE:LINE: PATH: text", without the parts that are unknown or not wanted. */
 __attribute__((format(printf, 6, 0))) static void vformat(struct loader *ld, char *buf, size_t cap,
-							  int line, const char *path,
+							  struct where at, const char *path,
 							  const char *fmt, va_list ap)
 {
+	const char *name = ld->files[at.file].name;
 	int n;
 
-	if (line > 0)
-		n = snprintf(buf, cap, "%s:%d: ", ld->name, line);
+	if (at.line > 0)
+		n = snprintf(buf, cap, "%s:%d: ", name, at.line);
 	else
-		n = snprintf(buf, cap, "%s: ", ld->name);
+		n = snprintf(buf, cap, "%s: ", name);
 	if (path && n >= 0 && (size_t)n < cap)
 		n += snprintf(buf + n, cap - (size_t)n, "%s: ", path);
 	if (n >= 0 && (size_t)n < cap)
@@ -320,8 +387,8 @@ fail(struct loader *ld, const char *path, const char *fmt, ...)
 	abort();	  /* not reached; tells the compiler so */
 }
 
-/* A warning at a line, without a key: the caller's text names what it is about. */
-__attribute__((format(printf, 3, 4))) static void warn_at(struct loader *ld, int line,
+/* A warning at a place, without a key: the caller's text names what it is about. */
+__attribute__((format(printf, 3, 4))) static void warn_at(struct loader *ld, struct where at,
 							  const char *fmt, ...)
 {
 	char text[512];
@@ -330,7 +397,7 @@ __attribute__((format(printf, 3, 4))) static void warn_at(struct loader *ld, int
 	if (!ld->diag->warn)
 		return;
 	va_start(ap, fmt);
-	vformat(ld, text, sizeof(text), line, NULL, fmt, ap);
+	vformat(ld, text, sizeof(text), at, NULL, fmt, ap);
 	va_end(ap);
 	ld->diag->warn(ld->diag->ctx, text);
 }
@@ -531,24 +598,55 @@ static void format_addr(char *out, size_t cap, sa_family_t family, const uint8_t
 
 /* --- the settings -------------------------------------------------------- */
 
+/* <service>_ports or <service>_interfaces of one of Prosody's services. */
+static bool is_prosody_service_key(const char *name, size_t len)
+{
+	static const char *const suffixes[] = {"_ports", "_interfaces"};
+	char service[NPD_NAME_MAX];
+
+	for (size_t i = 0; i < 2; i++) {
+		size_t slen = strlen(suffixes[i]);
+
+		if (len <= slen || len - slen >= sizeof(service) ||
+		    memcmp(name + len - slen, suffixes[i], slen) != 0)
+			continue;
+		memcpy(service, name, len - slen);
+		service[len - slen] = '\0';
+		if (npd_prosody_service(service))
+			return true;
+	}
+	return false;
+}
+
+/* A key netproxyd reads. */
+static bool is_setting(const char *name, size_t len)
+{
+	return key_index(name, len) >= 0 || is_prosody_service_key(name, len);
+}
+
 struct unknown {
 	const char *name;
-	int line;
+	struct where at;
 };
 
 static int unknown_cmp(const void *a, const void *b)
 {
 	const struct unknown *x = a, *y = b;
 
-	return x->line != y->line ? (x->line > y->line) - (x->line < y->line)
-				  : strcmp(x->name, y->name);
+	if (x->at.file != y->at.file)
+		return (x->at.file > y->at.file) - (x->at.file < y->at.file);
+	if (x->at.line != y->at.line)
+		return (x->at.line > y->at.line) - (x->at.line < y->at.line);
+	return strcmp(x->name, y->name);
 }
 
 /*
- * Note where each setting was assigned, and warn about every other global,
- * in the order of the file. Functions are helpers, not settings.
+ * Warn about every global that is not a setting, in the order of the files;
+ * functions are helpers, not settings. A Prosody config is full of
+ * Prosody's own options: those are skipped without a word, and counted,
+ * except in a file that sets services, which is netproxyd's own.
  */
-static void read_lines(struct loader *ld)
+static void read_unknown(struct loader *ld)
 {
 	lua_State *L = ld->L;
 	struct unknown *u;
@@ -566,17 +664,22 @@ static void read_lines(struct loader *ld)
 		size_t len;
 		/* record_global() records string keys only. */
 		const char *name = lua_tolstring(L, -2, &len);
-		int line = (int)lua_tointeger(L, -1), k = key_index(name, len), t;
+		struct where at = where_unpack(lua_tointeger(L, -1));
+		int t;
 
 		lua_pop(L, 1);
-		if (k >= 0) {
-			ld->line[k] = line;
+		if (is_setting(name, len) || at.file < 0 || (size_t)at.file >= ld->nfiles)
 			continue;
-		}
 		t = lua_getfield(L, 2, name);
 		lua_pop(L, 1);
-		if (t != LUA_TNIL && t != LUA_TFUNCTION)
-			u[nu++] = (struct unknown){name, statement_line(ld, line, name, len)};
+		if (t == LUA_TNIL || t == LUA_TFUNCTION)
+			continue;
+		if (ld->prosody && !ld->files[at.file].own) {
+			ld->cfg->prosody_skipped++;
+			continue;
+		}
+		at.line = statement_line(&ld->files[at.file], at.line, name, len);
+		u[nu++] = (struct unknown){name, at};
 	}
 	qsort(u, nu, sizeof(*u), unknown_cmp);
 	for (size_t i = 0; i < nu; i++) {
@@ -585,7 +688,7 @@ static void read_lines(struct loader *ld)
 
 		if (strspn(name, IDENT_CHARS) != len)
 			name = quote(buf, sizeof(buf), name, len); /* _ENV["odd name"] = ... */
-		warn_at(ld, u[i].line, "unknown key %s (ignored)", name);
+		warn_at(ld, u[i].at, "unknown key %s (ignored)", name);
 	}
 	lua_pop(L, 1);
 }
@@ -672,32 +775,23 @@ static void check_service_keys(struct loader *ld, int idx, const char *path)
 	     nbad + more > 1 ? "s" : "", list);
 }
 
-/* connect = "host:port" | "[v6]:port" | "unix:/path"; names are resolved now, first answer. */
-static void read_connect(struct loader *ld, int idx, struct npd_service *svc)
+/*
+ * Where a service is: "host:port", "[v6]:port" or "unix:/path"; names are
+ * resolved now, first answer. path names the setting in messages.
+ */
+static void set_connect(struct loader *ld, const char *path, const char *text,
+			struct npd_service *svc)
 {
-	lua_State *L = ld->L;
-	char path[128], host[NPD_ADDR_TEXT], buf[80];
-	const char *text, *why;
-	size_t len;
+	char host[NPD_ADDR_TEXT], buf[80];
+	const char *why;
+	size_t len = strlen(text);
 	uint16_t port;
 	bool bracketed;
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
 	int rc;
 
-	service_path(path, sizeof(path), svc->name, "connect");
-	if (lua_type(L, idx) == LUA_TNIL)
-		fail(ld, path,
-		     "missing: say where the service is, as \"127.0.0.1:5222\", "
-		     "\"[::1]:5222\" or \"unix:/run/service.sock\"");
-	if (lua_type(L, idx) != LUA_TSTRING)
-		fail(ld, path,
-		     "expected \"host:port\", \"[address]:port\" or \"unix:/path\", got %s",
-		     luaL_typename(L, idx));
-	text = lua_tolstring(L, idx, &len);
-	if (strlen(text) != len)
-		fail(ld, path, "contains a NUL byte");
 	if (len >= sizeof(svc->addr_text))
-		fail(ld, path, "%s is too long (at most %zu bytes)", show(L, idx, buf, sizeof(buf)),
+		fail(ld, path, "%s is too long (at most %zu bytes)", quote(buf, sizeof(buf), text, len),
 		     sizeof(svc->addr_text) - 1);
 	memcpy(svc->addr_text, text, len + 1);
 	if (strncmp(text, "unix:", 5) == 0) {
@@ -706,7 +800,7 @@ static void read_connect(struct loader *ld, int idx, struct npd_service *svc)
 		if (len == 5 || len - 5 >= sizeof(sun->sun_path))
 			fail(ld, path,
 			     "expected \"unix:\" and a socket path of 1 to %zu bytes, got %s",
-			     sizeof(sun->sun_path) - 1, show(L, idx, buf, sizeof(buf)));
+			     sizeof(sun->sun_path) - 1, quote(buf, sizeof(buf), text, len));
 		sun->sun_family = AF_UNIX;
 		memcpy(sun->sun_path, text + 5, len - 5 + 1);
 		svc->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len - 5 + 1);
@@ -714,7 +808,7 @@ static void read_connect(struct loader *ld, int idx, struct npd_service *svc)
 	}
 	why = split_host_port(text, host, sizeof(host), &port, &bracketed);
 	if (why)
-		fail(ld, path, "%s: %s", show(L, idx, buf, sizeof(buf)), why);
+		fail(ld, path, "%s: %s", quote(buf, sizeof(buf), text, len), why);
 	/* Brackets hold a numeric IPv6 address; the resolver reads the scope (fe80::1%eth0). */
 	if (bracketed) {
 		hints.ai_family = AF_INET6;
@@ -736,6 +830,160 @@ static void read_connect(struct loader *ld, int idx, struct npd_service *svc)
 		((struct sockaddr_in *)&svc->addr)->sin_port = htons(port);
 	else
 		((struct sockaddr_in6 *)&svc->addr)->sin6_port = htons(port);
+}
+
+/* A port: an integer, or a string of digits as Prosody takes it (tonumber). */
+static bool to_port(lua_State *L, int idx, uint16_t *port)
+{
+	lua_Integer v = 0;
+	size_t len;
+	const char *s;
+
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		s = lua_tolstring(L, idx, &len);
+		if (len == 0 || len > 5 || strspn(s, "0123456789") != len)
+			return false;
+		v = strtol(s, NULL, 10);
+	} else if (!to_integer(L, idx, &v)) {
+		return false;
+	}
+	*port = (uint16_t)v;
+	return v >= 1 && v <= 65535;
+}
+
+/* A boolean of Prosody's that is true unless set to false (use_ipv4, use_ipv6). */
+static bool prosody_flag(struct loader *ld, enum key k)
+{
+	bool on = push_setting(ld, k) == LUA_TNIL || lua_toboolean(ld->L, -1);
+
+	lua_pop(ld->L, 1);
+	return on;
+}
+
+/*
+ * Push the interfaces Prosody's portmanager gives a service (prosody.h) and
+ * return the key they came from, or NULL for Prosody's defaults.
+ */
+static const char *push_prosody_interfaces(struct loader *ld, const struct npd_prosody_service *ps,
+					   char *key, size_t cap)
+{
+	lua_State *L = ld->L;
+	bool v4 = prosody_flag(ld, K_USE_IPV4), v6 = prosody_flag(ld, K_USE_IPV6);
+
+	snprintf(key, cap, "%s_interfaces", ps->name);
+	if (lua_getfield(L, 2, key) != LUA_TNIL)
+		return key;
+	lua_pop(L, 1);
+	if (ps->private) {
+		if (push_setting(ld, K_LOCAL_INTERFACES) != LUA_TNIL)
+			return key_names[K_LOCAL_INTERFACES];
+		lua_pop(L, 1);
+		lua_pushstring(L, v4 || !v6 ? "127.0.0.1" : "::1");
+		return NULL;
+	}
+	if (push_setting(ld, K_ANY_INTERFACES) != LUA_TNIL)
+		return key_names[K_ANY_INTERFACES];
+	lua_pop(L, 1);
+	lua_pushstring(L, v4 || !v6 ? "*" : "::");
+	return NULL;
+}
+
+/*
+ * The address of one of Prosody's services, from Prosody's keys: its first
+ * port on its first interface. path names the setting that needs it.
+ */
+static void read_prosody_address(struct loader *ld, const char *path, struct npd_service *svc,
+				 const struct npd_prosody_service *ps)
+{
+	lua_State *L = ld->L;
+	int top = lua_gettop(L);
+	char ports_key[NPD_NAME_MAX + 16], ifaces_key[NPD_NAME_MAX + 16], item[NPD_NAME_MAX + 24];
+	char text[NPD_ADDR_TEXT], buf[80];
+	const char *ifaces_from, *iface, *host;
+	uint16_t port = ps->default_port;
+	bool ports_set;
+
+	snprintf(ports_key, sizeof(ports_key), "%s_ports", ps->name);
+	ports_set = lua_getfield(L, 2, ports_key) != LUA_TNIL;
+	if (!ports_set && !port)
+		fail(ld, path,
+		     "Prosody does not listen for %s: set %s, as in %s = { 5223 } (it has no "
+		     "default port)",
+		     ps->name, ports_key, ports_key);
+	if (ports_set) {
+		if (list_len(ld, top + 1, ports_key) == 0)
+			fail(ld, ports_key, "the list is empty: Prosody does not listen for %s, so %s "
+					    "cannot reach it",
+			     ps->name, path);
+		push_item(L, top + 1, 1);
+		item_path(item, sizeof(item), L, top + 1, ports_key, 1);
+		if (!to_port(L, -1, &port))
+			fail(ld, item, "expected a port from 1 to 65535, got %s",
+			     show(L, -1, buf, sizeof(buf)));
+	}
+
+	ifaces_from = push_prosody_interfaces(ld, ps, ifaces_key, sizeof(ifaces_key));
+	if (ifaces_from && list_len(ld, lua_gettop(L), ifaces_from) == 0)
+		fail(ld, ifaces_from, "the list is empty: Prosody does not listen for %s, so %s "
+				      "cannot reach it",
+		     ps->name, path);
+	push_item(L, lua_gettop(L), 1);
+	/* Prosody binds to what it is given: no brackets, no port. */
+	if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
+	    strpbrk(lua_tostring(L, -1), "[] /") ||
+	    strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)) {
+		item_path(item, sizeof(item), L, lua_gettop(L) - 1, ifaces_from, 1);
+		fail(ld, item, "expected an address such as \"*\", \"::\" or \"127.0.0.1\", got %s",
+		     show(L, -1, buf, sizeof(buf)));
+	}
+	iface = lua_tostring(L, -1);
+	host = npd_prosody_connect_host(iface);
+	snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+	set_connect(ld, ifaces_from ? ifaces_from : path, text, svc);
+	if (!ports_set && !ifaces_from)
+		snprintf(svc->prosody, sizeof(svc->prosody), "Prosody's defaults for %s", ps->name);
+	else
+		snprintf(svc->prosody, sizeof(svc->prosody), "Prosody's %s and %s",
+			 ports_set ? ports_key : "default port",
+			 ifaces_from	? ifaces_from
+			 : ps->private ? "default local_interfaces"
+				       : "default interfaces");
+	lua_settop(L, top);
+}
+
+/*
+ * connect = "host:port" | "[v6]:port" | "unix:/path", or nothing for one of
+ * Prosody's services, whose address comes from Prosody's keys. mapped names
+ * the mapping that needs a service services does not have, else NULL.
+ */
+static void read_connect(struct loader *ld, int idx, struct npd_service *svc, const char *mapped)
+{
+	lua_State *L = ld->L;
+	char path[128];
+	const char *text;
+	size_t len;
+	const struct npd_prosody_service *ps = npd_prosody_service(svc->name);
+
+	service_path(path, sizeof(path), svc->name, "connect");
+	if (lua_type(L, idx) == LUA_TNIL && ps) {
+		service_path(path, sizeof(path), svc->name, NULL);
+		read_prosody_address(ld, mapped ? mapped : path, svc, ps);
+		return;
+	}
+	if (lua_type(L, idx) == LUA_TNIL)
+		fail(ld, path,
+		     "missing: say where the service is, as \"127.0.0.1:5222\", "
+		     "\"[::1]:5222\" or \"unix:/run/service.sock\" (only Prosody's services, %s, "
+		     "can do without: they are found where Prosody's config says)",
+		     npd_prosody_service_names);
+	if (lua_type(L, idx) != LUA_TSTRING)
+		fail(ld, path,
+		     "expected \"host:port\", \"[address]:port\" or \"unix:/path\", got %s",
+		     luaL_typename(L, idx));
+	text = lua_tolstring(L, idx, &len);
+	if (strlen(text) != len)
+		fail(ld, path, "contains a NUL byte");
+	set_connect(ld, path, text, svc);
 }
 
 /* pass_tlvs = { "ALPN", 0xE0, ... }: the types re-emitted in the v2 header. */
@@ -772,7 +1020,8 @@ static void read_pass_tlvs(struct loader *ld, int idx, struct npd_service *svc, 
 	}
 }
 
-static void read_service(struct loader *ld, int idx, struct npd_service *svc)
+/* A service's table at idx; mapped as for read_connect(). */
+static void read_service(struct loader *ld, int idx, struct npd_service *svc, const char *mapped)
 {
 	lua_State *L = ld->L;
 	char path[128], field[160], buf[80];
@@ -782,11 +1031,10 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc)
 	if (lua_type(L, idx) != LUA_TTABLE)
 		fail(ld, path, "expected a table such as { connect = \"127.0.0.1:5222\" }, got %s",
 		     luaL_typename(L, idx));
-	svc->line = key_line(ld, path);
 	check_service_keys(ld, idx, path);
 
 	lua_getfield(L, idx, "connect");
-	read_connect(ld, lua_gettop(L), svc);
+	read_connect(ld, lua_gettop(L), svc, mapped);
 
 	/* Transparent delivery: connect from the client's own address. */
 	service_path(field, sizeof(field), svc->name, "transparent");
@@ -887,7 +1135,7 @@ static void read_services(struct loader *ld)
 	qsort(cfg->services, n, sizeof(*cfg->services), service_cmp);
 	for (size_t i = 0; i < n; i++) {
 		lua_getfield(L, idx, cfg->services[i].name);
-		read_service(ld, lua_gettop(L), &cfg->services[i]);
+		read_service(ld, lua_gettop(L), &cfg->services[i], NULL);
 		lua_pop(L, 1);
 	}
 out:
@@ -906,6 +1154,42 @@ static struct mapping *find_mapping(struct loader *ld, lua_Integer port)
 	struct mapping key = {.port = (uint16_t)port};
 
 	return ld->nmap ? bsearch(&key, ld->map, ld->nmap, sizeof(key), mapping_cmp) : NULL;
+}
+
+/*
+ * A service for a mapped name that services lacks: one of Prosody's, found
+ * where Prosody's config says, delivered plain. Kept sorted by name.
+ */
+static void add_prosody_service(struct loader *ld, const char *name, const char *path)
+{
+	struct npd_config *cfg = ld->cfg;
+	struct npd_service *grown, *svc;
+	char buf[80];
+
+	if (!npd_prosody_service(name))
+		fail(ld, path,
+		     "maps to %s, which services does not define and which is not one of "
+		     "Prosody's services (%s)",
+		     quote(buf, sizeof(buf), name, strlen(name)), npd_prosody_service_names);
+	grown = realloc(cfg->services, (cfg->nservices + 1) * sizeof(*grown));
+	if (!grown)
+		fail(ld, path, "out of memory");
+	cfg->services = grown;
+	svc = memset(&grown[cfg->nservices++], 0, sizeof(*svc));
+	snprintf(svc->name, sizeof(svc->name), "%s", name);
+	lua_newtable(ld->L); /* no options: the defaults */
+	read_service(ld, lua_gettop(ld->L), svc, path);
+	lua_pop(ld->L, 1);
+	qsort(cfg->services, cfg->nservices, sizeof(*svc), service_cmp);
+}
+
+/* Push proxy_port_mappings' value for m. */
+static int push_mapped(lua_State *L, int idx, const struct mapping *m)
+{
+	if (!m->string_key)
+		return lua_rawgeti(L, idx, m->port);
+	lua_pushfstring(L, "%d", (int)m->port);
+	return lua_rawget(L, idx);
 }
 
 /* proxy_port_mappings = { [15222] = "c2s" }: every name must be a service. */
@@ -930,27 +1214,36 @@ static void read_mappings(struct loader *ld)
 	/* Ports first, sorted, so the first bad value reported is the same on every run. */
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
-		lua_Integer port;
+		uint16_t port;
 
 		lua_pop(L, 1);
-		if (!to_integer(L, -1, &port) || port < 1 || port > 65535)
+		if (!to_port(L, -1, &port))
 			fail(ld, "proxy_port_mappings",
 			     "expected port numbers from 1 to 65535 as keys, got %s",
 			     show(L, -1, buf, sizeof(buf)));
-		ld->map[ld->nmap++].port = (uint16_t)port;
+		ld->map[ld->nmap].string_key = lua_type(L, -1) == LUA_TSTRING;
+		ld->map[ld->nmap++].port = port;
 	}
 	qsort(ld->map, ld->nmap, sizeof(*ld->map), mapping_cmp);
+	for (size_t i = 0; i + 1 < ld->nmap; i++)
+		if (ld->map[i].port == ld->map[i + 1].port)
+			fail(ld, "proxy_port_mappings", "port %u is mapped twice (as %u and as \"%u\")",
+			     ld->map[i].port, ld->map[i].port, ld->map[i].port);
+	/* Then the names; one that services lacks may be Prosody's, added now. */
 	for (size_t i = 0; i < ld->nmap; i++) {
 		struct mapping *m = &ld->map[i];
 
 		snprintf(path, sizeof(path), "proxy_port_mappings[%u]", m->port);
-		if (lua_rawgeti(L, idx, m->port) != LUA_TSTRING)
+		if (push_mapped(L, idx, m) != LUA_TSTRING)
 			fail(ld, path, "expected a service name, got %s", luaL_typename(L, -1));
-		m->service = find_service(ld->cfg, lua_tostring(L, -1));
-		if (m->service < 0)
-			fail(ld, path,
-			     "port %u maps to the service %s, which services does not define",
-			     m->port, show(L, -1, buf, sizeof(buf)));
+		if (find_service(ld->cfg, lua_tostring(L, -1)) < 0)
+			add_prosody_service(ld, lua_tostring(L, -1), path);
+		lua_pop(L, 1);
+	}
+	/* Indices last: adding a service re-sorts them. */
+	for (size_t i = 0; i < ld->nmap; i++) {
+		push_mapped(L, idx, &ld->map[i]);
+		ld->map[i].service = find_service(ld->cfg, lua_tostring(L, -1));
 		lua_pop(L, 1);
 	}
 out:
@@ -1102,27 +1395,39 @@ static void read_tunables(struct loader *ld)
 	}
 }
 
-/* proxy_interfaces = { "*" }: "*" is both wildcards, marked implicit. */
-static void read_interfaces(struct loader *ld, int idx)
+/*
+ * proxy_interfaces = { "*" }, or as in Prosody interfaces, else every
+ * address: "*" is both wildcards, marked implicit. key names the setting
+ * at idx; nil there means the default, which use_ipv4 = false or use_ipv6 =
+ * false narrow as in Prosody.
+ */
+static void read_interfaces(struct loader *ld, int idx, const char *key)
 {
 	lua_State *L = ld->L;
 	size_t n;
 	char path[64], buf[80];
 
 	if (lua_isnil(L, idx)) {
-		lua_pushliteral(L, "*");
+		bool v4 = prosody_flag(ld, K_USE_IPV4), v6 = prosody_flag(ld, K_USE_IPV6);
+
+		if (v4 && v6)
+			lua_pushliteral(L, "*");
+		else if (v4 || v6)
+			lua_pushstring(L, v4 ? "0.0.0.0" : "::");
+		else
+			lua_newtable(L);
 		lua_replace(L, idx);
 	}
-	n = list_len(ld, idx, "proxy_interfaces");
+	n = list_len(ld, idx, key);
 	ld->ifaces = calloc(2 * n + 1, sizeof(*ld->ifaces));
 	if (!ld->ifaces)
-		fail(ld, "proxy_interfaces", "out of memory");
+		fail(ld, key, "out of memory");
 	for (size_t i = 1; i <= n; i++) {
 		struct iface add[2] = {{0}};
 		size_t nadd = 1;
 
 		push_item(L, idx, i);
-		item_path(path, sizeof(path), L, idx, "proxy_interfaces", i);
+		item_path(path, sizeof(path), L, idx, key, i);
 		if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "*") == 0) {
 			add[0] = (struct iface){.family = AF_INET, .implicit = true};
 			add[1] = (struct iface){.family = AF_INET6, .implicit = true};
@@ -1206,12 +1511,18 @@ static void read_listeners(struct loader *ld)
 	int ports, ifaces;
 	size_t n = 0, numeric = 0;
 	char path[64], buf[80];
+	const char *iface_key = key_names[K_INTERFACES];
 
 	push_setting(ld, K_PORTS);
 	ports = lua_gettop(L);
-	push_setting(ld, K_INTERFACES);
+	if (push_setting(ld, K_INTERFACES) == LUA_TNIL) { /* Prosody's fallback */
+		lua_pop(L, 1);
+		iface_key = push_setting(ld, K_ANY_INTERFACES) == LUA_TNIL
+				    ? key_names[K_INTERFACES]
+				    : key_names[K_ANY_INTERFACES];
+	}
 	ifaces = lua_gettop(L);
-	read_interfaces(ld, ifaces);
+	read_interfaces(ld, ifaces, iface_key);
 
 	if (lua_isnil(L, ports)) {
 		for (size_t i = 0; i < ld->nmap; i++) {
@@ -1225,12 +1536,18 @@ static void read_listeners(struct loader *ld)
 		n = list_len(ld, ports, "proxy_ports");
 	}
 	for (size_t i = 1; i <= n; i++) {
-		lua_Integer port;
+		uint16_t port;
 		struct mapping *m;
 
 		push_item(L, ports, i);
 		item_path(path, sizeof(path), L, ports, "proxy_ports", i);
-		if (lua_type(L, -1) == LUA_TSTRING) {
+		if (to_port(L, -1, &port)) {
+			m = find_mapping(ld, port);
+			for (size_t j = 0; j < ld->nifaces; j++)
+				add_listener(ld, path, ld->ifaces[j].family, ld->ifaces[j].addr,
+					     port, m, ld->ifaces[j].implicit);
+			numeric++;
+		} else if (lua_type(L, -1) == LUA_TSTRING) {
 			char host[NPD_ADDR_TEXT];
 			uint16_t p;
 			bool bracketed;
@@ -1247,12 +1564,6 @@ static void read_listeners(struct loader *ld)
 			port = p;
 			m = find_mapping(ld, port);
 			add_listener(ld, path, family, addr, p, m, false);
-		} else if (to_integer(L, -1, &port) && port >= 1 && port <= 65535) {
-			m = find_mapping(ld, port);
-			for (size_t j = 0; j < ld->nifaces; j++)
-				add_listener(ld, path, ld->ifaces[j].family, ld->ifaces[j].addr,
-					     (uint16_t)port, m, ld->ifaces[j].implicit);
-			numeric++;
 		} else {
 			fail(ld, path,
 			     "expected a port from 1 to 65535 or \"address:port\", got %s",
@@ -1262,9 +1573,9 @@ static void read_listeners(struct loader *ld)
 			m->listed = true;
 		else
 			warn(ld, path,
-			     "port %lld has no mapping in proxy_port_mappings: its connections "
+			     "port %u has no mapping in proxy_port_mappings: its connections "
 			     "will be closed after the header",
-			     (long long)port);
+			     port);
 		lua_pop(L, 1);
 	}
 	if (!lua_isnil(L, ports))
@@ -1279,7 +1590,7 @@ static void read_listeners(struct loader *ld)
 
 	if (cfg->nlisteners == 0) {
 		if (numeric && ld->nifaces == 0)
-			fail(ld, "proxy_interfaces", "the list is empty: nothing to listen on");
+			fail(ld, iface_key, "the list is empty: nothing to listen on");
 		if (!lua_isnil(L, ports))
 			fail(ld, "proxy_ports", "the list is empty: nothing to listen on");
 		fail(ld, "proxy_port_mappings",
@@ -1289,12 +1600,36 @@ static void read_listeners(struct loader *ld)
 	lua_settop(L, 3);
 }
 
-/* Runs in lua_pcall(): 1 the loader, 2 the values assigned, 3 the line of each. */
+/* Prosody would load mod_net_proxy and listen on the proxy ports itself. */
+static void warn_net_proxy(struct loader *ld)
+{
+	lua_State *L = ld->L;
+
+	if (push_setting(ld, K_MODULES_ENABLED) == LUA_TTABLE)
+		for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+			bool found = lua_type(L, -1) == LUA_TSTRING &&
+				     strcmp(lua_tostring(L, -1), "net_proxy") == 0;
+
+			lua_pop(L, 1);
+			if (found) {
+				warn(ld, "modules_enabled",
+				     "loads net_proxy: Prosody would listen on the proxy ports "
+				     "itself; remove it, netproxyd takes its place");
+				break;
+			}
+		}
+	lua_settop(L, 3);
+}
+
+/* Runs in lua_pcall(): 1 the loader, 2 the values assigned, 3 where each was. */
 static int check(lua_State *L)
 {
 	struct loader *ld = lua_touserdata(L, 1);
 
-	read_lines(ld);
+	ld->cfg->nfiles = (int)ld->nfiles;
+	ld->cfg->prosody = ld->prosody;
+	read_unknown(ld);
+	warn_net_proxy(ld);
 	read_tunables(ld);
 	read_trusted(ld);
 	read_services(ld);
@@ -1304,6 +1639,14 @@ static int check(lua_State *L)
 }
 
 /* --- the sandbox --------------------------------------------------------- */
+
+static struct loader *loader_of(lua_State *L)
+{
+	void *ud;
+
+	lua_getallocf(L, &ud);
+	return ud;
+}
 
 /* Lua's allocator contract, with a cap; shrinking must never fail, so only growth is refused. */
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -1325,45 +1668,284 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	return p;
 }
 
+/*
+ * Each file's chunk is named "\1N", N its index in ld->files: short, since
+ * Lua cuts long names ("...end/of/path.lua") in its messages, and
+ * lua_failure() puts the file's whole name back. Returns N, or -1 for a
+ * chunk that is not a config file's.
+ */
+static int chunk_file(const struct loader *ld, const char *source)
+{
+	char *end;
+	unsigned long n;
+
+	if (source[0] != '=' || source[1] != '\x01' || !isdigit((unsigned char)source[2]))
+		return -1;
+	n = strtoul(source + 2, &end, 10);
+	return *end == '\0' && n < ld->nfiles ? (int)n : -1;
+}
+
+/* The config line running at stack level (1: the caller of a C function). */
+static struct where running_at(lua_State *L, int level)
+{
+	struct loader *ld = loader_of(L);
+	lua_Debug ar;
+
+	for (; lua_getstack(L, level, &ar); level++) {
+		int file;
+
+		lua_getinfo(L, "Sl", &ar);
+		file = chunk_file(ld, ar.source);
+		if (ar.currentline > 0 && file >= 0)
+			return (struct where){file, ar.currentline};
+	}
+	return (struct where){0, 0};
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
-	void *ud;
-	struct loader *ld;
+	struct loader *ld = loader_of(L);
+	struct where at;
 
-	lua_getallocf(L, &ud);
-	ld = ud;
+	(void)ar;
 	if (++ld->steps < MAX_STEPS)
 		return;
 	/* From now on every instruction raises: pcall in the config cannot catch it and go on. */
 	lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
-	lua_getinfo(L, "l", ar);
+	at = running_at(L, 0);
 	lua_pushfstring(L, "%s:%d: config runs too long (over %d million Lua instructions)",
-			ld->name, ar->currentline, MAX_STEPS * (STEP_INSNS / 1000000));
+			ld->files[at.file].name, at.line, MAX_STEPS * (STEP_INSNS / 1000000));
 	lua_error(L);
 }
 
 /*
  * __newindex of the config's environment: each global goes to the values
  * table (never into the environment, so every assignment comes here) and
- * the line doing it to the lines table. An assignment from inside a C
- * function (table.insert(_ENV, ...)) is charged to the Lua line calling it.
+ * where it was made, file and line, to the lines table. An assignment from
+ * inside a C function (table.insert(_ENV, ...)) is charged to the Lua line
+ * calling it. As in Prosody, an assignment after VirtualHost or Component
+ * is that host's, not a global: skipped, with a word if netproxyd reads it.
  */
 static int record_global(lua_State *L)
 {
-	lua_Debug ar;
+	struct loader *ld = loader_of(L);
+	struct where at = running_at(L, 1);
+	size_t len = 0;
+	const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &len) : NULL;
 
-	if (lua_type(L, 2) == LUA_TSTRING)
-		for (int level = 1; lua_getstack(L, level, &ar); level++) {
-			lua_getinfo(L, "l", &ar);
-			if (ar.currentline > 0) {
-				lua_pushvalue(L, 2);
-				lua_pushinteger(L, ar.currentline);
-				lua_rawset(L, lua_upvalueindex(2));
-				break;
-			}
-		}
+	if (ld->section[0]) {
+		/* Not modules_enabled: hosts have their own, and netproxyd reads it only to warn. */
+		if (key && is_setting(key, len) && strcmp(key, key_names[K_MODULES_ENABLED]) != 0)
+			warn_at(ld,
+				(struct where){at.file, statement_line(&ld->files[at.file], at.line,
+								      key, len)},
+				"%s belongs to %s here, and Prosody reads it only in the global "
+				"section (before the first VirtualHost or Component): ignored",
+				key, ld->section);
+		return 0;
+	}
+	if (key) {
+		ld->files[at.file].own |= strcmp(key, "services") == 0;
+		ld->prosody |= strcmp(key, key_names[K_MODULES_ENABLED]) == 0;
+		lua_pushvalue(L, 2);
+		lua_pushinteger(L, where_pack(at));
+		lua_rawset(L, lua_upvalueindex(2));
+	}
 	lua_settop(L, 3);
 	lua_rawset(L, lua_upvalueindex(1));
+	return 0;
+}
+
+/*
+ * __index of the environment: settings read back (services.c2s = { ... }),
+ * and as in Prosody ENV_NAME for the environment variable NAME.
+ */
+static int read_global(lua_State *L)
+{
+	size_t len;
+	const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &len) : NULL;
+
+	if (key && len > 4 && memcmp(key, "ENV_", 4) == 0 && strlen(key) == len) {
+		const char *value = getenv(key + 4);
+
+		if (value)
+			lua_pushstring(L, value);
+		else
+			lua_pushnil(L);
+		return 1;
+	}
+	lua_pushvalue(L, 2);
+	lua_rawget(L, lua_upvalueindex(1));
+	return 1;
+}
+
+/* --- Prosody's config language ------------------------------------------- */
+
+/* The { options } that may follow a section's name: the host's own, skipped; back to global. */
+static int end_section(lua_State *L)
+{
+	loader_of(L)->section[0] = '\0';
+	return 0;
+}
+
+/* After Component "name": a module name and then options, or options. */
+static int component_module(lua_State *L)
+{
+	if (lua_type(L, 1) == LUA_TSTRING) {
+		lua_pushcfunction(L, end_section);
+		return 1;
+	}
+	return end_section(L);
+}
+
+/* VirtualHost "name" or Component "name": what follows is that host's. */
+static int open_section(lua_State *L, const char *kind, lua_CFunction then)
+{
+	struct loader *ld = loader_of(L);
+	char name[64];
+	size_t len;
+	const char *s;
+
+	if (lua_type(L, 1) != LUA_TSTRING)
+		return luaL_error(L, "%s needs a name, as in %s \"example.com\"", kind, kind);
+	s = lua_tolstring(L, 1, &len);
+	snprintf(ld->section, sizeof(ld->section), "%s %s", kind, quote(name, sizeof(name), s, len));
+	ld->prosody = true;
+	lua_pushcfunction(L, then);
+	return 1;
+}
+
+static int prosody_virtualhost(lua_State *L)
+{
+	return open_section(L, "VirtualHost", end_section);
+}
+
+static int prosody_component(lua_State *L)
+{
+	return open_section(L, "Component", component_module);
+}
+
+/* A file the config reads, as ld->files[n]: its text read whole, or why not in err. */
+static char *read_file(const char *path, size_t *out_len, char *err, size_t errcap)
+{
+	FILE *f = fopen(path, "re");
+	char *buf = NULL, *grown;
+	size_t len = 0, cap = 0, n;
+	int e;
+
+	if (!f) {
+		snprintf(err, errcap, "%s: cannot open: %s", path, strerror(errno));
+		return NULL;
+	}
+	do {
+		if (len == cap) {
+			cap = cap ? 2 * cap : 8192;
+			grown = cap <= FILE_MAX + 1 ? realloc(buf, cap) : NULL;
+			if (!grown) {
+				snprintf(err, errcap, "%s: %s", path,
+					 cap > FILE_MAX + 1 ? "larger than 16 MiB" : "out of memory");
+				free(buf);
+				fclose(f);
+				return NULL;
+			}
+			buf = grown;
+		}
+		n = fread(buf + len, 1, cap - len, f);
+		len += n;
+	} while (n > 0);
+	e = ferror(f) ? errno : 0;
+	fclose(f);
+	if (e) {
+		snprintf(err, errcap, "%s: cannot read: %s", path, strerror(e));
+		free(buf);
+		return NULL;
+	}
+	*out_len = len;
+	return buf;
+}
+
+/* Room for one more file in ld->files, zeroed; NULL when out of memory. */
+static struct source *add_source(struct loader *ld)
+{
+	struct source *grown = realloc(ld->files, (ld->nfiles + 1) * sizeof(*grown));
+
+	if (!grown)
+		return NULL;
+	ld->files = grown;
+	return memset(&grown[ld->nfiles++], 0, sizeof(*grown));
+}
+
+/* Run one included file in the environment (upvalue 1), in the global section. */
+static void include_file(lua_State *L, struct loader *ld, const char *path)
+{
+	char err[400], chunk[24], saved[sizeof(ld->section)];
+	struct source *f;
+
+	if (ld->depth >= DEPTH_MAX)
+		luaL_error(L, "Include of %s: Includes nest more than %d deep (does a file include "
+			      "itself?)",
+			   path, DEPTH_MAX);
+	if (ld->nfiles >= FILES_MAX)
+		luaL_error(L, "Include of %s: a config may read at most %d files", path, FILES_MAX);
+	f = add_source(ld);
+	if (!f || !(f->name = strdup(path)))
+		luaL_error(L, "out of memory");
+	f->owned = read_file(path, &f->len, err, sizeof(err));
+	if (!f->owned)
+		luaL_error(L, "Include: %s", err);
+	f->src = f->owned;
+	snprintf(chunk, sizeof(chunk), "=\x01%zu", ld->nfiles - 1);
+	if (luaL_loadbufferx(L, f->src, f->len, chunk, "t") != LUA_OK)
+		lua_error(L);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_setupvalue(L, -2, 1); /* _ENV */
+	memcpy(saved, ld->section, sizeof(saved));
+	ld->section[0] = '\0';
+	ld->depth++;
+	lua_call(L, 0, 0);
+	ld->depth--;
+	memcpy(ld->section, saved, sizeof(saved));
+}
+
+/*
+ * Include "file": as Prosody, relative to the including file, '*' and '?'
+ * in the file name (prosody.h); each file runs in the same environment.
+ */
+static int prosody_include(lua_State *L)
+{
+	struct loader *ld = loader_of(L);
+	const char *file = luaL_checkstring(L, 1);
+	struct where at = running_at(L, 1);
+	char err[400], *paths, *p, **grown;
+	size_t count;
+
+	paths = npd_prosody_include_paths(ld->files[at.file].name, file, &count, err,
+					  sizeof(err));
+	if (!paths)
+		return luaL_error(L, "Include \"%s\": %s", file, err);
+	/* Owned by the loader at once: an error in an included file unwinds past here. */
+	grown = realloc(ld->owned, (ld->nowned + 1) * sizeof(*grown));
+	if (!grown) {
+		free(paths);
+		return luaL_error(L, "out of memory");
+	}
+	ld->owned = grown;
+	ld->owned[ld->nowned++] = paths;
+	for (p = paths; count > 0; count--, p += strlen(p) + 1)
+		include_file(L, ld, p);
+	return 0;
+}
+
+/* RunScript "file" runs any Lua with all of Prosody's powers: not in this sandbox. */
+static int prosody_runscript(lua_State *L)
+{
+	struct loader *ld = loader_of(L);
+	char buf[80];
+	size_t len = 0;
+	const char *file = lua_tolstring(L, 1, &len);
+
+	warn_at(ld, running_at(L, 1), "RunScript %s skipped: netproxyd runs no scripts",
+		file ? quote(buf, sizeof(buf), file, len) : "(no file)");
 	return 0;
 }
 
@@ -1382,6 +1964,12 @@ static int open_sandbox(lua_State *L)
 		"pcall",  "select",	  "tonumber",	  "tostring",	   "type",
 		"xpcall", LUA_STRLIBNAME, LUA_TABLIBNAME, LUA_MATHLIBNAME,
 	};
+	/* Prosody's own words, with its lower-case spellings. */
+	static const luaL_Reg prosody[] = {
+		{"VirtualHost", prosody_virtualhost}, {"Host", prosody_virtualhost},
+		{"host", prosody_virtualhost},	      {"Component", prosody_component},
+		{"component", prosody_component},     {"RunScript", prosody_runscript},
+	};
 
 	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
 		luaL_requiref(L, libs[i].name, libs[i].func, 1);
@@ -1394,11 +1982,21 @@ static int open_sandbox(lua_State *L)
 		lua_setfield(L, 1, safe[i]);
 	}
 	lua_pop(L, 1);
+	for (size_t i = 0; i < sizeof(prosody) / sizeof(prosody[0]); i++) {
+		lua_pushcfunction(L, prosody[i].func);
+		lua_setfield(L, 1, prosody[i].name);
+	}
+	for (int i = 0; i < 2; i++) { /* Include runs files in the environment */
+		lua_pushvalue(L, 1);
+		lua_pushcclosure(L, prosody_include, 1);
+		lua_setfield(L, 1, i ? "include" : "Include");
+	}
 	lua_newtable(L); /* 2: values */
 	lua_newtable(L); /* 3: lines */
 	lua_createtable(L, 0, 2);
 	lua_pushvalue(L, 2);
-	lua_setfield(L, -2, "__index"); /* settings read back: services.c2s = { ... } */
+	lua_pushcclosure(L, read_global, 1);
+	lua_setfield(L, -2, "__index");
 	lua_pushvalue(L, 2);
 	lua_pushvalue(L, 3);
 	lua_pushcclosure(L, record_global, 2);
@@ -1407,30 +2005,33 @@ static int open_sandbox(lua_State *L)
 	return 3;
 }
 
-#define CHUNK_NAME "\x01config"
-
 /* Lua's message for a failed step; a message without a position gets the file's name. */
 static void lua_failure(struct loader *ld, int status)
 {
 	char *err = ld->diag->error;
 	size_t cap = sizeof(ld->diag->error);
-	const char *msg, *p;
+	const char *msg, *p, *name = ld->files[0].name;
 
 	if (status == LUA_ERRMEM) {
-		snprintf(err, cap, "%s: config uses too much memory (over %zu MiB)", ld->name,
+		snprintf(err, cap, "%s: config uses too much memory (over %zu MiB)", name,
 			 MEM_LIMIT >> 20);
 		return;
 	}
 	if (lua_type(ld->L, -1) != LUA_TSTRING) {
-		snprintf(err, cap, "%s: config raised an error that is a %s, not a message",
-			 ld->name, luaL_typename(ld->L, -1));
+		snprintf(err, cap, "%s: config raised an error that is a %s, not a message", name,
+			 luaL_typename(ld->L, -1));
 		return;
 	}
 	msg = lua_tostring(ld->L, -1);
-	/* Lua names the chunk CHUNK_NAME (see load()); give the file its whole name back. */
-	if (strncmp(msg, CHUNK_NAME ":", sizeof(CHUNK_NAME)) == 0) {
-		snprintf(err, cap, "%s%s", ld->name, msg + sizeof(CHUNK_NAME) - 1);
-		return;
+	/* "\1N:LINE: ...": a file's chunk (see chunk_file()); give it its whole name back. */
+	if (msg[0] == '\x01' && isdigit((unsigned char)msg[1])) {
+		char *end;
+		unsigned long n = strtoul(msg + 1, &end, 10);
+
+		if (*end == ':' && n < ld->nfiles) {
+			snprintf(err, cap, "%s%s", ld->files[n].name, end);
+			return;
+		}
 	}
 	for (p = strchr(msg, ':'); p; p = strchr(p + 1, ':'))
 		if (isdigit((unsigned char)p[1]) && p[1 + strspn(p + 1, "0123456789")] == ':')
@@ -1438,7 +2039,7 @@ static void lua_failure(struct loader *ld, int status)
 	if (p && !memchr(msg, '\n', (size_t)(p - msg)))
 		snprintf(err, cap, "%s", msg);
 	else
-		snprintf(err, cap, "%s: %s", ld->name, msg);
+		snprintf(err, cap, "%s: %s", name, msg);
 }
 
 static int load(struct loader *ld)
@@ -1448,19 +2049,14 @@ static int load(struct loader *ld)
 
 	L = ld->L = lua_newstate(capped_alloc, ld);
 	if (!L) {
-		snprintf(ld->diag->error, sizeof(ld->diag->error), "%s: out of memory", ld->name);
+		snprintf(ld->diag->error, sizeof(ld->diag->error), "%s: out of memory",
+			 ld->files[0].name);
 		return -1;
 	}
 	lua_pushcfunction(L, open_sandbox);
 	status = lua_pcall(L, 0, 3, 0);
-	if (status == LUA_OK) {
-		/*
-		 * Text only: precompiled chunks can crash the VM. The chunk gets a
-		 * short name, since Lua cuts long ones ("...end/of/path.lua") in its
-		 * messages; lua_failure() puts the file's name back.
-		 */
-		status = luaL_loadbufferx(L, ld->src, ld->len, "=" CHUNK_NAME, "t");
-	}
+	if (status == LUA_OK) /* text only: precompiled chunks can crash the VM */
+		status = luaL_loadbufferx(L, ld->files[0].src, ld->files[0].len, "=\x01" "0", "t");
 	if (status == LUA_OK) {
 		lua_pushvalue(L, 1);
 		lua_setupvalue(L, -2, 1); /* _ENV */
@@ -1485,24 +2081,38 @@ static int load(struct loader *ld)
 
 /* --- the interface ------------------------------------------------------- */
 
-static int load_buffer(const char *name, const char *src, size_t len, struct npd_config **out,
-		       struct npd_config_diag *diag)
+static int load_buffer(const char *name, const char *src, size_t len, char *owned,
+		       struct npd_config **out, struct npd_config_diag *diag)
 {
 	struct npd_config_diag quiet = {0};
-	struct loader ld = {.name = name ? name : "config", .src = src, .len = len};
-	int rc;
+	struct loader ld = {0};
+	int rc = -1;
 
+	name = name ? name : "config";
 	ld.diag = diag ? diag : &quiet;
 	ld.diag->error[0] = '\0';
 	*out = NULL;
 	ld.cfg = calloc(1, sizeof(*ld.cfg));
-	if (!ld.cfg) {
-		snprintf(ld.diag->error, sizeof(ld.diag->error), "%s: out of memory", ld.name);
-		return -1;
+	if (ld.cfg && add_source(&ld) && (ld.files[0].name = strdup(name))) {
+		ld.files[0].src = src;
+		ld.files[0].len = len;
+		ld.files[0].owned = owned;
+		owned = NULL;
+		snprintf(ld.cfg->source, sizeof(ld.cfg->source), "%s", name);
+		rc = load(&ld);
+	} else {
+		snprintf(ld.diag->error, sizeof(ld.diag->error), "%s: out of memory", name);
 	}
-	snprintf(ld.cfg->source, sizeof(ld.cfg->source), "%s", ld.name);
-	rc = load(&ld);
-	free(ld.lines);
+	free(owned);
+	for (size_t i = 0; i < ld.nfiles; i++) {
+		free(ld.files[i].name);
+		free(ld.files[i].owned);
+		free(ld.files[i].lines);
+	}
+	free(ld.files);
+	for (size_t i = 0; i < ld.nowned; i++)
+		free(ld.owned[i]);
+	free(ld.owned);
 	free(ld.map);
 	free(ld.ifaces);
 	if (rc != 0) {
@@ -1516,54 +2126,22 @@ static int load_buffer(const char *name, const char *src, size_t len, struct npd
 int npd_config_load_string(const char *name, const char *lua, struct npd_config **out,
 			   struct npd_config_diag *diag)
 {
-	return load_buffer(name, lua ? lua : "", lua ? strlen(lua) : 0, out, diag);
+	return load_buffer(name, lua ? lua : "", lua ? strlen(lua) : 0, NULL, out, diag);
 }
 
 int npd_config_load_file(const char *path, struct npd_config **out, struct npd_config_diag *diag)
 {
 	struct npd_config_diag quiet = {0};
-	FILE *f;
-	char *buf = NULL, *grown;
-	size_t len = 0, cap = 0, n;
-	int rc, err;
+	size_t len = 0;
+	char *buf;
 
 	if (!diag)
 		diag = &quiet;
 	*out = NULL;
-	f = fopen(path, "re");
-	if (!f) {
-		snprintf(diag->error, sizeof(diag->error), "%s: cannot open: %s", path,
-			 strerror(errno));
+	buf = read_file(path, &len, diag->error, sizeof(diag->error));
+	if (!buf)
 		return -1;
-	}
-	do {
-		if (len == cap) {
-			cap = cap ? 2 * cap : 8192;
-			grown = cap <= FILE_MAX + 1 ? realloc(buf, cap) : NULL;
-			if (!grown) {
-				snprintf(diag->error, sizeof(diag->error), "%s: %s", path,
-					 cap > FILE_MAX + 1 ? "larger than 16 MiB"
-							    : "out of memory");
-				free(buf);
-				fclose(f);
-				return -1;
-			}
-			buf = grown;
-		}
-		n = fread(buf + len, 1, cap - len, f);
-		len += n;
-	} while (n > 0);
-	err = ferror(f) ? errno : 0;
-	fclose(f);
-	if (err) {
-		snprintf(diag->error, sizeof(diag->error), "%s: cannot read: %s", path,
-			 strerror(err));
-		free(buf);
-		return -1;
-	}
-	rc = load_buffer(path, buf, len, out, diag);
-	free(buf);
-	return rc;
+	return load_buffer(path, buf, len, buf, out, diag);
 }
 
 void npd_config_free(struct npd_config *cfg)
@@ -1581,7 +2159,10 @@ static void describe_service(const struct npd_service *s, FILE *out)
 	static const char *const modes[] = {"plain", "send_proxy v1", "send_proxy v2"};
 	bool first = true;
 
-	fprintf(out, "%s (%s, %s", s->name, s->addr_text, modes[s->send_proxy]);
+	fprintf(out, "%s (%s", s->name, s->addr_text);
+	if (s->prosody[0])
+		fprintf(out, " from %s", s->prosody);
+	fprintf(out, ", %s", modes[s->send_proxy]);
 	if (s->transparent)
 		fputs(s->transparent_port ? ", transparent" : ", transparent without ports", out);
 	if (s->mark)
@@ -1629,4 +2210,10 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 	}
 	fprintf(out, "\nheader timeout: %g s\nmax header: %zu bytes\n",
 		cfg->header_timeout_ms / 1000.0, cfg->max_header);
+	if (cfg->prosody)
+		fprintf(out, "a Prosody config: %d file%s read, %d of Prosody's own settings "
+			     "skipped\n",
+			cfg->nfiles, cfg->nfiles == 1 ? "" : "s", cfg->prosody_skipped);
+	else if (cfg->nfiles > 1)
+		fprintf(out, "%d files read\n", cfg->nfiles);
 }

@@ -4,7 +4,9 @@
  *
  * The original module's keys work unchanged (proxy_ports,
  * proxy_port_mappings, proxy_trusted_proxies); netproxyd adds services and a
- * few tunables. A loaded config is immutable: a reload builds a new one.
+ * few tunables. A Prosody config (prosody.cfg.lua) loads as it is: the
+ * address of a service Prosody runs comes from Prosody's own keys. A loaded
+ * config is immutable: a reload builds a new one.
  */
 #ifndef NPD_CONFIG_H
 #define NPD_CONFIG_H
@@ -43,7 +45,8 @@ struct npd_service {
 	bool transparent;      /* connect from the client's own address (IP_TRANSPARENT) */
 	bool transparent_port; /* ... and its port, when free (default) */
 	uint32_t mark;	       /* SO_MARK on the backend socket; 0: none */
-	int line;	       /* where it is defined, for messages */
+	char prosody[192];     /* for one of Prosody's services without connect, where its
+				  address came from ("Prosody's c2s_ports and interfaces"); else "" */
 };
 
 struct npd_listener {
@@ -77,6 +80,9 @@ struct npd_config {
 	int log_level;	/* 0 errors and warnings, 1 info (default), 2 debug */
 	char user[64];	/* run as this user after binding; "": stay */
 	char group[64]; /* ... and group; "": the user's */
+	int nfiles;	      /* files read: the config and those it included */
+	bool prosody;	      /* a Prosody config (VirtualHost, Component, modules_enabled) */
+	int prosody_skipped;  /* Prosody's own settings, which netproxyd does not use */
 };
 
 /*

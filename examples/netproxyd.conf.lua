@@ -12,9 +12,19 @@
 --     netproxyd -t -c /etc/netproxyd.conf.lua
 --
 -- The first three keys are mod_net_proxy's, read unchanged: a Prosody
--- config's lines can be copied here as they are.
+-- config's lines can be copied here as they are. netproxyd also reads a
+-- whole prosody.cfg.lua (netproxyd -c /etc/prosody/prosody.cfg.lua), or
+-- this file can take Prosody's in, and add only what Prosody cannot say:
+--
+--     Include "/etc/prosody/prosody.cfg.lua"
+--     services = { c2s = { transparent = true } }
+--
+-- See PROSODY'S CONFIGURATION in netproxyd.conf(5).
 
--- Which local port goes to which service (a name from `services` below).
+-- Which local port goes to which service: a name from `services` below, or
+-- one of Prosody's services (c2s, s2s, c2s_direct_tls, s2s_direct_tls,
+-- legacy_ssl, http, https, proxy65), found where Prosody's keys say it
+-- listens (c2s_ports, interfaces, ...; by default 127.0.0.1:5222 for c2s).
 -- Connections arrive with a PROXY header (v1 or v2) from a trusted proxy;
 -- netproxyd reads it and relays the rest of the stream to the service.
 proxy_port_mappings = {
@@ -67,7 +77,9 @@ proxy_max_header = 4096
 services = {
 	c2s = {
 		-- Required: "host:port" (a name is resolved once, at load),
-		-- "[IPv6]:port" or "unix:/path/to/socket".
+		-- "[IPv6]:port" or "unix:/path/to/socket". Only one of
+		-- Prosody's services may leave it out: then it is found where
+		-- Prosody listens.
 		connect = "127.0.0.1:5222",
 		-- How the service learns the client: false (the default) strips
 		-- the header and only the log sees the client; "v1" or "v2" send

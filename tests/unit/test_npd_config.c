@@ -17,41 +17,11 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "config_check.h"
 #include "tap.h"
 
 #define C2S "services = { c2s = { connect = \"127.0.0.1:5222\" } }\n"
 #define MAP "proxy_port_mappings = { [15222] = \"c2s\" }\n"
-
-static struct npd_config_diag dg;
-static struct {
-	char text[4096];
-	int count;
-} warned;
-
-static void collect(void *ctx, const char *text)
-{
-	size_t n = strlen(warned.text);
-
-	(void)ctx;
-	snprintf(warned.text + n, sizeof(warned.text) - n, "%s\n", text);
-	warned.count++;
-}
-
-/* Load a snippet as "t.lua": the config, or NULL with dg.error set. */
-static struct npd_config *load(const char *lua)
-{
-	struct npd_config *cfg = (struct npd_config *)&dg; /* must be overwritten */
-
-	memset(&warned, 0, sizeof(warned));
-	memset(&dg, 0, sizeof(dg));
-	dg.warn = collect;
-	if (npd_config_load_string("t.lua", lua, &cfg, &dg) != 0) {
-		if (cfg != NULL)
-			diag("a failed load left *out set");
-		return NULL;
-	}
-	return cfg;
-}
 
 static double now(void)
 {
@@ -59,31 +29,6 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* want may hold '*', any run of characters (and nothing else is special). */
-static bool matches(const char *got, const char *want)
-{
-	if (*want == '*') {
-		for (;; got++) {
-			if (matches(got, want + 1))
-				return true;
-			if (!*got)
-				return false;
-		}
-	}
-	if (*want == '\0')
-		return *got == '\0';
-	return *got == *want && matches(got + 1, want + 1);
-}
-
-static void check_error(const char *lua, const char *want)
-{
-	struct npd_config *cfg = load(lua);
-
-	if (!ok(!cfg && matches(dg.error, want), "error %s", want))
-		diag("  got: %s", cfg ? "(it loaded)" : dg.error);
-	npd_config_free(cfg);
 }
 
 /* Each key's errors; the line is where the key is assigned. */
@@ -121,19 +66,21 @@ static const struct {
 	{"proxy_port_mappings = { [0] = \"c2s\" }\n" C2S,
 	 "t.lua:1: proxy_port_mappings: expected port numbers from 1 to 65535 as keys, got 0"},
 	{"proxy_port_mappings = { [65536] = \"c2s\" }\n" C2S, "t.lua:1: proxy_port_mappings: * got 65536"},
-	{"proxy_port_mappings = { [\"15222\"] = \"c2s\" }\n" C2S,
-	 "t.lua:1: proxy_port_mappings: * got \"15222\""},
+	{"proxy_port_mappings = { [\"c2s\"] = \"c2s\" }\n" C2S,
+	 "t.lua:1: proxy_port_mappings: * got \"c2s\""},
+	{"proxy_port_mappings = { [\"015222\"] = \"c2s\" }\n" C2S,
+	 "t.lua:1: proxy_port_mappings: * got \"015222\""},
+	{"proxy_port_mappings = { [\"15222\"] = \"c2s\", [15222] = \"c2s\" }\n" C2S,
+	 "t.lua:1: proxy_port_mappings: port 15222 is mapped twice (as 15222 and as \"15222\")"},
 	{"proxy_port_mappings = { [15222] = 5 }\n" C2S,
 	 "t.lua:1: proxy_port_mappings[15222]: expected a service name, got number"},
 	{"proxy_port_mappings = { [15222] = \"xmpp\" }\n" C2S,
-	 "t.lua:1: proxy_port_mappings[15222]: port 15222 maps to the service \"xmpp\", which "
-	 "services does not define"},
-	{"proxy_port_mappings = { [15222] = \"c2s\" }\n",
-	 "t.lua:1: proxy_port_mappings[15222]: port 15222 maps to the service \"c2s\", which "
-	 "services does not define"},
+	 "t.lua:1: proxy_port_mappings[15222]: maps to \"xmpp\", which services does not define "
+	 "and which is not one of Prosody's services (c2s, s2s, c2s_direct_tls, s2s_direct_tls, "
+	 "legacy_ssl, http, https, proxy65)"},
 	/* The first bad mapping by port, whatever the table's order. */
 	{"proxy_port_mappings = { [9] = \"c2s\", [7] = \"a\", [8] = \"b\" }\n" C2S,
-	 "t.lua:1: proxy_port_mappings[7]: port 7 maps to the service \"a\"*"},
+	 "t.lua:1: proxy_port_mappings[7]: maps to \"a\"*"},
 
 	/* proxy_ports and proxy_interfaces. */
 	{"proxy_ports = { 0 }\n" MAP C2S,
@@ -198,9 +145,11 @@ static const struct {
 	{MAP "services = { c2s = \"127.0.0.1:5222\" }\n",
 	 "t.lua:2: services.c2s: expected a table such as { connect = \"127.0.0.1:5222\" }, got "
 	 "string"},
-	{MAP "services = { c2s = {} }\n",
-	 "t.lua:2: services.c2s.connect: missing: say where the service is, as \"127.0.0.1:5222\", "
-	 "\"[::1]:5222\" or \"unix:/run/service.sock\""},
+	{"proxy_port_mappings = { [15222] = \"xmpp\" }\nservices = { xmpp = {} }\n",
+	 "t.lua:2: services.xmpp.connect: missing: say where the service is, as \"127.0.0.1:5222\", "
+	 "\"[::1]:5222\" or \"unix:/run/service.sock\" (only Prosody's services, c2s, s2s, "
+	 "c2s_direct_tls, s2s_direct_tls, legacy_ssl, http, https, proxy65, can do without: they "
+	 "are found where Prosody's config says)"},
 	{MAP "services = { c2s = { connect = 5222 } }\n",
 	 "t.lua:2: services.c2s.connect: expected \"host:port\", \"[address]:port\" or "
 	 "\"unix:/path\", got number"},
@@ -310,16 +259,16 @@ static const struct {
 	 "\t},\n"
 	 "}\n",
 	 "t.lua:6: services.c2s.send_proxy: *"},
-	{"proxy_port_mappings = { [15222] = \"c2s\" }\n"
+	{"proxy_port_mappings = { [15222] = \"xmpp\" }\n"
 	 "services = {\n"
-	 "\tc2s = {\n"
+	 "\txmpp = {\n"
 	 "\t\tsend_proxy = \"v2\",\n"
 	 "\t},\n"
 	 "}\n",
-	 "t.lua:3: services.c2s.connect: missing*"},
+	 "t.lua:3: services.xmpp.connect: missing*"},
 	{"proxy_port_mappings = {\n"
 	 "\t[15222] = \"c2s\",\n"
-	 "\t[15269] = \"s2s\",\n"
+	 "\t[15269] = \"other\",\n"
 	 "}\n" C2S,
 	 "t.lua:3: proxy_port_mappings[15269]: *"},
 	{MAP C2S "\n-- a comment\nproxy_header_timeout =\n\t\"5\"\n",
@@ -339,16 +288,6 @@ static void test_errors(void)
 		check_error(lines[i].lua, lines[i].want);
 }
 
-static char *describe(const struct npd_config *cfg)
-{
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-
-	npd_config_describe(cfg, f);
-	fclose(f);
-	return text;
-}
 
 static void test_default(void)
 {
@@ -376,8 +315,9 @@ static void test_default(void)
 	   "c2s connects to 127.0.0.1:5222");
 	ok(cfg->services[0].send_proxy == NPD_SEND_NONE && !cfg->services[0].crc32c &&
 		   cfg->services[0].connect_timeout_ms == NPD_DEFAULT_CONNECT_TIMEOUT_MS &&
-		   cfg->services[0].idle_timeout_ms == 0 && cfg->services[0].line == 7,
-	   "c2s: plain, default timeouts, line 7");
+		   cfg->services[0].idle_timeout_ms == 0 &&
+		   strcmp(cfg->services[0].prosody, "Prosody's defaults for c2s") == 0,
+	   "c2s: plain, default timeouts, found at Prosody's defaults");
 	is_int(cfg->nlisteners, 4, "four listeners: two ports on \"*\"");
 	if (cfg->nlisteners == 4) {
 		ok(strcmp(cfg->listeners[0].addr_text, "0.0.0.0:15222") == 0 &&
@@ -400,10 +340,14 @@ static void test_default(void)
 		   cfg->max_connections == 10000 && cfg->log_level == 1 && !cfg->log_syslog,
 	   "tunables at their defaults");
 	text = describe(cfg);
-	if (!ok(strcmp(text, "listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222, plain)\n"
-			     "listen [::]:15222 -> c2s (127.0.0.1:5222, plain)\n"
-			     "listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269, plain)\n"
-			     "listen [::]:15269 -> s2s (127.0.0.1:5269, plain)\n"
+	if (!ok(strcmp(text, "listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 from Prosody's "
+			     "defaults for c2s, plain)\n"
+			     "listen [::]:15222 -> c2s (127.0.0.1:5222 from Prosody's defaults for "
+			     "c2s, plain)\n"
+			     "listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults "
+			     "for s2s, plain)\n"
+			     "listen [::]:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults for "
+			     "s2s, plain)\n"
 			     "trusted: 127.0.0.1/32 ::1/128\n"
 			     "header timeout: 5 s\n"
 			     "max header: 4096 bytes\n") == 0,
@@ -567,8 +511,8 @@ static void test_services(void)
 		   strcmp(s->addr_text, "[::1]:5222") == 0,
 	   "[::1]:5222");
 	ok(s->send_proxy == NPD_SEND_V2 && s->crc32c && s->connect_timeout_ms == 2500 &&
-		   s->line == 4,
-	   "v2, crc32c, 2.5 s, line 4");
+		   s->prosody[0] == '\0',
+	   "v2, crc32c, 2.5 s, its own address");
 	ok(s->pass_tlvs[0] == 0x06 && s->pass_tlvs[0x42 / 8] == 1u << (0x42 % 8) &&
 		   s->pass_tlvs[0xE0 / 8] == 0,
 	   "pass_tlvs: ALPN, AUTHORITY (any case), 0x42");
@@ -658,9 +602,12 @@ static void test_unknown_keys(void)
 	cfg = load(MAP
 		   "modules_enabled = { \"net_proxy\" }\n" C2S "\nproxy_port = {\n\t15222,\n}\n"
 		   "helper = function() end\nlocal x = 1\n_ENV[\"odd key\"] = 1\nunset = nil\n");
-	if (!ok(cfg && strcmp(warned.text, "t.lua:2: unknown key modules_enabled (ignored)\n"
-					   "t.lua:5: unknown key proxy_port (ignored)\n"
-					   "t.lua:10: unknown key \"odd key\" (ignored)\n") == 0,
+	/* modules_enabled makes it Prosody's, but services makes the file netproxyd's own. */
+	if (!ok(cfg && strcmp(warned.text, "t.lua:5: unknown key proxy_port (ignored)\n"
+					   "t.lua:10: unknown key \"odd key\" (ignored)\n"
+					   "t.lua:2: modules_enabled: loads net_proxy: Prosody would "
+					   "listen on the proxy ports itself; remove it, netproxyd takes "
+					   "its place\n") == 0,
 		"unknown keys warned about in file order; functions, locals and nils are not"))
 		diag("%s", cfg ? warned.text : dg.error);
 	npd_config_free(cfg);
