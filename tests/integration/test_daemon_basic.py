@@ -1,7 +1,9 @@
 """netproxyd's basic contract: a PROXY port, mapped to a service, relays to it
 with the client passed on as configured."""
 import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,57 @@ def test_check_default_config():
     assert out.returncode == 0, out.stderr
     assert "0.0.0.0:15222 -> c2s (127.0.0.1:5222" in out.stdout
     assert "0.0.0.0:15269 -> s2s (127.0.0.1:5269" in out.stdout
+
+
+# mod_net_proxy's README lines, in the global section of a Prosody config.
+MODULE_LINES = """\
+proxy_ports = { 15222, 15269, 15223 }
+proxy_port_mappings = { [15222] = "c2s", [15269] = "s2s", [15223] = "c2s_direct_tls" }
+proxy_trusted_proxies = { "127.0.0.1", "::1", "192.168.10.1" }
+c2s_direct_tls_ports = { 5223 }
+"""
+
+
+@pytest.mark.skipif(not Path("/etc/prosody/prosody.cfg.lua").is_file(),
+                    reason="Debian's prosody package is not installed")
+def test_check_debian_prosody_config(tmp_path):
+    """netproxyd -t -c on the prosody.cfg.lua Debian installs (its VirtualHost,
+    Include "conf.d/*.cfg.lua", log table, ...) with the module's lines added:
+    the table of ports, services and where each address came from."""
+    shutil.copytree("/etc/prosody", tmp_path / "prosody", symlinks=True,
+                    ignore=shutil.ignore_patterns("certs"))
+    cfg = tmp_path / "prosody" / "prosody.cfg.lua"
+    cfg.write_text(MODULE_LINES + cfg.read_text())
+    out = subprocess.run([tool("netproxyd"), "-t", "-c", str(cfg)], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:6] == [
+        "listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 from Prosody's defaults for c2s, plain)",
+        "listen [::]:15222 -> c2s (127.0.0.1:5222 from Prosody's defaults for c2s, plain)",
+        "listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults for s2s, plain)",
+        "listen [::]:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults for s2s, plain)",
+        "listen 0.0.0.0:15223 -> c2s_direct_tls (127.0.0.1:5223 from Prosody's "
+        "c2s_direct_tls_ports and default interfaces, plain)",
+        "listen [::]:15223 -> c2s_direct_tls (127.0.0.1:5223 from Prosody's "
+        "c2s_direct_tls_ports and default interfaces, plain)",
+    ], out.stdout
+    assert "trusted: 127.0.0.1/32 ::1/128 192.168.10.1/32" in lines
+    assert re.fullmatch(r"a Prosody config: (\d+) files read, (\d+) of Prosody's own "
+                        r"settings skipped", lines[-2]), lines[-2]
+    assert lines[-1] == f"config {cfg} is valid"
+
+    # A file of netproxyd's own takes Prosody's in and adds the delivery.
+    own = tmp_path / "netproxyd.conf.lua"
+    own.write_text(f'Include "{cfg}"\n'
+                   'services = { c2s = { transparent = true }, s2s = { send_proxy = "v2" } }\n')
+    out = subprocess.run([tool("netproxyd"), "-t", "-c", str(own)], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert ("listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 from Prosody's defaults for c2s, "
+            "plain, transparent)") in out.stdout.splitlines()
+    assert ("listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults for s2s, "
+            "send_proxy v2)") in out.stdout.splitlines()
 
 
 @pytest.mark.parametrize("send_proxy,expect", [
