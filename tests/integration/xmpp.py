@@ -143,6 +143,7 @@ class Stack:
         self.hlog = self.root / "haproxy.log"
         self.hsock = self.root / "haproxy.sock"               # its stats socket
         self.prosody = self.haproxy = None
+        self.outputs = []
 
     def prosody_log(self):
         return text_of(self.log)
@@ -253,11 +254,22 @@ defaults
                        NETPROXY_TRUSTED="127.0.0.1", NETPROXY_DEBUG="1")
         return env
 
-    def start_prosody(self, out, err):
+    def output(self, path):
+        """A file for a process's output, closed by close_outputs()."""
+        f = open(path, "wb")
+        self.outputs.append(f)
+        return f
+
+    def close_outputs(self):
+        for f in self.outputs:
+            f.close()
+
+    def start_prosody(self):
         self.prosody = subprocess.Popen(
             [*self.prefix, *self.setpriv(), find_exe("prosody"), "--config", str(self.cfg), "-F"],
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.prosody_env(),
-            cwd=self.root, start_new_session=True)
+            stdout=self.output(self.out), stderr=self.output(self.err),
+            stdin=subprocess.DEVNULL, env=self.prosody_env(), cwd=self.root,
+            start_new_session=True)
 
         def up():
             if self.prosody.poll() is not None:
@@ -274,10 +286,12 @@ defaults
         assert any(a.endswith(b"/prosody") for a in cmdline), cmdline
         assert proc_uid(self.prosody.pid) == prosody_user().pw_uid
 
-    def start_haproxy(self, out):
+    def start_haproxy(self):
+        """Start HAProxy; do it last, so that its first health checks find up
+        whatever its backends send to."""
         self.haproxy = subprocess.Popen([*self.prefix, find_exe("haproxy"), "-db", "-f",
                                          str(self.hcfg)],
-                                        stdout=out, stderr=subprocess.STDOUT,
+                                        stdout=self.output(self.hlog), stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
 
         def up():
@@ -325,39 +339,33 @@ defaults
 
 
 @contextmanager
-def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", before_haproxy=None):
+def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", haproxy=True):
     """Prosody (as the prosody user, under the shim or not, with the account
-    registered), then before_haproxy(stack) if given (what HAProxy's targets
-    need, such as netproxyd; it returns a context manager), then HAProxy in
-    front: started last, so that its first health checks find everything up.
-    All stopped by PID, and the private dir removed, whatever happens."""
+    registered) and, unless haproxy is False (then the caller starts it with
+    st.start_haproxy() once its targets are up), HAProxy in front. Both are
+    stopped by PID, and the private dir removed, whatever happens."""
     root = tempfile.mkdtemp(prefix="netproxy-prosody-")
     os.chmod(root, 0o755)
     st = Stack(root, ports, targets, fronts, prefix, shim, extra)
-    outs = []
     try:
         st.write_prosody_files()
         st.write_haproxy_cfg()
         st.register_account()
-        outs = [open(st.out, "wb"), open(st.err, "wb"), open(st.hlog, "wb")]
-        st.start_prosody(outs[0], outs[1])
-        with (before_haproxy(st) if before_haproxy else _nothing()):
-            st.start_haproxy(outs[2])
-            yield st
+        st.start_prosody()
+        if haproxy:
+            st.start_haproxy()
+        yield st
     finally:
         try:
-            for proc in (st.haproxy, st.prosody):
-                if proc is not None:
-                    stop_pid(proc)
+            if st.haproxy is not None:
+                stop_pid(st.haproxy)
         finally:
-            for f in outs:
-                f.close()
-            shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def _nothing():
-    yield
+            try:
+                if st.prosody is not None:
+                    stop_pid(st.prosody)
+            finally:
+                st.close_outputs()
+                shutil.rmtree(root, ignore_errors=True)
 
 
 # --- the client --------------------------------------------------------------

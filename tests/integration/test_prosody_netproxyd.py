@@ -1,0 +1,224 @@
+"""The original module's scenario with netproxyd in its place (issue 6, setup a,
+and the direct TLS port of part 3): HAProxy -> netproxyd -> Prosody, where
+netproxyd reads Prosody's own config and delivers transparently, so that an
+unmodified Prosody (Debian's package, without mod_net_proxy) sees each
+client's own address in getpeername().
+
+Transparent delivery needs policy routing, so the whole stack runs in a
+network namespace made here (lo up), and `netproxyd --setup-routing` installs
+the routing there; the host's routing is never touched. In the namespace:
+
+    client 127.0.0.5 --> HAProxy 127.0.0.1:25222 25269 25223 (send-proxy-v2)
+                                 127.0.0.1:35222 35269 35223 (send-proxy)
+      --> netproxyd 127.0.0.1:15222 15269 15223 (proxy_port_mappings)
+      --> Prosody   127.0.0.1:5222  5269  5223  (c2s, s2s, c2s_direct_tls)
+
+Prosody's config (xmpp.py) leaves c2s_ports and s2s_ports out, so that
+netproxyd must know Prosody's defaults (5222, 5269), and sets
+`c2s_direct_tls_ports = { 5223 }` and `interfaces = { "127.0.0.1" }`; it
+carries the module's `proxy_port_mappings`, which Prosody ignores. netproxyd's
+own file says only what Prosody's cannot, the delivery:
+
+    Include "<dir>/prosody.cfg.lua"
+    services = { c2s = { transparent = true }, ... }
+
+HAProxy runs the original README's config on these loopback ports, `check`
+included: its LOCAL (v2) and v1 health checks pass through netproxyd to
+Prosody every 2 s throughout.
+
+One namespace, Prosody, netproxyd and HAProxy serve the module; each test
+runs its exchanges against them. The client logs the test account in over
+STARTTLS on c2s, after a TLS handshake on the direct TLS port (through
+HAProxy and netproxyd, which relay the TLS bytes untouched), and opens a
+stream on s2s; Prosody's debug log must name 127.0.0.5 and the client's own
+port, on the port the client reached.
+
+The control runs netproxyd on Prosody's config alone, where delivery is plain:
+the stream works but Prosody sees 127.0.0.1, so the address checks can fail.
+
+Needs root, `ip netns`, Prosody, HAProxy, setpriv and openssl; skipped
+otherwise. Every process is stopped by PID and the namespaces deleted.
+"""
+import re
+from contextlib import contextmanager
+
+import pytest
+
+from netns import Lab, NsNetproxyd, in_ns, netproxyd_cmd, ns_exec, sh, why_no_netns
+from npd import tool, wait_for
+from xmpp import (CLIENT_IP, TIMEOUT, c2s_login, prosody_stack, s2s_open,
+                  skip_reason as xmpp_skip_reason)
+
+_SKIP = why_no_netns() or xmpp_skip_reason()
+pytestmark = pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))
+
+VERSIONS = ("v2", "v1")
+PORTS = {"c2s": 5222, "s2s": 5269, "c2s_direct_tls": 5223}          # Prosody's
+PROXY_PORTS = {svc: 10000 + port for svc, port in PORTS.items()}    # netproxyd's
+FRONTS = {(v, svc): (20000 if v == "v2" else 30000) + port          # HAProxy's
+          for v in VERSIONS for svc, port in PORTS.items()}
+
+# For netproxyd, in Prosody's config (mod_net_proxy's key; Prosody ignores it).
+MAPPINGS = ("proxy_port_mappings = { " + ", ".join(
+    f'[{port}] = "{svc}"' for svc, port in PROXY_PORTS.items()) + " }\n")
+
+
+def netproxyd_conf(st, transparent):
+    """netproxyd's own file: Prosody's config and, for transparent delivery,
+    what Prosody's cannot say; without it delivery is plain."""
+    if not transparent:
+        return f'Include "{st.cfg}"\n'
+    return (f'Include "{st.cfg}"\nservices = {{\n'
+            + "".join(f"  {svc} = {{ transparent = true }},\n" for svc in PORTS) + "}\n")
+
+
+class Setup:
+    """The namespace, the stack in it and netproxyd in front of Prosody."""
+
+    def __init__(self, ns, st, npd):
+        self.ns, self.st, self.npd = ns, st, npd
+
+    def exchange(self, version, svc):
+        """From CLIENT_IP in the namespace, through HAProxy's front for (version,
+        svc): a login on c2s and c2s_direct_tls (a Login), a stream on s2s
+        ((client port, reply)); XmppError when it fails."""
+        front = self.st.fronts[version, svc]
+        if svc == "s2s":
+            return in_ns(self.ns, s2s_open, "127.0.0.1", front)
+        return in_ns(self.ns, c2s_login, "127.0.0.1", front, self.st.cert,
+                     direct_tls=svc == "c2s_direct_tls")
+
+    def client_line(self, svc, version, cport, before, timeout=TIMEOUT):
+        """Prosody's 'New connection' line for the client whose port was cport,
+        among the lines after the first `before` on svc's port. netproxyd's
+        close line names the client; its own port is kept unless netproxyd
+        says it is in use here, which it is when the client shares the
+        namespace: then the line must still name CLIENT_IP, and be the only
+        new one that does."""
+        self.npd.wait_log(rf"port={PROXY_PORTS[svc]} service={svc} peer=127\.0\.0\.1:\d+ "
+                          rf"client={re.escape(CLIENT_IP)}:{cport} .*proxy={version} ",
+                          TIMEOUT)
+        moved = re.search(rf"client {re.escape(CLIENT_IP)}:{cport}: its port is in use here",
+                          self.npd.log())
+        port = self.st.ports[svc]
+        new = wait_for(lambda: [c for c in self.st.connections(port)[before:]
+                                if c[0] == CLIENT_IP], timeout,
+                       f"Prosody's 'New connection' line for {CLIENT_IP} on {port}")
+        assert len(new) == 1 and (moved or new[0][1] == cport), \
+            f"client port {cport}, moved: {bool(moved)}, Prosody saw: {new}{self.st.debug()}"
+        self.st.assert_running()
+        assert self.npd.proc.poll() is None, self.npd.log()
+        return new[0][2] + ("" if moved else "   (the client's own port)")
+
+    def exchange_seen(self, version, svc):
+        """exchange(), then Prosody's line for the client; (result, line)."""
+        before = len(self.st.connections(self.st.ports[svc]))
+        result = self.exchange(version, svc)
+        cport = result[0] if svc == "s2s" else result.cport
+        return result, self.client_line(svc, version, cport, before)
+
+
+@contextmanager
+def netproxyd_setup(lab, role, transparent):
+    """A namespace of lab's with the stack and netproxyd in it: a Setup."""
+    ns = lab.ns(role)
+    with prosody_stack(PORTS, targets=PROXY_PORTS, fronts=FRONTS, prefix=ns_exec(ns),
+                       extra=MAPPINGS, haproxy=False) as st:
+        config = netproxyd_conf(st, transparent)
+        if transparent:
+            r = netproxyd_cmd(lab, ns, config, "--setup-routing")
+            assert r.returncode == 0, r.stdout + r.stderr
+        with NsNetproxyd(ns, config) as npd:
+            st.start_haproxy()
+            yield Setup(ns, st, npd)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def setup(lab):
+    with netproxyd_setup(lab, "xmpp", transparent=True) as s:
+        yield s
+
+
+def test_t_prints_the_table_from_prosodys_config(setup):
+    """-t on netproxyd's file: each mapped port, the address from Prosody's keys
+    and defaults, transparent; on Prosody's config alone: the same, plain."""
+    out = sh(tool("netproxyd"), "-t", "-c", str(setup.npd.config_path)).stdout
+    print(f"\nnetproxyd -t -c netproxyd.conf.lua:\n{out}")
+    plain = sh(tool("netproxyd"), "-t", "-c", str(setup.st.cfg)).stdout
+    print(f"netproxyd -t -c prosody.cfg.lua:\n{plain}")
+    for svc, port in PORTS.items():
+        rx = rf"^listen 127\.0\.0\.1:{PROXY_PORTS[svc]} -> {svc} \(127\.0\.0\.1:{port}\b(.*)\)$"
+        m = re.search(rx, out, re.M)
+        assert m and "transparent" in m.group(1), out
+        m = re.search(rx, plain, re.M)
+        assert m and "transparent" not in m.group(1), plain
+    assert len(re.findall(r"^listen ", out, re.M)) == len(PORTS), out
+    assert re.search(r"^trusted: 127\.0\.0\.1/32 ::1/128$", out, re.M), out
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_c2s_login_through_netproxyd(setup, version):
+    login, line = setup.exchange_seen(version, "c2s")
+    assert login.success.startswith(b"<success"), login.success
+    assert login.jid.startswith("test@localhost/"), login.jid
+    print(f"\nProsody, c2s through HAProxy {version} and netproxyd: {line}")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_s2s_stream_through_netproxyd(setup, version):
+    _, line = setup.exchange_seen(version, "s2s")
+    print(f"\nProsody, s2s through HAProxy {version} and netproxyd: {line}")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_direct_tls_login_through_netproxyd(setup, version):
+    """Beyond the original (issue 6 part 3): mod_net_proxy could not serve a
+    direct TLS port; netproxyd relays the TLS bytes after the header."""
+    login, line = setup.exchange_seen(version, "c2s_direct_tls")
+    assert login.tls and login.jid.startswith("test@localhost/"), vars(login)
+    print(f"\nProsody, direct TLS ({login.tls}) through HAProxy {version} and netproxyd: "
+          f"{line}")
+
+
+def test_health_checks_through_netproxyd(setup):
+    """HAProxy's checks (LOCAL in v2) reach Prosody through netproxyd, which
+    delivers them with the real addresses and no header left in the stream."""
+    servers = setup.st.assert_health_checks_survived()
+    print(f"\nHAProxy: {[(x['pxname'], x['status'], x['check_status']) for x in servers]}")
+    # A v2 check is LOCAL; a v1 check names HAProxy's own connection.
+    for svc, port in PROXY_PORTS.items():
+        for check in (r"client=- dst=- proxy=v2-local ",
+                      rf"client=127\.0\.0\.1:\1 dst=127\.0\.0\.1:{port} proxy=v1 "):
+            line = setup.npd.wait_log(rf"port={port} service={svc} peer=127\.0\.0\.1:(\d+) "
+                                      + check, TIMEOUT)[0].string
+            print(f"netproxyd: {line}")
+    assert setup.exchange("v2", "c2s").jid
+
+
+def test_control_plain_delivery_prosody_sees_netproxyd(lab):
+    """netproxyd on Prosody's config alone delivers plain: the stream works, but
+    Prosody sees netproxyd's address, so the address checks above can fail."""
+    with netproxyd_setup(lab, "plain", transparent=False) as s:
+        for svc in ("c2s", "s2s"):
+            before = len(s.st.connections(s.st.ports[svc]))
+            result = s.exchange("v2", svc)
+            cport = result[0] if svc == "s2s" else result.cport
+            # The exchange is over, so Prosody has long logged its connection.
+            with pytest.raises(AssertionError, match=f"Prosody's 'New connection' line for "
+                                                     f"{CLIENT_IP}"):
+                s.client_line(svc, "v2", cport, before, timeout=1.0)
+            new = s.st.connections(s.st.ports[svc])[before:]
+            # HAProxy's checks come through netproxyd from 127.0.0.1 too: the
+            # new lines are the client's connection and perhaps a check.
+            assert new and {ip for ip, _, _ in new} == {"127.0.0.1"}, s.st.debug()
+            print(f"\nProsody behind plain netproxyd, {svc}: {new[0][2]}")
+        assert CLIENT_IP not in s.st.prosody_log(), s.st.debug()
