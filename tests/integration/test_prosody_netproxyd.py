@@ -45,7 +45,7 @@ from contextlib import contextmanager
 import pytest
 
 from netns import Lab, NsNetproxyd, in_ns, netproxyd_cmd, ns_exec, sh, why_no_netns
-from npd import tool, wait_for
+from npd import tool
 from xmpp import (CLIENT_IP, TIMEOUT, c2s_login, prosody_stack, s2s_open,
                   skip_reason as xmpp_skip_reason)
 
@@ -63,13 +63,15 @@ MAPPINGS = ("proxy_port_mappings = { " + ", ".join(
     f'[{port}] = "{svc}"' for svc, port in PROXY_PORTS.items()) + " }\n")
 
 
+# What Prosody's config cannot say: the delivery (the address is Prosody's).
+TRANSPARENT = ("services = {\n" + "".join(f"  {svc} = {{ transparent = true }},\n"
+                                          for svc in PORTS) + "}\n")
+
+
 def netproxyd_conf(st, transparent):
     """netproxyd's own file: Prosody's config and, for transparent delivery,
-    what Prosody's cannot say; without it delivery is plain."""
-    if not transparent:
-        return f'Include "{st.cfg}"\n'
-    return (f'Include "{st.cfg}"\nservices = {{\n'
-            + "".join(f"  {svc} = {{ transparent = true }},\n" for svc in PORTS) + "}\n")
+    TRANSPARENT; without it delivery is plain."""
+    return f'Include "{st.cfg}"\n' + (TRANSPARENT if transparent else "")
 
 
 class Setup:
@@ -80,13 +82,14 @@ class Setup:
 
     def exchange(self, version, svc):
         """From CLIENT_IP in the namespace, through HAProxy's front for (version,
-        svc): a login on c2s and c2s_direct_tls (a Login), a stream on s2s
-        ((client port, reply)); XmppError when it fails."""
+        svc): a login on c2s and c2s_direct_tls, a stream on s2s. Returns (the
+        client's port, the Login or Prosody's s2s reply); XmppError when it fails."""
         front = self.st.fronts[version, svc]
         if svc == "s2s":
             return in_ns(self.ns, s2s_open, "127.0.0.1", front)
-        return in_ns(self.ns, c2s_login, "127.0.0.1", front, self.st.cert,
-                     direct_tls=svc == "c2s_direct_tls")
+        login = in_ns(self.ns, c2s_login, "127.0.0.1", front, self.st.cert,
+                      direct_tls=svc == "c2s_direct_tls")
+        return login.cport, login
 
     def client_line(self, svc, version, cport, before, timeout=TIMEOUT):
         """Prosody's 'New connection' line for the client whose port was cport,
@@ -100,10 +103,8 @@ class Setup:
                           TIMEOUT)
         moved = re.search(rf"client {re.escape(CLIENT_IP)}:{cport}: its port is in use here",
                           self.npd.log())
-        port = self.st.ports[svc]
-        new = wait_for(lambda: [c for c in self.st.connections(port)[before:]
-                                if c[0] == CLIENT_IP], timeout,
-                       f"Prosody's 'New connection' line for {CLIENT_IP} on {port}")
+        new = self.st.wait_connections(CLIENT_IP, self.st.ports[svc], since=before,
+                                       timeout=timeout)
         assert len(new) == 1 and (moved or new[0][1] == cport), \
             f"client port {cport}, moved: {bool(moved)}, Prosody saw: {new}{self.st.debug()}"
         self.st.assert_running()
@@ -113,8 +114,7 @@ class Setup:
     def exchange_seen(self, version, svc):
         """exchange(), then Prosody's line for the client; (result, line)."""
         before = len(self.st.connections(self.st.ports[svc]))
-        result = self.exchange(version, svc)
-        cport = result[0] if svc == "s2s" else result.cport
+        cport, result = self.exchange(version, svc)
         return result, self.client_line(svc, version, cport, before)
 
 
@@ -148,21 +148,32 @@ def setup(lab):
         yield s
 
 
-def test_t_prints_the_table_from_prosodys_config(setup):
-    """-t on netproxyd's file: each mapped port, the address from Prosody's keys
-    and defaults, transparent; on Prosody's config alone: the same, plain."""
-    out = sh(tool("netproxyd"), "-t", "-c", str(setup.npd.config_path)).stdout
-    print(f"\nnetproxyd -t -c netproxyd.conf.lua:\n{out}")
-    plain = sh(tool("netproxyd"), "-t", "-c", str(setup.st.cfg)).stdout
-    print(f"netproxyd -t -c prosody.cfg.lua:\n{plain}")
-    for svc, port in PORTS.items():
-        rx = rf"^listen 127\.0\.0\.1:{PROXY_PORTS[svc]} -> {svc} \(127\.0\.0\.1:{port}\b(.*)\)$"
-        m = re.search(rx, out, re.M)
-        assert m and "transparent" in m.group(1), out
-        m = re.search(rx, plain, re.M)
-        assert m and "transparent" not in m.group(1), plain
-    assert len(re.findall(r"^listen ", out, re.M)) == len(PORTS), out
-    assert re.search(r"^trusted: 127\.0\.0\.1/32 ::1/128$", out, re.M), out
+def describe(path):
+    """netproxyd -t -c path: its output (warnings last), and its table as
+    {service: (listen port, backend address, the rest of the line)}."""
+    r = sh(tool("netproxyd"), "-t", "-c", str(path))
+    out = r.stdout + r.stderr
+    table = {m.group(2): (int(m.group(1)), m.group(3), m.group(4)) for m in re.finditer(
+        r"^listen 127\.0\.0\.1:(\d+) -> (\S+) \((\S+?)[ ,](.*)\)$", out, re.M)}
+    return out, table
+
+
+def test_t_prints_the_table_from_prosodys_config(setup, lab):
+    """-t on netproxyd's file: each mapped port and the address from Prosody's
+    keys and defaults, transparent; on Prosody's config alone, the same table,
+    plain; with services written inside Prosody's config, as in netproxyd's."""
+    inside = lab.file("prosody-services.cfg.lua", setup.st.cfg.read_text().replace(
+        "\nVirtualHost", "\n" + TRANSPARENT + "VirtualHost", 1))
+    want = {svc: (PROXY_PORTS[svc], f"127.0.0.1:{port}") for svc, port in PORTS.items()}
+    for path, transparent in ((setup.npd.config_path, True), (setup.st.cfg, False),
+                              (inside, True)):
+        out, table = describe(path)
+        print(f"\nnetproxyd -t -c {path.name}:\n{out}")
+        assert {svc: row[:2] for svc, row in table.items()} == want, out
+        assert all(("transparent" in row[2]) == transparent for row in table.values()), out
+        assert re.search(r"^trusted: 127\.0\.0\.1/32 ::1/128$", out, re.M), out
+    # Prosody runs without mod_net_proxy: netproxyd has the proxy ports.
+    assert "net_proxy" not in setup.st.prosody_log(), setup.st.debug()
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -201,7 +212,7 @@ def test_health_checks_through_netproxyd(setup):
             line = setup.npd.wait_log(rf"port={port} service={svc} peer=127\.0\.0\.1:(\d+) "
                                       + check, TIMEOUT)[0].string
             print(f"netproxyd: {line}")
-    assert setup.exchange("v2", "c2s").jid
+    assert setup.exchange("v2", "c2s")[1].jid
 
 
 def test_control_plain_delivery_prosody_sees_netproxyd(lab):
@@ -210,8 +221,7 @@ def test_control_plain_delivery_prosody_sees_netproxyd(lab):
     with netproxyd_setup(lab, "plain", transparent=False) as s:
         for svc in ("c2s", "s2s"):
             before = len(s.st.connections(s.st.ports[svc]))
-            result = s.exchange("v2", svc)
-            cport = result[0] if svc == "s2s" else result.cport
+            cport, _ = s.exchange("v2", svc)
             # The exchange is over, so Prosody has long logged its connection.
             with pytest.raises(AssertionError, match=f"Prosody's 'New connection' line for "
                                                      f"{CLIENT_IP}"):

@@ -3,7 +3,7 @@ and an XMPP client, for the end-to-end tests of the original module's scenario.
 
     with prosody_stack(ports, targets, fronts, ...) as st:
         login = c2s_login("127.0.0.1", st.fronts["v2", "c2s"], cafile=st.cert)
-        st.connection_line(CLIENT_IP, login.cport, st.ports["c2s"])
+        st.wait_connections(CLIENT_IP, st.ports["c2s"], login.cport)   # Prosody saw it
 
 Prosody runs from a temp dir of its own, owned by the prosody user (config,
 data, a self-signed certificate made with the openssl CLI, debug log), with a
@@ -94,6 +94,19 @@ def text_of(path):
         return ""
 
 
+def free_ports(n):
+    """n distinct TCP ports on 127.0.0.1 that nothing listens on now (the
+    kernel's choice, made while all n are held)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def listening(port, pid="self"):
     """True when a socket listens on TCP port in the network namespace of pid
     (read from /proc: no connection is made, which a PROXY port would count
@@ -161,15 +174,15 @@ class Stack:
         return [(m.group(1), int(m.group(2)), m.string) for m in map(
             rx.search, self.prosody_log().splitlines()) if m and int(m.group(4)) == server_port]
 
-    def connection_line(self, ip, port, server_port):
-        """Prosody's 'New connection' line for a peer ip (and port, unless None)
-        on server_port, waited for (bounded); AssertionError if none comes."""
-        def line():
-            return next((ln for i, p, ln in self.connections(server_port)
-                         if i == ip and port in (None, p)), None)
+    def wait_connections(self, ip, server_port, port=None, since=0, timeout=TIMEOUT):
+        """connections(server_port) from ip (and port, unless None) after the
+        first `since`; waits (bounded) for at least one, else AssertionError."""
+        def found():
+            return [c for c in self.connections(server_port)[since:]
+                    if c[0] == ip and port in (None, c[1])]
         try:
-            return wait_for(line, TIMEOUT, f"Prosody's 'New connection' line for {ip}:"
-                                           f"{port or '*'} on port {server_port}")
+            return wait_for(found, timeout, f"Prosody's 'New connection' line for {ip}:"
+                                            f"{port or '*'} on port {server_port}")
         except AssertionError as e:
             raise AssertionError(f"{e}{self.debug()}") from None
 
@@ -177,10 +190,11 @@ class Stack:
         (self.root / "data").mkdir()
         (self.root / "certs").mkdir()
         # A SAN, so that the client verifies Prosody's certificate by name (its
-        # own, not one of HAProxy's: HAProxy only relays TCP here). The
-        # certificates directory is where Prosody 0.12 looks a host's pair up;
-        # that lookup is also what serves SNI on a direct TLS port, which has
-        # no certificate of its own.
+        # own: HAProxy and netproxyd only relay TCP here). In the certificates
+        # directory Prosody 0.12 finds the host's pair, and a direct TLS port
+        # finds one too ("Using cert ... from index for service c2s_direct_tls
+        # port N"); a VirtualHost's ssl option alone would leave that port
+        # without a certificate ("SNI will be required").
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                         "-subj", f"/CN={DOMAIN}", "-addext", f"subjectAltName=DNS:{DOMAIN}",
                         "-keyout", str(self.key), "-out", str(self.cert)],
@@ -207,7 +221,8 @@ VirtualHost "{DOMAIN}"
 
     def write_haproxy_cfg(self):
         """The original README's config on loopback ports: a frontend per PROXY
-        version, a backend per (service, version)."""
+        version, a backend per (service, version), `check` kept; without its
+        syslog lines, and with timeouts a test can wait out."""
         text = f"""\
 global
     nbthread 1
@@ -297,7 +312,10 @@ defaults
         def up():
             if self.haproxy.poll() is not None:
                 raise AssertionError(f"haproxy exited ({self.haproxy.returncode}){self.debug()}")
-            return all(listening(p, self.haproxy.pid) for p in self.fronts.values())
+            # Once it is haproxy (a prefix such as ip netns exec has exec'd
+            # it), /proc/PID/net is the namespace it listens in.
+            return (text_of(f"/proc/{self.haproxy.pid}/comm").strip() == "haproxy"
+                    and all(listening(p, self.haproxy.pid) for p in self.fronts.values()))
         wait_for(up, TIMEOUT, f"haproxy to listen on {sorted(self.fronts.values())}")
 
     def haproxy_servers(self):
@@ -319,12 +337,15 @@ defaults
         passed and are UP, and that Prosody never read a PROXY header as part
         of a stream: a header left in place shows as invalid XML on c2s and s2s
         and as a TLS "wrong version number" on a direct TLS port."""
+        # check_status is the last result, "INI" before the first, with "* "
+        # in front while a check is under way.
+        def last(server):
+            return server["check_status"].removeprefix("* ")
         servers = wait_for(lambda: (s := self.haproxy_servers()) and all(
-            x["check_status"] not in ("", "INI") for x in s) and s, TIMEOUT,
+            last(x) not in ("", "INI") for x in s) and s, TIMEOUT,
             "HAProxy to health-check every server")
         bad = [(x["pxname"], x["status"], x["check_status"], x["chkfail"]) for x in servers
-               if not (x["status"] == "UP" and x["check_status"] == "L4OK"
-                       and x["chkfail"] == "0")]
+               if not (x["status"] == "UP" and last(x) == "L4OK" and x["chkfail"] == "0")]
         assert not bad, f"HAProxy's servers not all UP with passing checks: {bad}{self.debug()}"
         leftovers = [line for line in self.prosody_log().splitlines()
                      if "Received invalid XML" in line or "wrong version number" in line]
