@@ -6,10 +6,10 @@ namespaces made here, never in the root namespace, whose routing belongs to
 the host.
 
     reason = why_no_netns()          # None when root and `ip netns` work
-    lab = Lab()                      # try: ... finally: lab.close()
-    ns = lab.ns("role")              # a new namespace, lo up
-    lab.popen(ns, argv)              # `ip netns exec NS argv...`, stopped by close()
-    in_ns(ns, fn, *args)             # fn(*args) in a thread that joined ns
+    with Lab() as lab:               # at the end: stops and deletes what it made
+        ns = lab.ns("role")          # a new namespace, lo up
+        lab.popen(ns, argv)          # `ip netns exec NS argv...`
+        in_ns(ns, fn, *args)         # fn(*args) in a thread that joined ns
 
 `ip netns exec` execs the command, so a Popen's PID is the process itself.
 A client runs in a thread that has joined the namespace: setns(2) changes
@@ -139,6 +139,12 @@ class Lab:
         path.write_text(text)
         os.chmod(path, 0o644)
         return path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def close(self):
         for p in reversed(self.procs):

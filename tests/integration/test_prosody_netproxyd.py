@@ -135,11 +135,8 @@ def netproxyd_setup(lab, role, transparent):
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = Lab()
-    try:
+    with Lab() as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture(scope="module")

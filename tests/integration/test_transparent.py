@@ -238,11 +238,8 @@ SINGLE_COMMANDS = [
 
 @pytest.fixture
 def lab():
-    lab = Lab()
-    try:
+    with Lab() as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 class Single:
