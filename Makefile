@@ -6,6 +6,8 @@
 #   make run        netproxyd on its default config
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make bench      the library's ns-per-call table
+#   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
+#                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
 #   make install    PREFIX (/usr/local) and DESTDIR honoured
 #
 # GNU make. Objects go to $(BUILD); nothing is written in the source tree.
@@ -80,7 +82,7 @@ MAN_PAGES := $(wildcard man/*.[1-8])
 MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
 .PHONY: all deps check check-all unit unit-asan replay integration lint-man fuzz \
-        bench run install uninstall clean
+        bench bench-compare run install uninstall clean
 .DELETE_ON_ERROR:
 
 all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD)
@@ -221,6 +223,19 @@ $(BUILD)/bench/bench-lib: bench/bench_lib.c $(STATIC) | $(BUILD)/bench
 
 bench: $(BUILD)/bench/bench-lib
 	$(BUILD)/bench/bench-lib
+
+# The shim's accept() timed with and without it (bench-compare's "shim").
+$(BUILD)/bench/accept-latency: bench/accept_latency.c $(STATIC) include/netproxy.h | $(BUILD)/bench
+	$(CC) $(BASE_CFLAGS) -O2 -g $< $(STATIC) -o $@
+
+# Receivers and measurements to run, comma-separated (default: all); runs of
+# each (default 3), measured seconds per run (default 3), idle connections.
+BENCH_COMPARE_ARGS := $(if $(ONLY),--only $(ONLY)) $(if $(MODES),--modes $(MODES)) \
+	$(if $(REPEAT),--repeat $(REPEAT)) $(if $(RUN_SECONDS),--seconds $(RUN_SECONDS)) \
+	$(if $(IDLE_CONNS),--idle-conns $(IDLE_CONNS))
+
+bench-compare: all $(BUILD)/bench/accept-latency
+	$(PYTHON) bench/compare.py --build $(BUILD) $(BENCH_COMPARE_ARGS)
 
 # --- running ---------------------------------------------------------------
 

@@ -1,0 +1,128 @@
+"""The comparison's table: medians and spread per receiver, ratios to HAProxy
+and to the direct path, and issue 7's targets checked against the ratios.
+
+Input: samples[receiver name][metric] = the values of the repeated runs, and
+the receivers in table order (direct first). Output: Markdown text, which is
+also readable as it is in a terminal.
+"""
+import statistics
+
+# key, what, unit, the mode it comes from, better when "higher" or "lower",
+# whether it exists for the direct path (CPU and memory are the receiver's).
+METRICS = [
+    ("conn_rate", "new connections", "/s", "conn", "higher", True),
+    ("conn_cpu", "CPU per new connection", "µs", "conn", "lower", False),
+    ("kept_rate", "requests on kept connections", "/s", "kept", "higher", True),
+    ("kept_cpu", "CPU per request on a kept connection", "µs", "kept", "lower", False),
+    ("lat_kept_p50", "latency of a request, one at a time: p50", "µs", "lat-kept", "lower", True),
+    ("lat_kept_p99", "latency of a request, one at a time: p99", "µs", "lat-kept", "lower", True),
+    ("lat_kept_p999", "latency of a request, one at a time: p99.9", "µs", "lat-kept", "lower",
+     True),
+    ("lat_conn_p50", "latency of a new connection, one at a time: p50", "µs", "lat-conn",
+     "lower", True),
+    ("lat_conn_p99", "latency of a new connection, one at a time: p99", "µs", "lat-conn",
+     "lower", True),
+    ("lat_conn_p999", "latency of a new connection, one at a time: p99.9", "µs", "lat-conn",
+     "lower", True),
+    ("up_rate", "throughput client → server", "MiB/s", "up", "higher", True),
+    ("up_cpu", "CPU per GiB relayed client → server", "s", "up", "lower", False),
+    ("down_rate", "throughput server → client", "MiB/s", "down", "higher", True),
+    ("down_cpu", "CPU per GiB relayed server → client", "s", "down", "lower", False),
+    ("idle_rss", "RSS per idle relayed connection", "KiB", "idle", "lower", False),
+]
+METRIC = {m[0]: m for m in METRICS}
+
+HAPROXY, DIRECT = "haproxy", "direct"
+
+
+def spread(values):
+    """(median, min, max) of the repeated runs' values."""
+    return statistics.median(values), min(values), max(values)
+
+
+def number(value, unit):
+    if unit == "/s":
+        return f"{value:,.0f}"
+    if unit == "MiB/s":
+        return f"{value:,.0f}"
+    if unit in ("s", "KiB"):
+        return f"{value:.2f}"
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if b else "–"
+
+
+def median_of(samples, receiver, key):
+    values = samples.get(receiver, {}).get(key)
+    return statistics.median(values) if values else None
+
+
+def table(samples, receivers, errors):
+    """The main table: one row per metric and receiver.
+
+    errors[receiver][mode] counts the runs that reported errors; such a value
+    is marked, since an error can make a run look faster than it was.
+    """
+    rows = ["| metric | receiver | median | spread (min–max) | × HAProxy | × direct |",
+            "|---|---|---:|---|---:|---:|"]
+    for key, what, unit, mode, _, for_direct in METRICS:
+        hap = median_of(samples, HAPROXY, key)
+        direct = median_of(samples, DIRECT, key) if for_direct else None
+        first = True
+        for r in receivers:
+            values = samples.get(r.name, {}).get(key)
+            if not values:
+                continue
+            med, lo, hi = spread(values)
+            mark = ""
+            bad = errors.get(r.name, {}).get(mode, 0)
+            if bad:
+                mark = f" (errors in {bad} run{'s' if bad > 1 else ''})"
+            rows.append("| {} | {} | {}{} | {}–{} | {} | {} |".format(
+                f"{what} ({unit})" if first else "", r.label, number(med, unit), mark,
+                number(lo, unit), number(hi, unit),
+                ratio(med, hap) if hap and r.name != HAPROXY else "",
+                ratio(med, direct) if direct and r.name != DIRECT else ""))
+            first = False
+    return "\n".join(rows)
+
+
+def targets(samples, receivers, shim_added_ns):
+    """Issue 7's targets for each netproxyd delivery mode, checked in this run."""
+    rows = ["| target | netproxyd | this run | met |", "|---|---|---|---|"]
+    hap = {k: median_of(samples, HAPROXY, k) for k in METRIC}
+    direct = {k: median_of(samples, DIRECT, k) for k in METRIC}
+
+    def check(goal, label, text, ok):
+        rows.append(f"| {goal} | {label} | {text} | {'met' if ok else '**not met**'} |")
+
+    for r in receivers:
+        if not r.name.startswith("netproxyd"):
+            continue
+        got = {k: median_of(samples, r.name, k) for k in METRIC}
+        for key, limit, goal in (("conn_cpu", 0.6, "CPU per new connection ≤ 0.6× HAProxy"),
+                                 ("kept_cpu", 0.7, "CPU per request (kept) ≤ 0.7× HAProxy"),
+                                 ("up_cpu", 0.7, "CPU per GiB client → server ≤ 0.7× HAProxy"),
+                                 ("down_cpu", 0.7, "CPU per GiB server → client ≤ 0.7× HAProxy")):
+            if got[key] is not None and hap[key]:
+                x = got[key] / hap[key]
+                check(goal, r.label, f"{x:.2f}×", x <= limit)
+        for key, goal in (("up_rate", "throughput client → server ≥ 0.9× direct"),
+                          ("down_rate", "throughput server → client ≥ 0.9× direct")):
+            if got[key] is not None and direct[key]:
+                x = got[key] / direct[key]
+                check(goal, r.label, f"{x:.2f}×", x >= 0.9)
+        for key, what in (("lat_kept_p99", "a request"), ("lat_conn_p99", "a new connection")):
+            if got[key] is not None and hap[key] is not None and direct[key] is not None:
+                ours, theirs = got[key] - direct[key], hap[key] - direct[key]
+                check(f"p99 latency of {what} added over direct ≤ HAProxy's", r.label,
+                      f"{ours:+.1f} µs vs {theirs:+.1f} µs", ours <= theirs)
+        if got["idle_rss"] is not None:
+            check("RSS per idle relayed connection ≤ 1 KiB", r.label,
+                  f"{got['idle_rss']:.2f} KiB", got["idle_rss"] <= 1.0)
+    if shim_added_ns is not None:
+        check("accept latency added by the shim ≤ 2 µs", "(the preload shim)",
+              f"{shim_added_ns / 1000:+.2f} µs", shim_added_ns <= 2000)
+    return "\n".join(rows)
