@@ -1,7 +1,7 @@
 /*
  * log.h - netproxyd's log: one line per event, to stderr (systemd's journal
- * adds nothing we would miss) or to syslog. Lines are written with a single
- * write(2), so threads never interleave within a line.
+ * adds nothing we would miss) or to syslog. Lines are written whole, with
+ * writes of at most PIPE_BUF bytes, so threads never interleave within one.
  */
 #ifndef NPD_LOG_H
 #define NPD_LOG_H
@@ -23,6 +23,15 @@ void npd_log_setup(bool use_syslog, int level);
 bool npd_log_enabled(int level);
 
 __attribute__((format(printf, 2, 3))) void npd_log(int level, const char *fmt, ...);
+
+/*
+ * Batch the calling thread's lines to stderr: they are written when
+ * npd_log_flush() is called, or when the batch is full (PIPE_BUF bytes, so
+ * each write stays atomic). Turning it off flushes. Workers batch a loop
+ * turn's lines; syslog lines are never batched.
+ */
+void npd_log_batch(bool on);
+void npd_log_flush(void);
 
 /*
  * Bytes from the wire, made safe to print: printable ASCII stays, everything

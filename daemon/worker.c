@@ -450,7 +450,10 @@ static void *worker_main(void *arg)
 	struct epoll_event evs[MAX_EVENTS];
 
 	w->now_ms = npd_now_ms();
+	npd_log_batch(true);
 	for (;;) {
+		/* This turn's lines, before sleeping: a line waits at most one turn. */
+		npd_log_flush();
 		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, next_timeout(w));
 		if (n < 0 && errno != EINTR) {
 			npd_log(NPD_LOG_ERROR, "worker %d: epoll_wait: %s", w->id, strerror(errno));
@@ -496,6 +499,7 @@ static void *worker_main(void *arg)
 	}
 out:
 	shut_down(w);
+	npd_log_batch(false);
 	return NULL;
 }
 
