@@ -176,6 +176,7 @@ static int reemit(const struct npd_service *svc, const struct np_header *h, uint
 }
 
 static void connect_backend(struct npd_conn *c);
+static void connecting(struct npd_conn *c);
 
 /* The header is the first hlen bytes of the client buffer. */
 static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
@@ -353,20 +354,65 @@ static void connect_backend(struct npd_conn *c)
 		return;
 	}
 	npd_timer_arm(tl, &c->timer, c->w->now_ms);
-	if (c->backend.writable)
-		npd_conn_event(c, &c->backend, EPOLLOUT);
+	connecting(c);
 }
 
-/* The backend socket became writable or failed while connecting. */
-static void connected(struct npd_conn *c)
+/*
+ * The first bytes for the backend, sent before the connect is known to be
+ * done: the send itself says whether it is. Returns 1 when the connection
+ * is up (the bytes went out), 0 when it is not yet (EAGAIN), or -1 with
+ * *err the connect's own error.
+ */
+static int send_first(struct npd_conn *c, struct npd_buf *b, int *err)
+{
+	ssize_t n;
+
+	do
+		n = send(c->backend.fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		*err = errno;
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+	}
+	b->off += (uint32_t)n;
+	if (b->off == b->len) { /* as the relay does: an idle side holds no buffer */
+		npd_buf_put(c->w, b);
+		c->client.in = NULL;
+	}
+	return 1;
+}
+
+/*
+ * Right after connect() and at each writable edge until the backend is
+ * there. A backend on this host has usually finished its handshake when
+ * connect() returns EINPROGRESS: with bytes to send (a header, or what the
+ * client sent with its own), sending them at once finds out, without a
+ * getsockopt(SO_ERROR) or a trip through epoll_wait. With nothing to send,
+ * the writable edge and SO_ERROR tell.
+ */
+static void connecting(struct npd_conn *c)
 {
 	const struct npd_service *svc = c->service;
-	int err = 0;
-	socklen_t len = sizeof(err);
+	struct npd_buf *b = c->client.in;
+	int err = 0, up;
 
-	if (getsockopt(c->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		err = errno;
-	if (err) {
+	if (b && b->off < b->len) {
+		up = send_first(c, b, &err);
+		if (up == 0) {
+			c->backend.writable = false; /* its edge comes with the handshake's end */
+			return;
+		}
+		c->backend.writable = up > 0;
+	} else {
+		socklen_t len = sizeof(err);
+
+		if (!c->backend.writable)
+			return;
+		if (getsockopt(c->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+			err = errno;
+		up = err ? -1 : 1;
+	}
+	if (up < 0) {
 		npd_conn_close(c, "backend %s (%s) connect failed: %s", svc->name, svc->addr_text,
 			       strerror(err));
 		return;
@@ -398,6 +444,8 @@ void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
 	 */
 	if (events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
 		side->fin_seen = true;
+	if (events & EPOLLERR)
+		side->err_seen = true;
 	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 		side->writable = true;
 
@@ -408,7 +456,7 @@ void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
 		break;
 	case NPD_CONN_CONNECTING:
 		if (side == &c->backend && side->writable)
-			connected(c);
+			connecting(c);
 		/* Client bytes wait in the kernel until the backend is there. */
 		break;
 	case NPD_CONN_RELAY:

@@ -65,6 +65,7 @@ struct npd_side {
 	int fd;
 	bool readable, writable; /* edge-triggered readiness not used up yet */
 	bool fin_seen;		 /* epoll said its FIN has arrived: read until recv() says 0 */
+	bool err_seen;		 /* epoll said it failed: read until recv() says why */
 	bool eof;		 /* it sent its FIN and we have read it: nothing more to read */
 	bool shut;		 /* we sent it our FIN (shutdown SHUT_WR) */
 	int error;		 /* errno of the read or write that failed on it; 0 while fine */

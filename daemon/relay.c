@@ -87,12 +87,19 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 		struct npd_buf *b = src->in;
 		struct npd_pipe *p = src->pipe;
 		ssize_t n;
+		/*
+		 * When src has ended, our FIN follows these bytes at once: MSG_MORE
+		 * lets the kernel put it in their last segment, one packet and one
+		 * wake-up of the peer instead of two. (The FIN, or the close that
+		 * sends it, pushes them out; so would more data.)
+		 */
+		int more = src->eof ? MSG_MORE : 0;
 
 		/* What was read goes out first, from the buffer, then from the pipe. */
 		if (b && b->off < b->len) {
 			if (!dst->writable)
 				return progress;
-			n = send(dst->fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
+			n = send(dst->fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | more);
 			if (n < 0) {
 				if (retry(dst, &dst->writable))
 					continue;
@@ -111,7 +118,8 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 		if (p && p->len) {
 			if (!dst->writable)
 				return progress;
-			n = splice(p->rd, NULL, dst->fd, NULL, p->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			n = splice(p->rd, NULL, dst->fd, NULL, p->len,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
 			if (n < 0) {
 				if (retry(dst, &dst->writable))
 					continue;
@@ -127,8 +135,14 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 		/* Nothing in flight: pass on an end, or read more. */
 		if (src->eof) {
 			if (!dst->shut) {
-				/* Half-close: the other side may still talk, so only our write end shuts. */
-				shutdown(dst->fd, SHUT_WR);
+				/*
+				 * Half-close: the other side may still talk, so only our
+				 * write end shuts. Unless it has said all it had to and it
+				 * was all delivered: then both ways are over, the close
+				 * comes next and its FIN is the same, a system call less.
+				 */
+				if (!(dst->eof && (src->shut || src->error)))
+					shutdown(dst->fd, SHUT_WR);
 				dst->shut = true;
 				progress = true;
 			}
@@ -171,6 +185,15 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 					src->pipe = npd_pipe_get(c->w);
 			} else if (!src->fin_seen) {
 				src->readable = false; /* drained: new data brings a new edge */
+			} else if (!src->err_seen) {
+				/*
+				 * Its FIN had arrived before this read, and nothing can
+				 * follow a FIN: a short read took the last bytes, and the
+				 * recv() that would say 0 is not needed. (After an error,
+				 * that recv() says which.)
+				 */
+				src->eof = true;
+				src->readable = false;
 			}
 			continue;
 		}
