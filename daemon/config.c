@@ -129,7 +129,8 @@ struct source {
 	char *owned;   /* src, when the loader read it */
 	size_t *lines; /* offset of each line, built when a message needs it */
 	size_t nlines;
-	bool own; /* assigns services: netproxyd's own file, not Prosody's */
+	bool services; /* assigns services */
+	bool prosody;  /* has a VirtualHost or Component, or assigns modules_enabled */
 };
 
 /* Where a value was assigned: a file of the config and the line; line 0: unknown. */
@@ -644,7 +645,10 @@ static int unknown_cmp(const void *a, const void *b)
  * Warn about every global that is not a setting, in the order of the files;
  * functions are helpers, not settings. A Prosody config is full of
  * Prosody's own options: those are skipped without a word, and counted,
- * except in a file that sets services, which is netproxyd's own.
+ * except in netproxyd's own file, one that sets services without being
+ * Prosody's itself (services may also be written into prosody.cfg.lua),
+ * and except for keys starting with proxy_, the prefix of the keys that
+ * matter here: such a key that is not a setting is a typo.
  */
 static void read_unknown(struct loader *ld)
 {
@@ -674,7 +678,12 @@ static void read_unknown(struct loader *ld)
 		lua_pop(L, 1);
 		if (t == LUA_TNIL || t == LUA_TFUNCTION)
 			continue;
-		if (ld->prosody && !ld->files[at.file].own) {
+		/*
+		 * netproxyd's own file: one that sets services and is not Prosody's
+		 * itself. A proxy_ key is mod_net_proxy's or netproxyd's: misspelt.
+		 */
+		if (ld->prosody && !(ld->files[at.file].services && !ld->files[at.file].prosody) &&
+		    strncmp(name, "proxy_", 6) != 0) {
 			ld->cfg->prosody_skipped++;
 			continue;
 		}
@@ -1745,8 +1754,9 @@ static int record_global(lua_State *L)
 		return 0;
 	}
 	if (key) {
-		ld->files[at.file].own |= strcmp(key, "services") == 0;
-		ld->prosody |= strcmp(key, key_names[K_MODULES_ENABLED]) == 0;
+		ld->files[at.file].services |= strcmp(key, "services") == 0;
+		ld->files[at.file].prosody |= strcmp(key, key_names[K_MODULES_ENABLED]) == 0;
+		ld->prosody |= ld->files[at.file].prosody;
 		lua_pushvalue(L, 2);
 		lua_pushinteger(L, where_pack(at));
 		lua_rawset(L, lua_upvalueindex(2));
@@ -1810,6 +1820,7 @@ static int open_section(lua_State *L, const char *kind, lua_CFunction then)
 		return luaL_error(L, "%s needs a name, as in %s \"example.com\"", kind, kind);
 	s = lua_tolstring(L, 1, &len);
 	snprintf(ld->section, sizeof(ld->section), "%s %s", kind, quote(name, sizeof(name), s, len));
+	ld->files[running_at(L, 1).file].prosody = true;
 	ld->prosody = true;
 	lua_pushcfunction(L, then);
 	return 1;

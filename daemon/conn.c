@@ -329,9 +329,10 @@ static void connect_backend(struct npd_conn *c)
 		npd_conn_close(c, "backend %s (%s): %s", svc->name, svc->addr_text, why);
 		return;
 	}
-	if (port_moved) {
+	/* Common and harmless (a client on this host holds its own port): debug only. */
+	if (port_moved && npd_log_enabled(NPD_LOG_DEBUG)) {
 		char client[64];
-		npd_log(NPD_LOG_INFO, "conn=%llu client %s: its port is in use here, so %s is reached "
+		npd_log(NPD_LOG_DEBUG, "conn=%llu client %s: its port is in use here, so %s is reached "
 			"from another port", (unsigned long long)c->id,
 			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), svc->name);
 	}
@@ -519,9 +520,19 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 	va_end(ap);
 
 	int64_t ms = w->now_ms - c->start_ms;
-	/* A connection that never reached its service is worth a warning. */
-	npd_log(c->state == NPD_CONN_RELAY || c->state == NPD_CONN_LINGER ? NPD_LOG_INFO
-									    : NPD_LOG_WARN,
+	/*
+	 * A connection that never reached its service is worth a warning. One
+	 * that did, with a LOCAL header and not a byte either way, is a load
+	 * balancer's health check: a line every few seconds per server, debug.
+	 */
+	bool reached = c->state == NPD_CONN_RELAY || c->state == NPD_CONN_LINGER;
+	int level = !reached ? NPD_LOG_WARN
+		    : c->command == NP_CMD_LOCAL && !c->client.bytes && !c->backend.bytes
+			    ? NPD_LOG_DEBUG
+			    : NPD_LOG_INFO;
+	if (!npd_log_enabled(level))
+		goto release;
+	npd_log(level,
 		"conn=%llu port=%u service=%s peer=%s client=%s dst=%s proxy=%s up=%llu down=%llu "
 		"duration=%lld.%03llds reason=\"%s\"",
 		(unsigned long long)c->id, (unsigned)c->listener->port,
@@ -530,7 +541,7 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 		npd_sockaddr_text(&c->dst_addr, dst, sizeof(dst)), proxy_version_text(c),
 		(unsigned long long)c->client.bytes, (unsigned long long)c->backend.bytes,
 		(long long)(ms / 1000), (long long)(ms % 1000), reason);
-
+release:
 	release_side(c, &c->client);
 	release_side(c, &c->backend);
 	npd_timer_cancel(&c->timer);

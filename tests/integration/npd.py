@@ -135,10 +135,11 @@ class Netproxyd:
             raise AssertionError(f"{e}\n--- netproxyd log ---\n{self.log()}") from None
 
     def close_lines(self):
-        """The per-connection close lines, parsed into dicts."""
+        """The per-connection close lines (not the debug lines about a
+        connection, which have no reason), parsed into dicts."""
         out = []
         for line in self.log().splitlines():
-            if " conn=" not in line:
+            if " conn=" not in line or " reason=" not in line:
                 continue
             fields = dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', line))
             out.append({k: v.strip('"') for k, v in fields.items()})

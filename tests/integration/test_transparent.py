@@ -167,14 +167,17 @@ class Backend:
 
 
 def config(listeners, services, trusted=None, extra=""):
-    """listeners: {port: (listen address, service)}; services: {name: Lua table body}."""
+    """listeners: {port: (listen address, service)}; services: {name: Lua table body}.
+    At the debug level, so that the lines of a moved port and of health checks
+    are there to find (or to find missing)."""
     ports = ", ".join(f'"{addr}"' for addr, _ in listeners.values())
     maps = ", ".join(f'[{port}] = "{svc}"' for port, (_, svc) in listeners.items())
     svcs = ", ".join(f"{name} = {{ {body} }}" for name, body in services.items())
     text = (f"proxy_ports = {{ {ports} }}\n"
             f"proxy_port_mappings = {{ {maps} }}\n"
             f"services = {{ {svcs} }}\n"
-            "workers = 2\n")
+            "workers = 2\n"
+            'log_level = "debug"\n')
     if trusted is not None:
         text += "proxy_trusted_proxies = { " + ", ".join(f'"{t}"' for t in trusted) + " }\n"
     return text + extra
@@ -720,7 +723,7 @@ def test_port_in_use_falls_back_to_another_port(routed):
                 host, _, pport = peer.rpartition(":")
                 assert host.strip("[]") == src and int(pport) != 51234, peer
                 assert how == "eof" and got == f"peer={peer}\n".encode() + b"still works"
-                d.wait_log(rf"info: conn=\d+ client {re.escape(client)}: its port is in use "
+                d.wait_log(rf"debug: conn=\d+ client {re.escape(client)}: its port is in use "
                            rf"here, so back\d is reached from another port")
             assert [c["reason"] for c in d.closed(2)] == ["done", "done"], \
                 d.log()

@@ -602,12 +602,22 @@ static void test_unknown_keys(void)
 	cfg = load(MAP
 		   "modules_enabled = { \"net_proxy\" }\n" C2S "\nproxy_port = {\n\t15222,\n}\n"
 		   "helper = function() end\nlocal x = 1\n_ENV[\"odd key\"] = 1\nunset = nil\n");
-	/* modules_enabled makes it Prosody's, but services makes the file netproxyd's own. */
+	/*
+	 * modules_enabled makes it Prosody's, services written into it and all:
+	 * only a proxy_ key is warned about.
+	 */
 	if (!ok(cfg && strcmp(warned.text, "t.lua:5: unknown key proxy_port (ignored)\n"
-					   "t.lua:10: unknown key \"odd key\" (ignored)\n"
 					   "t.lua:2: modules_enabled: loads net_proxy: Prosody would "
 					   "listen on the proxy ports itself; remove it, netproxyd takes "
 					   "its place\n") == 0,
+		"a Prosody file: only proxy_ keys warned about"))
+		diag("%s", cfg ? warned.text : dg.error);
+	npd_config_free(cfg);
+
+	cfg = load(MAP C2S "\nproxy_port = {\n\t15222,\n}\n"
+		   "helper = function() end\nlocal x = 1\n_ENV[\"odd key\"] = 1\nunset = nil\n");
+	if (!ok(cfg && strcmp(warned.text, "t.lua:4: unknown key proxy_port (ignored)\n"
+					   "t.lua:9: unknown key \"odd key\" (ignored)\n") == 0,
 		"unknown keys warned about in file order; functions, locals and nils are not"))
 		diag("%s", cfg ? warned.text : dg.error);
 	npd_config_free(cfg);

@@ -301,6 +301,15 @@ static void test_prosody_keys(void)
 	free(text);
 	npd_config_free(cfg);
 
+	/* services written into Prosody's own file: still Prosody's, no noise; proxy_ typos said. */
+	cfg = load("admins = { }\npidfile = \"x\"\nproxy_port_mapping = { }\n"
+		   "proxy_port_mappings = { [15222] = \"c2s\" }\n"
+		   "services = { c2s = { transparent = true } }\nVirtualHost \"localhost\"\n");
+	ok(cfg && cfg->services[0].transparent && cfg->prosody_skipped == 2 &&
+		   strcmp(warned.text, "t.lua:3: unknown key proxy_port_mapping (ignored)\n") == 0,
+	   "services inside prosody.cfg.lua: Prosody's options skipped, a proxy_ typo warned");
+	npd_config_free(cfg);
+
 	/* Without VirtualHost, Component or modules_enabled: netproxyd's, typos warned. */
 	cfg = load("proxy_port_mappings = { [15222] = \"c2s\" }\nadmins = { }\n");
 	ok(cfg && !cfg->prosody && strcmp(warned.text, "t.lua:2: unknown key admins (ignored)\n") == 0,
