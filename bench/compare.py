@@ -111,8 +111,8 @@ class Comparison:
         self.args, self.lab = args, lab
         self.bench = args.build / "netproxy-bench"
         self.runs = []          # every raw result, for the JSON file
-        self.others = []        # per run: CPU seconds used by other processes, and the run's length
-        self.samples = {}       # receiver -> metric -> values
+        self.others = []        # per run: (CPU seconds of other processes, stolen, the run's length)
+        self.samples = {}       # receiver -> metric -> {round: value}
         self.errors = {}        # receiver -> mode -> runs with errors
 
     def bench_argv(self, rec, mode):
@@ -120,39 +120,42 @@ class Comparison:
                 "-d", self.args.seconds, "-w", 5, "--header", rec.header, "-b", SOURCES]
         if rec.header != "none":
             argv += ["--claim-src", CLAIMS]
-        return argv + ["127.0.0.1", rec.port]
+        return argv + ["127.0.0.1", rec.port_for(mode)]
 
-    def add(self, rec, mode, values, report_, extra):
-        self.runs.append({"receiver": rec.name, "mode": mode, "report": report_, **extra})
+    def add(self, rec, mode, rnd, values, report_, extra):
+        self.runs.append({"receiver": rec.name, "mode": mode, "round": rnd, "report": report_,
+                          **extra})
         if report_ is None or report_["errors"]["total"]:
             self.errors.setdefault(rec.name, {}).setdefault(mode, 0)
             self.errors[rec.name][mode] += 1
         for key, value in values.items():
             if value is not None:
-                self.samples.setdefault(rec.name, {}).setdefault(key, []).append(value)
+                self.samples.setdefault(rec.name, {}).setdefault(key, {})[rnd] = value
 
-    def measure(self, rec, mode):
-        """One run of mode against rec; the receiver's CPU is read around it, and
-        the machine's, to tell how much other processes took meanwhile."""
-        pids = rec.pids()
+    def measure(self, rec, mode, rnd):
+        """One run of mode against rec in round rnd; the receiver's CPU is read
+        around it, and the machine's, to tell what other processes and the
+        hypervisor took meanwhile."""
+        pids = rec.pids(mode)
         ours = pids + [self.backend.proc.pid]
-        cpu0, ours0, busy0 = labmod.cpu_seconds(pids), labmod.cpu_seconds(ours), \
-            labmod.machine_busy_seconds()
+        cpu0, ours0 = labmod.cpu_seconds(pids), labmod.cpu_seconds(ours)
+        busy0, stolen0 = labmod.machine_seconds()
         t0 = time.monotonic()
         r = self.lab.run(self.bench_argv(rec, mode), self.lab.load_cpu,
                          timeout=2 * self.args.seconds + 30)
         wall = time.monotonic() - t0
         cpu = labmod.cpu_seconds(pids) - cpu0
-        busy, ours = labmod.machine_busy_seconds() - busy0, labmod.cpu_seconds(ours) - ours0
+        busy, stolen = labmod.machine_seconds()
+        busy, stolen, ours = busy - busy0, stolen - stolen0, labmod.cpu_seconds(ours) - ours0
         try:
             out = json.loads(r.stdout)
         except ValueError:
             say(f"  {rec.name} {mode}: no report (exit {r.returncode}): {r.stderr.strip()}")
-            self.add(rec, mode, {}, None, {"stderr": r.stderr})
+            self.add(rec, mode, rnd, {}, None, {"stderr": r.stderr})
             return
         client = out["client_cpu_s"]["user"] + out["client_cpu_s"]["system"]
         others = max(0.0, busy - ours - client)
-        self.others.append((others, wall))
+        self.others.append((others, stolen, wall))
         if out["errors"]["total"]:
             say(f"  {rec.name} {mode}: {out['errors']}")
         done, lat = out["completed"], out["latency_us"] or {}
@@ -170,10 +173,10 @@ class Comparison:
             values[f"{mode}_rate"] = out["throughput_mib_s"]
             if pids and gib:
                 values[f"{mode}_cpu"] = cpu / gib
-        self.add(rec, mode, values, out, {"receiver_cpu_s": cpu, "others_cpu_s": others,
-                                          "wall_s": wall})
+        self.add(rec, mode, rnd, values, out, {"receiver_cpu_s": cpu, "others_cpu_s": others,
+                                               "stolen_s": stolen, "wall_s": wall})
 
-    def measure_idle(self, rec):
+    def measure_idle(self, rec, rnd):
         """RSS of the receiver with N idle relayed connections, less without, over N.
 
         The receiver is started afresh first: a process that has held N
@@ -185,7 +188,7 @@ class Comparison:
         before = labmod.rss_kib(pids)
         argv = [self.bench, "--json", "-m", "idle", "-n", self.args.idle_conns, "-c", 100,
                 "-d", 60, "-w", 5, "--header", rec.header, "-b", SOURCES,
-                "--claim-src", CLAIMS, "127.0.0.1", rec.port]
+                "--claim-src", CLAIMS, "127.0.0.1", rec.port_for("idle")]
         p = self.lab.popen(argv, self.lab.load_cpu)
         line = read_line_until(p.stderr, "connections established", 60)
         m = re.search(r"idle: (\d+) of (\d+) connections established", line or "")
@@ -207,7 +210,7 @@ class Comparison:
         per_conn = (after - before) / held if m and held and pids else None
         if not m or held != self.args.idle_conns:
             say(f"  {rec.name} idle: {line or err}")
-        self.add(rec, "idle", {"idle_rss": per_conn}, result,
+        self.add(rec, "idle", rnd, {"idle_rss": per_conn}, result,
                  {"rss_before_kib": before, "rss_after_kib": after, "held": held})
 
     def measure_shim(self):
@@ -258,27 +261,31 @@ def read_line_until(stream, needle, timeout):
 
 
 def wait_ready(comparison, rec, deadline_s=10):
-    """A receiver is ready when a short run through it to the backend succeeds."""
-    argv = [comparison.bench, "--json", "-m", "kept", "-c", 1, "-n", 5, "-d", 2, "-w", 1,
-            "--header", rec.header, "127.0.0.1", rec.port]
+    """A receiver is ready when a short run through it to the backend succeeds
+    (through each of its processes)."""
     deadline = time.monotonic() + deadline_s
-    while True:
-        r = comparison.lab.run(argv, comparison.lab.load_cpu, timeout=10)
-        if r.returncode == 0:
-            return
-        if time.monotonic() > deadline or (rec.proc and rec.proc.poll() is not None):
-            raise RuntimeError(f"{rec.name} is not answering: {r.stdout}{r.stderr}\n"
-                               f"{comparison.lab.log(rec.name)}")
-        time.sleep(0.1)
+    for mode in ("kept", "up"):
+        argv = [comparison.bench, "--json", "-m", "kept", "-c", 1, "-n", 5, "-d", 2, "-w", 1,
+                "--header", rec.header, "127.0.0.1", rec.port_for(mode)]
+        while True:
+            r = comparison.lab.run(argv, comparison.lab.load_cpu, timeout=10)
+            if r.returncode == 0:
+                break
+            if time.monotonic() > deadline or any(p and p.poll() is not None
+                                                  for p in (rec.proc, rec.bulk_proc)):
+                raise RuntimeError(f"{rec.name} is not answering: {r.stdout}{r.stderr}\n"
+                                   f"{comparison.lab.log(rec.name)}")
+            time.sleep(0.1)
 
 
-def disturbance(others):
-    """How much CPU other processes took during the runs, as a sentence."""
-    if not others:
+def disturbance(others, which):
+    """How much CPU other processes (which=0) or the hypervisor (which=1) took
+    during the runs, as a sentence."""
+    shares = sorted(x[which] / x[2] for x in others if x[2] > 0)
+    if not shares:
         return "no runs"
-    shares = sorted(o / w for o, w in others if w > 0)
     return (f"median {100 * statistics.median(shares):.0f}% of one CPU, "
-            f"the busiest run {100 * shares[-1]:.0f}%")
+            f"the worst run {100 * shares[-1]:.0f}%")
 
 
 def heading(info, args, lab, skipped, vers, others):
@@ -287,7 +294,8 @@ def heading(info, args, lab, skipped, vers, others):
     lines = [f"- date: {info['date']}",
              f"- machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}",
              f"- load average at the start: {info['load']}; at the end: {info['load_end']}",
-             f"- CPU taken by other processes during the runs: {disturbance(others)}",
+             f"- CPU taken by other processes during the runs: {disturbance(others, 0)}; "
+             f"stolen by the hypervisor: {disturbance(others, 1)}",
              f"- {args.repeat} runs of each, {args.seconds:g} s each, interleaved; "
              f"{args.idle_conns} idle connections; {pin}",
              f"- {'in a network namespace of its own' if lab.ns else 'on the host loopback'}",
@@ -345,9 +353,9 @@ def run(args):
                     say(f"run {rep + 1}/{args.repeat}: {mode:8} {rec.name}")
                     if mode == "idle":
                         if rec.name != "direct":
-                            comparison.measure_idle(rec)
+                            comparison.measure_idle(rec, rep)
                     else:
-                        comparison.measure(rec, mode)
+                        comparison.measure(rec, mode, rep)
         shim_added = comparison.measure_shim() if "shim" in args.modes else None
 
         info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -367,7 +375,8 @@ def run(args):
         prefix.with_suffix(".md").write_text(out)
         prefix.with_suffix(".json").write_text(json.dumps(
             {"machine": info, "versions": vers, "settings": {k: str(v) for k, v in vars(args).items()},
-             "skipped": skipped, "runs": comparison.runs, "samples": comparison.samples}, indent=1))
+             "skipped": skipped, "runs": comparison.runs, "samples": comparison.samples,
+             "namespace": lab.ns, "pids": [p.pid for p in lab.procs]}, indent=1))
         say(f"written: {prefix.with_suffix('.md')} and {prefix.with_suffix('.json')}")
     finally:
         lab.close()

@@ -74,11 +74,12 @@ def cpu_seconds(pids):
     return ticks / CLK_TCK
 
 
-def machine_busy_seconds():
-    """CPU time the whole machine has spent busy, all CPUs, from /proc/stat."""
+def machine_seconds():
+    """(busy, stolen): CPU time the whole machine has spent busy, all CPUs, and
+    the time the hypervisor ran something else while we wanted a CPU."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, idle, iowait, irq, softirq = map(int, fields[:7])
-    return (user + nice + system + irq + softirq) / CLK_TCK
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
 
 
 def rss_kib(pids):
@@ -197,16 +198,23 @@ def fill(template, **values):
     return string.Template((CONF_DIR / template).read_text()).substitute(values)
 
 
+BULK_MODES = ("up", "down")
+
+
 class Receiver:
-    """One program compared. name is what ONLY= takes; label is the table's."""
+    """One program compared. name is what ONLY= takes; label is the table's.
+
+    A receiver may run a second process configured for bulk data (HAProxy):
+    port_for() and pids() then take the mode.
+    """
     name = label = ""
     header = "v2"          # what the load generator sends it
     needs_root = False
 
     def __init__(self, build):
         self.build = build
-        self.proc = None
-        self.port = None
+        self.proc = self.bulk_proc = None
+        self.port = self.bulk_port = None
 
     def missing(self):
         """Why it cannot run here, or None."""
@@ -215,14 +223,19 @@ class Receiver:
     def start(self, lab, backend):
         raise NotImplementedError
 
-    def pids(self):
-        return process_tree(self.proc.pid) if self.proc else []
+    def port_for(self, mode):
+        return self.bulk_port if self.bulk_port and mode in BULK_MODES else self.port
+
+    def pids(self, mode=None):
+        proc = self.bulk_proc if self.bulk_proc and mode in BULK_MODES else self.proc
+        return process_tree(proc.pid) if proc else []
 
     def restart(self, lab, backend):
-        """A fresh process, on a fresh port: its memory holds nothing of earlier runs."""
-        if self.proc:
-            stop(self.proc)
-            lab.procs.remove(self.proc)
+        """Fresh processes, on fresh ports: their memory holds nothing of earlier runs."""
+        for proc in (self.proc, self.bulk_proc):
+            if proc:
+                stop(proc)
+                lab.procs.remove(proc)
         self.start(lab, backend)
 
 
@@ -233,7 +246,7 @@ class Direct(Receiver):
     def start(self, lab, backend):
         self.port = backend.port
 
-    def pids(self):
+    def pids(self, mode=None):
         return []
 
 
@@ -276,12 +289,21 @@ class Haproxy(Receiver):
         return None if find_exe("haproxy") else "haproxy is not installed"
 
     def start(self, lab, backend):
-        self.port = lab.free_port()
-        cfg = lab.write("haproxy.cfg", fill("haproxy.cfg", port=self.port,
-                                            backend_port=backend.port, maxconn=lab.max_conns))
-        # -db: foreground, one process; its threads are counted in /proc/PID/stat.
-        self.proc = lab.start(self.name, [find_exe("haproxy"), "-db", "-f", cfg],
-                              lab.receiver_cpu)
+        """Two processes: splice when it pays, for connections and requests; splice
+        always, for bulk data. Each is HAProxy's better setting for its work."""
+        for kind, splice in (("", "option splice-auto"),
+                             ("-bulk", "option splice-request\n\toption splice-response")):
+            port = lab.free_port()
+            cfg = lab.write(f"haproxy{kind}.cfg", fill("haproxy.cfg", port=port, splice=splice,
+                                                       backend_port=backend.port,
+                                                       maxconn=lab.max_conns))
+            # -db: foreground, one process; its threads are counted in /proc/PID/stat.
+            proc = lab.start(self.name + kind, [find_exe("haproxy"), "-db", "-f", cfg],
+                             lab.receiver_cpu)
+            if kind:
+                self.bulk_port, self.bulk_proc = port, proc
+            else:
+                self.port, self.proc = port, proc
 
 
 class Nginx(Receiver):

@@ -1,9 +1,13 @@
 """The comparison's table: medians and spread per receiver, ratios to HAProxy
 and to the direct path, and issue 7's targets checked against the ratios.
 
-Input: samples[receiver name][metric] = the values of the repeated runs, and
-the receivers in table order (direct first). Output: Markdown text, which is
-also readable as it is in a terminal.
+Input: samples[receiver name][metric] = {round: value} over the repeated
+rounds, and the receivers in table order (direct first). Output: Markdown
+text, which is also readable as it is in a terminal.
+
+A ratio is the median of the ratios within each round, not the ratio of the
+medians: every receiver of a round ran within the same minute, so a change of
+the machine's speed between rounds cancels out of it.
 """
 import statistics
 
@@ -30,13 +34,13 @@ METRICS = [
     ("down_cpu", "CPU per GiB relayed server → client", "s", "down", "lower", False),
     ("idle_rss", "RSS per idle relayed connection", "KiB", "idle", "lower", False),
 ]
-METRIC = {m[0]: m for m in METRICS}
 
 HAPROXY, DIRECT = "haproxy", "direct"
 
 
-def spread(values):
+def spread(by_round):
     """(median, min, max) of the repeated runs' values."""
+    values = list(by_round.values())
     return statistics.median(values), min(values), max(values)
 
 
@@ -50,13 +54,20 @@ def number(value, unit):
     return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
-def ratio(a, b):
-    return f"{a / b:.2f}×" if b else "–"
+def ratio_of(samples, receiver, reference, key):
+    """The median over rounds of receiver's value / reference's, or None."""
+    ours, theirs = samples.get(receiver, {}).get(key, {}), samples.get(reference, {}).get(key, {})
+    ratios = [ours[r] / theirs[r] for r in ours if theirs.get(r)]
+    return statistics.median(ratios) if ratios else None
+
+
+def ratio_text(x):
+    return f"{x:.2f}×" if x is not None else ""
 
 
 def median_of(samples, receiver, key):
     values = samples.get(receiver, {}).get(key)
-    return statistics.median(values) if values else None
+    return statistics.median(values.values()) if values else None
 
 
 def table(samples, receivers, errors):
@@ -68,8 +79,6 @@ def table(samples, receivers, errors):
     rows = ["| metric | receiver | median | spread (min–max) | × HAProxy | × direct |",
             "|---|---|---:|---|---:|---:|"]
     for key, what, unit, mode, _, for_direct in METRICS:
-        hap = median_of(samples, HAPROXY, key)
-        direct = median_of(samples, DIRECT, key) if for_direct else None
         first = True
         for r in receivers:
             values = samples.get(r.name, {}).get(key)
@@ -83,8 +92,9 @@ def table(samples, receivers, errors):
             rows.append("| {} | {} | {}{} | {}–{} | {} | {} |".format(
                 f"{what} ({unit})" if first else "", r.label, number(med, unit), mark,
                 number(lo, unit), number(hi, unit),
-                ratio(med, hap) if hap and r.name != HAPROXY else "",
-                ratio(med, direct) if direct and r.name != DIRECT else ""))
+                ratio_text(ratio_of(samples, r.name, HAPROXY, key)) if r.name != HAPROXY else "",
+                ratio_text(ratio_of(samples, r.name, DIRECT, key))
+                if for_direct and r.name != DIRECT else ""))
             first = False
     return "\n".join(rows)
 
@@ -92,8 +102,6 @@ def table(samples, receivers, errors):
 def targets(samples, receivers, shim_added_ns):
     """Issue 7's targets for each netproxyd delivery mode, checked in this run."""
     rows = ["| target | netproxyd | this run | met |", "|---|---|---|---|"]
-    hap = {k: median_of(samples, HAPROXY, k) for k in METRIC}
-    direct = {k: median_of(samples, DIRECT, k) for k in METRIC}
 
     def check(goal, label, text, ok):
         rows.append(f"| {goal} | {label} | {text} | {'met' if ok else '**not met**'} |")
@@ -101,27 +109,31 @@ def targets(samples, receivers, shim_added_ns):
     for r in receivers:
         if not r.name.startswith("netproxyd"):
             continue
-        got = {k: median_of(samples, r.name, k) for k in METRIC}
         for key, limit, goal in (("conn_cpu", 0.6, "CPU per new connection ≤ 0.6× HAProxy"),
                                  ("kept_cpu", 0.7, "CPU per request (kept) ≤ 0.7× HAProxy"),
                                  ("up_cpu", 0.7, "CPU per GiB client → server ≤ 0.7× HAProxy"),
                                  ("down_cpu", 0.7, "CPU per GiB server → client ≤ 0.7× HAProxy")):
-            if got[key] is not None and hap[key]:
-                x = got[key] / hap[key]
+            x = ratio_of(samples, r.name, HAPROXY, key)
+            if x is not None:
                 check(goal, r.label, f"{x:.2f}×", x <= limit)
         for key, goal in (("up_rate", "throughput client → server ≥ 0.9× direct"),
                           ("down_rate", "throughput server → client ≥ 0.9× direct")):
-            if got[key] is not None and direct[key]:
-                x = got[key] / direct[key]
+            x = ratio_of(samples, r.name, DIRECT, key)
+            if x is not None:
                 check(goal, r.label, f"{x:.2f}×", x >= 0.9)
         for key, what in (("lat_kept_p99", "a request"), ("lat_conn_p99", "a new connection")):
-            if got[key] is not None and hap[key] is not None and direct[key] is not None:
-                ours, theirs = got[key] - direct[key], hap[key] - direct[key]
+            ours, hap, direct = (samples.get(n, {}).get(key, {})
+                                 for n in (r.name, HAPROXY, DIRECT))
+            rounds = [k for k in ours if k in hap and k in direct]
+            if rounds:
+                added = statistics.median(ours[k] - direct[k] for k in rounds)
+                theirs = statistics.median(hap[k] - direct[k] for k in rounds)
                 check(f"p99 latency of {what} added over direct ≤ HAProxy's", r.label,
-                      f"{ours:+.1f} µs vs {theirs:+.1f} µs", ours <= theirs)
-        if got["idle_rss"] is not None:
-            check("RSS per idle relayed connection ≤ 1 KiB", r.label,
-                  f"{got['idle_rss']:.2f} KiB", got["idle_rss"] <= 1.0)
+                      f"{added:+.1f} µs vs {theirs:+.1f} µs", added <= theirs)
+        rss = median_of(samples, r.name, "idle_rss")
+        if rss is not None:
+            check("RSS per idle relayed connection ≤ 1 KiB", r.label, f"{rss:.2f} KiB",
+                  rss <= 1.0)
     if shim_added_ns is not None:
         check("accept latency added by the shim ≤ 2 µs", "(the preload shim)",
               f"{shim_added_ns / 1000:+.2f} µs", shim_added_ns <= 2000)

@@ -11,6 +11,7 @@ These tests check what is counted, never how fast: a run's speed depends on
 the machine. Every run is bounded by -n or -d and by a subprocess timeout.
 """
 import json
+import os
 import re
 import resource
 import signal
@@ -20,7 +21,7 @@ import threading
 
 import pytest
 
-from npd import Netproxyd, _Server, free_port, stop_pid, tool, wait_for
+from npd import REPO, Netproxyd, _Server, build_dir, free_port, stop_pid, tool, wait_for
 
 TIMEOUT = 30          # seconds: no subprocess or wait outlasts it
 EXIT_FAIL, EXIT_USAGE = 1, 64
@@ -535,3 +536,35 @@ def test_signal_during_a_run_reports(serve):
         stop_pid(p)
     report = json.loads(out)
     assert report["stop"] == "signal" and report["errors"]["total"] == 0
+
+
+# --- the comparison harness ------------------------------------------------------
+
+
+def test_bench_compare_runs_and_leaves_nothing_behind(tmp_path):
+    """make bench-compare in miniature: the table comes out, and every process
+    it started and its namespace are gone afterwards."""
+    out = tmp_path / "compare"
+    r = subprocess.run(["/usr/bin/python3", str(REPO / "bench" / "compare.py"),
+                        "--build", str(build_dir()), "--only", "direct,netproxyd-plain",
+                        "--modes", "conn,kept,idle", "--repeat", "1", "--seconds", "0.3",
+                        "--idle-conns", "50", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    table = out.with_suffix(".md").read_text()
+    assert table.strip() == r.stdout.strip()
+    assert re.search(r"\| new connections \(/s\) \| direct \| [\d,]+ \|", table)
+    assert re.search(r"\| CPU per new connection \(µs\) \| netproxyd plain \| [\d.]+ \|", table)
+    assert re.search(r"\| RSS per idle relayed connection \(KiB\) \| netproxyd plain \|", table)
+    result = json.loads(out.with_suffix(".json").read_text())
+    runs = [(x["receiver"], x["mode"]) for x in result["runs"]]
+    assert sorted(runs) == sorted([("direct", "conn"), ("direct", "kept"),
+                                   ("netproxyd-plain", "conn"), ("netproxyd-plain", "kept"),
+                                   ("netproxyd-plain", "idle")])
+    assert all(x["report"]["errors"]["total"] == 0 for x in result["runs"])
+    for pid in result["pids"]:
+        assert not os.path.exists(f"/proc/{pid}"), f"process {pid} was left running"
+    if result["namespace"]:
+        ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            timeout=TIMEOUT).stdout
+        assert result["namespace"] not in ns
