@@ -229,7 +229,7 @@ $(BUILD)/bench/accept-latency: bench/accept_latency.c $(STATIC) include/netproxy
 	$(CC) $(BASE_CFLAGS) -O2 -g $< $(STATIC) -o $@
 
 # Receivers and measurements to run, comma-separated (default: all); runs of
-# each (default 3), measured seconds per run (default 3), idle connections.
+# each (default 5), measured seconds per run (default 2), idle connections.
 BENCH_COMPARE_ARGS := $(if $(ONLY),--only $(ONLY)) $(if $(MODES),--modes $(MODES)) \
 	$(if $(REPEAT),--repeat $(REPEAT)) $(if $(RUN_SECONDS),--seconds $(RUN_SECONDS)) \
 	$(if $(IDLE_CONNS),--idle-conns $(IDLE_CONNS))

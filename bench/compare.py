@@ -51,9 +51,9 @@ def parse_args():
                     ", ".join(r.name for r in labmod.all_receivers(Path("."))))
     ap.add_argument("--modes", default="", help="measurements, comma-separated: " +
                     ", ".join(MODES))
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each (default 3)")
-    ap.add_argument("--seconds", type=float, default=3.0,
-                    help="measured seconds per run (default 3)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each (default 5)")
+    ap.add_argument("--seconds", type=float, default=2.0,
+                    help="measured seconds per run (default 2)")
     ap.add_argument("--idle-conns", type=int, default=5000,
                     help="connections held for the memory measurement (default 5000)")
     ap.add_argument("--out", default=None, help="write PREFIX.md and PREFIX.json "

@@ -54,10 +54,16 @@ def number(value, unit):
     return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
+def rounds_of(samples, names, key):
+    """For each round in which every one of names has a value of key, their values."""
+    series = [samples.get(n, {}).get(key, {}) for n in names]
+    common = set(series[0]).intersection(*series[1:])
+    return [[x[r] for x in series] for r in sorted(common)]
+
+
 def ratio_of(samples, receiver, reference, key):
     """The median over rounds of receiver's value / reference's, or None."""
-    ours, theirs = samples.get(receiver, {}).get(key, {}), samples.get(reference, {}).get(key, {})
-    ratios = [ours[r] / theirs[r] for r in ours if theirs.get(r)]
+    ratios = [a / b for a, b in rounds_of(samples, [receiver, reference], key) if b]
     return statistics.median(ratios) if ratios else None
 
 
@@ -100,11 +106,27 @@ def table(samples, receivers, errors):
 
 
 def targets(samples, receivers, shim_added_ns):
-    """Issue 7's targets for each netproxyd delivery mode, checked in this run."""
-    rows = ["| target | netproxyd | this run | met |", "|---|---|---|---|"]
+    """Issue 7's targets for each netproxyd delivery mode, checked in this run.
 
-    def check(goal, label, text, ok):
-        rows.append(f"| {goal} | {label} | {text} | {'met' if ok else '**not met**'} |")
+    The verdict is the median round's; when the rounds disagree the row says
+    in how many the target was met, since the verdict is then within the
+    noise of this machine.
+    """
+    rows = ["| target | netproxyd | this run: median (rounds) | met |", "|---|---|---|---|"]
+
+    def check(goal, label, text, ok, per_round):
+        met = sum(per_round)
+        verdict = "met" if ok else "**not met**"
+        if 0 < met < len(per_round):
+            verdict += f" (met in {met} of {len(per_round)} rounds)"
+        rows.append(f"| {goal} | {label} | {text} | {verdict} |")
+
+    def ratio_target(goal, r, key, reference, ok):
+        xs = [a / b for a, b in rounds_of(samples, [r.name, reference], key) if b]
+        if xs:
+            x = statistics.median(xs)
+            check(goal, r.label, f"{x:.2f}× ({min(xs):.2f}–{max(xs):.2f})", ok(x),
+                  [ok(v) for v in xs])
 
     for r in receivers:
         if not r.name.startswith("netproxyd"):
@@ -113,28 +135,24 @@ def targets(samples, receivers, shim_added_ns):
                                  ("kept_cpu", 0.7, "CPU per request (kept) ≤ 0.7× HAProxy"),
                                  ("up_cpu", 0.7, "CPU per GiB client → server ≤ 0.7× HAProxy"),
                                  ("down_cpu", 0.7, "CPU per GiB server → client ≤ 0.7× HAProxy")):
-            x = ratio_of(samples, r.name, HAPROXY, key)
-            if x is not None:
-                check(goal, r.label, f"{x:.2f}×", x <= limit)
+            ratio_target(goal, r, key, HAPROXY, lambda x, limit=limit: x <= limit)
         for key, goal in (("up_rate", "throughput client → server ≥ 0.9× direct"),
                           ("down_rate", "throughput server → client ≥ 0.9× direct")):
-            x = ratio_of(samples, r.name, DIRECT, key)
-            if x is not None:
-                check(goal, r.label, f"{x:.2f}×", x >= 0.9)
+            ratio_target(goal, r, key, DIRECT, lambda x: x >= 0.9)
         for key, what in (("lat_kept_p99", "a request"), ("lat_conn_p99", "a new connection")):
-            ours, hap, direct = (samples.get(n, {}).get(key, {})
-                                 for n in (r.name, HAPROXY, DIRECT))
-            rounds = [k for k in ours if k in hap and k in direct]
-            if rounds:
-                added = statistics.median(ours[k] - direct[k] for k in rounds)
-                theirs = statistics.median(hap[k] - direct[k] for k in rounds)
+            triples = rounds_of(samples, [r.name, HAPROXY, DIRECT], key)
+            if triples:
+                ours = statistics.median(o - d for o, _, d in triples)
+                theirs = statistics.median(h - d for _, h, d in triples)
                 check(f"p99 latency of {what} added over direct ≤ HAProxy's", r.label,
-                      f"{added:+.1f} µs vs {theirs:+.1f} µs", added <= theirs)
-        rss = median_of(samples, r.name, "idle_rss")
-        if rss is not None:
-            check("RSS per idle relayed connection ≤ 1 KiB", r.label, f"{rss:.2f} KiB",
-                  rss <= 1.0)
+                      f"{ours:+.1f} µs vs {theirs:+.1f} µs", ours <= theirs,
+                      [o <= h for o, h, _ in triples])
+        rss = [v for (v,) in rounds_of(samples, [r.name], "idle_rss")]
+        if rss:
+            check("RSS per idle relayed connection ≤ 1 KiB", r.label,
+                  f"{statistics.median(rss):.2f} KiB", statistics.median(rss) <= 1.0,
+                  [v <= 1.0 for v in rss])
     if shim_added_ns is not None:
         check("accept latency added by the shim ≤ 2 µs", "(the preload shim)",
-              f"{shim_added_ns / 1000:+.2f} µs", shim_added_ns <= 2000)
+              f"{shim_added_ns / 1000:+.2f} µs", shim_added_ns <= 2000, [])
     return "\n".join(rows)
