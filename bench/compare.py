@@ -388,8 +388,10 @@ def interrupted(signum, frame):
 
 def main():
     args = parse_args()
-    # SIGTERM as Ctrl-C: either way the lab is closed on the way out.
+    # SIGTERM as Ctrl-C: either way the lab is closed on the way out. SIGINT is
+    # set too, since a shell starts background jobs with it ignored.
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     try:
         run(args)
     except KeyboardInterrupt:

@@ -12,30 +12,22 @@ template in bench/conf/ and which PIDs are its own, for CPU and memory.
 """
 import os
 import shutil
-import signal
 import socket
 import string
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+# The integration tests' helpers (standard library only) for finding and stopping programs.
+sys.path.insert(0, str(BENCH_DIR.parent / "tests" / "integration"))
+from npd import find_exe, stop_pid as stop  # noqa: E402
+
 CONF_DIR = BENCH_DIR / "conf"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
-
-
-def find_exe(name):
-    """An installed program, also looked for in the sbin directories; or None."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
-        p = Path(d) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    return None
 
 
 # --- /proc ---------------------------------------------------------------------
@@ -174,21 +166,6 @@ class Lab:
         if self.ns:
             subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def stop(p, timeout=5.0):
-    """Stop a process we started: SIGTERM by PID, then SIGKILL to its own group."""
-    if p.poll() is not None:
-        return
-    try:
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(timeout)
 
 
 # --- receivers -----------------------------------------------------------------
