@@ -140,7 +140,9 @@ $(VECTORS_H): tests/data/vectors-peers.json tests/gen_vectors.py | $(BUILD)/gen
 
 TEST_CFLAGS := $(BASE_CFLAGS) -Ilib -Itests/unit -I$(BUILD)/gen -DNP_TEST_DATA='"tests/data"'
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(VECTORS_H) $(STATIC) | $(BUILD)/tests
+UNIT_HDR := $(wildcard tests/unit/*.h)
+
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_HDR) $(VECTORS_H) $(STATIC) | $(BUILD)/tests
 	$(CC) $(TEST_CFLAGS) $(CFLAGS) $< $(STATIC) $(LDFLAGS) -o $@
 
 $(BUILD)/asan/lib/%.o: lib/%.c $(LIB_HDR) | $(BUILD)/asan/lib
@@ -150,14 +152,14 @@ $(SAN_STATIC): $(SAN_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/asan/tests/%: tests/unit/%.c tests/unit/tap.h $(VECTORS_H) $(SAN_STATIC) | $(BUILD)/asan/tests
+$(BUILD)/asan/tests/%: tests/unit/%.c $(UNIT_HDR) $(VECTORS_H) $(SAN_STATIC) | $(BUILD)/asan/tests
 	$(SAN_CC) $(TEST_CFLAGS) -DNP_SANITIZED=1 $(SAN_FLAGS) $< $(SAN_STATIC) -o $@
 
 # The daemon's tests (the shorter stem makes make prefer these rules).
-$(BUILD)/tests/test_npd_%: tests/unit/test_npd_%.c tests/unit/tap.h $(BUILD)/libnpd.a $(STATIC) | $(BUILD)/tests
+$(BUILD)/tests/test_npd_%: tests/unit/test_npd_%.c $(UNIT_HDR) $(BUILD)/libnpd.a $(STATIC) | $(BUILD)/tests
 	$(CC) $(TEST_CFLAGS) $(NPD_CFLAGS) $(CFLAGS) $< $(BUILD)/libnpd.a $(STATIC) $(NPD_LIBS) -o $@
 
-$(BUILD)/asan/tests/test_npd_%: tests/unit/test_npd_%.c tests/unit/tap.h $(BUILD)/asan/libnpd.a $(SAN_STATIC) | $(BUILD)/asan/tests
+$(BUILD)/asan/tests/test_npd_%: tests/unit/test_npd_%.c $(UNIT_HDR) $(BUILD)/asan/libnpd.a $(SAN_STATIC) | $(BUILD)/asan/tests
 	$(SAN_CC) $(TEST_CFLAGS) $(NPD_CFLAGS) -DNP_SANITIZED=1 $(SAN_FLAGS) $< \
 		$(BUILD)/asan/libnpd.a $(SAN_STATIC) $(NPD_LIBS) -o $@
 
@@ -234,7 +236,9 @@ BENCH_COMPARE_ARGS := $(if $(ONLY),--only $(ONLY)) $(if $(MODES),--modes $(MODES
 	$(if $(REPEAT),--repeat $(REPEAT)) $(if $(RUN_SECONDS),--seconds $(RUN_SECONDS)) \
 	$(if $(IDLE_CONNS),--idle-conns $(IDLE_CONNS))
 
-bench-compare: all $(BUILD)/bench/accept-latency
+bench-compare: $(BUILD)/bench/accept-latency
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory all
 	$(PYTHON) bench/compare.py --build $(BUILD) $(BENCH_COMPARE_ARGS)
 
 # --- running ---------------------------------------------------------------

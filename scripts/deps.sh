@@ -11,6 +11,9 @@ set -eu
 PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev libcap-dev clang libclang-rt-14-dev perl python3 python3-pytest mandoc"
 # Real peers for the integration tests, and prlimit (util-linux).
 PACKAGES="$PACKAGES haproxy nginx-light prosody curl openssl util-linux iproute2"
+# nginx-light is built for a dynamic stream module it does not ship: make
+# bench-compare's nginx receiver (listen ... proxy_protocol; proxy_pass).
+PACKAGES="$PACKAGES libnginx-mod-stream"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "deps.sh: not a Debian system; make sure these are installed: $PACKAGES" >&2
