@@ -265,7 +265,7 @@ static void read_header(struct npd_conn *c)
 
 	while (c->client.readable) {
 		struct npd_buf *b = c->client.in;
-		if (!b && !(b = c->client.in = npd_buf_get(c->w))) {
+		if (!b && !(b = c->client.in = npd_buf_get(c->w, false))) {
 			npd_conn_close(c, "out of memory");
 			return;
 		}

@@ -288,8 +288,8 @@ static void apply_log_settings(const struct npd_config *cfg)
 }
 
 /*
- * Every connection costs up to four descriptors (two sockets, and a pipe
- * while bulk data flows): take all the soft limit may be raised to.
+ * Every connection costs two descriptors, its two sockets: take all the
+ * soft limit may be raised to.
  */
 static void raise_fd_limit(void)
 {

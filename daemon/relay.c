@@ -3,16 +3,14 @@
  *
  * Sockets are edge-triggered and registered once for both directions; each
  * side remembers the readiness epoll reported and a syscall returning EAGAIN
- * has not taken back yet. A direction holds at most one buffer or one pipe's
- * worth of data: nothing more is read from a side until what was read from it
- * has been written to the other. That is the backpressure, and it bounds
- * memory per direction; an idle connection holds neither buffer nor pipe.
+ * has not taken back yet. A direction holds at most one buffer of data:
+ * nothing more is read from a side until what was read from it has been
+ * written to the other. That is the backpressure, and it bounds memory per
+ * direction; an idle connection holds no buffer.
  *
- * Each direction starts by copying through a user-space buffer, which costs
- * the fewest syscalls for small messages. A read that fills the whole buffer
- * means bulk data: the direction then moves to splice() through a pipe,
- * which skips the copies, until the source runs dry and the pipe goes back
- * to the worker's pool.
+ * Each direction reads into a 16 KiB buffer, enough for any message. A read
+ * that fills its buffer means bulk data: the next reads take a bulk buffer
+ * (conn.h), until a read would have fit a small one again.
  *
  * A direction ends when its source has sent FIN and everything before it has
  * been written and followed by our FIN. A side that fails (reset, broken
@@ -22,7 +20,6 @@
  * side a byte it was owed. The connection closes when both directions ended.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -68,10 +65,6 @@ void npd_side_discard(struct npd_conn *c, struct npd_side *src)
 		npd_buf_put(c->w, src->in);
 		src->in = NULL;
 	}
-	if (src->pipe) {
-		npd_pipe_put(c->w, src->pipe, src->pipe->len == 0);
-		src->pipe = NULL;
-	}
 }
 
 /* Move what src has to say to dst. Returns true when anything happened. */
@@ -85,21 +78,20 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 	}
 	for (;;) {
 		struct npd_buf *b = src->in;
-		struct npd_pipe *p = src->pipe;
 		ssize_t n;
-		/*
-		 * When src has ended, our FIN follows these bytes at once: MSG_MORE
-		 * lets the kernel put it in their last segment, one packet and one
-		 * wake-up of the peer instead of two. (The FIN, or the close that
-		 * sends it, pushes them out; so would more data.)
-		 */
-		int more = src->eof ? MSG_MORE : 0;
 
-		/* What was read goes out first, from the buffer, then from the pipe. */
+		/* What was read goes out first. */
 		if (b && b->off < b->len) {
 			if (!dst->writable)
 				return progress;
-			n = send(dst->fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | more);
+			/*
+			 * When src has ended, our FIN follows these bytes at once:
+			 * MSG_MORE lets the kernel put it in their last segment, one
+			 * packet and one wake-up of the peer instead of two. (The FIN,
+			 * or the close that sends it, pushes them out.)
+			 */
+			n = send(dst->fd, b->data + b->off, b->len - b->off,
+				 MSG_NOSIGNAL | (src->eof ? MSG_MORE : 0));
 			if (n < 0) {
 				if (retry(dst, &dst->writable))
 					continue;
@@ -113,22 +105,6 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 				npd_buf_put(c->w, b);
 				src->in = NULL;
 			}
-			continue;
-		}
-		if (p && p->len) {
-			if (!dst->writable)
-				return progress;
-			n = splice(p->rd, NULL, dst->fd, NULL, p->len,
-				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
-			if (n < 0) {
-				if (retry(dst, &dst->writable))
-					continue;
-				if (dst->error)
-					npd_side_discard(c, src);
-				return progress;
-			}
-			p->len -= (uint32_t)n;
-			progress = true;
 			continue;
 		}
 
@@ -148,28 +124,9 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 			}
 			return progress;
 		}
-		if (!src->readable) {
-			if (p) { /* run dry: an idle connection keeps no pipe */
-				npd_pipe_put(c->w, p, true);
-				src->pipe = NULL;
-			}
+		if (!src->readable)
 			return progress;
-		}
-		if (p) {
-			n = splice(src->fd, NULL, p->wr, NULL, NPD_PIPE_SIZE,
-				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-			if (n > 0) {
-				p->len += (uint32_t)n;
-				src->bytes += (uint64_t)n;
-			} else if (n == 0) {
-				src->eof = true;
-			} else if (!read_failed(src) && !src->eof) {
-				return progress; /* the pipe is empty, so EAGAIN speaks of the socket */
-			}
-			progress = true;
-			continue;
-		}
-		if (!b && !(b = src->in = npd_buf_get(c->w))) {
+		if (!b && !(b = src->in = npd_buf_get(c->w, src->bulk))) {
 			src->error = ENOMEM;
 			src->eof = true;
 			continue;
@@ -181,9 +138,12 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 			src->bytes += (uint64_t)n;
 			progress = true;
 			if ((size_t)n == b->cap) {
-				if (!src->pipe) /* a full buffer: bulk, splice the rest */
-					src->pipe = npd_pipe_get(c->w);
-			} else if (!src->fin_seen) {
+				src->bulk = true; /* and there may be more */
+				continue;
+			}
+			if ((size_t)n < NPD_BUF_SIZE)
+				src->bulk = false;
+			if (!src->fin_seen) {
 				src->readable = false; /* drained: new data brings a new edge */
 			} else if (!src->err_seen) {
 				/*

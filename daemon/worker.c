@@ -19,6 +19,7 @@
 #define MAX_EVENTS 256
 #define ACCEPTS_PER_TURN 64 /* then the connections already accepted get their turn */
 #define FREE_BUFS_KEPT 64   /* beyond that, drained buffers go back to the system */
+#define FREE_BULK_KEPT 4    /* and bulk ones: 4 MiB kept, the rest lent afresh */
 
 int64_t npd_now_ms(void)
 {
@@ -53,15 +54,16 @@ void npd_gen_release(struct npd_gen *g)
 	}
 }
 
-struct npd_buf *npd_buf_get(struct npd_worker *w)
+/* One of a pool's buffers, or a new one of cap bytes. */
+static struct npd_buf *take(struct npd_buf **pool, size_t *n, uint32_t cap)
 {
-	struct npd_buf *b = w->free_bufs;
+	struct npd_buf *b = *pool;
 
 	if (b) {
-		w->free_bufs = b->next_free;
-		w->nfree_bufs--;
-	} else if ((b = malloc(sizeof(*b) + NPD_BUF_SIZE))) {
-		b->cap = NPD_BUF_SIZE;
+		*pool = b->next_free;
+		(*n)--;
+	} else if ((b = malloc(sizeof(*b) + cap))) {
+		b->cap = cap;
 	} else {
 		return NULL;
 	}
@@ -69,55 +71,37 @@ struct npd_buf *npd_buf_get(struct npd_worker *w)
 	return b;
 }
 
+struct npd_buf *npd_buf_get(struct npd_worker *w, bool bulk)
+{
+	struct npd_buf *b;
+
+	if (bulk && w->nbulk_lent < NPD_BULK_MAX &&
+	    (b = take(&w->free_bulk, &w->nfree_bulk, NPD_BULK_SIZE))) {
+		w->nbulk_lent++;
+		return b;
+	}
+	return take(&w->free_bufs, &w->nfree_bufs, NPD_BUF_SIZE);
+}
+
 void npd_buf_put(struct npd_worker *w, struct npd_buf *b)
 {
-	/* A buffer grown for a large header is not pool-sized: it goes. */
-	if (b->cap != NPD_BUF_SIZE || w->nfree_bufs >= FREE_BUFS_KEPT) {
+	struct npd_buf **pool = &w->free_bufs;
+	size_t *n = &w->nfree_bufs, keep = FREE_BUFS_KEPT;
+
+	if (b->cap == NPD_BULK_SIZE) {
+		w->nbulk_lent--;
+		pool = &w->free_bulk;
+		n = &w->nfree_bulk;
+		keep = FREE_BULK_KEPT;
+	}
+	/* A buffer grown for a large header is no pool's size: it goes. */
+	if ((b->cap != NPD_BUF_SIZE && b->cap != NPD_BULK_SIZE) || *n >= keep) {
 		free(b);
 		return;
 	}
-	b->next_free = w->free_bufs;
-	w->free_bufs = b;
-	w->nfree_bufs++;
-}
-
-#define FREE_PIPES_KEPT 64
-
-struct npd_pipe *npd_pipe_get(struct npd_worker *w)
-{
-	struct npd_pipe *p = w->free_pipes;
-	int fds[2];
-
-	if (p) {
-		w->free_pipes = p->next_free;
-		w->nfree_pipes--;
-		return p;
-	}
-	if (!(p = malloc(sizeof(*p))))
-		return NULL;
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-		free(p);
-		return NULL;
-	}
-	/* Larger than the default 64 KiB: fewer splice() calls per megabyte. */
-	fcntl(fds[1], F_SETPIPE_SZ, NPD_PIPE_SIZE);
-	p->rd = fds[0];
-	p->wr = fds[1];
-	p->len = 0;
-	return p;
-}
-
-void npd_pipe_put(struct npd_worker *w, struct npd_pipe *p, bool empty)
-{
-	if (!empty || w->nfree_pipes >= FREE_PIPES_KEPT) {
-		close(p->rd);
-		close(p->wr);
-		free(p);
-		return;
-	}
-	p->next_free = w->free_pipes;
-	w->free_pipes = p;
-	w->nfree_pipes++;
+	b->next_free = *pool;
+	*pool = b;
+	(*n)++;
 }
 
 struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms)
@@ -424,11 +408,10 @@ static void shut_down(struct npd_worker *w)
 		w->free_bufs = b->next_free;
 		free(b);
 	}
-	while (w->free_pipes) {
-		struct npd_pipe *p = w->free_pipes;
-		w->free_pipes = p->next_free;
-		w->nfree_pipes = 0;
-		npd_pipe_put(w, p, false);
+	while (w->free_bulk) {
+		struct npd_buf *b = w->free_bulk;
+		w->free_bulk = b->next_free;
+		free(b);
 	}
 	for (size_t i = 0; i < w->ntimers; i++)
 		free(w->timers[i]);

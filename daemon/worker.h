@@ -63,7 +63,6 @@ struct npd_worker_update {
 
 struct npd_buf;
 struct npd_conn;
-struct npd_pipe;
 
 struct npd_worker {
 	int id;
@@ -94,8 +93,8 @@ struct npd_worker {
 	struct npd_conn *free_conns; /* slots to reuse */
 	struct npd_buf *free_bufs;
 	size_t nfree_bufs;
-	struct npd_pipe *free_pipes; /* empty pipes for splice(), to reuse */
-	size_t nfree_pipes;
+	struct npd_buf *free_bulk; /* bulk buffers to reuse */
+	size_t nfree_bulk, nbulk_lent;
 	int reserve_fd; /* given up when accept() hits the fd limit, to shed one connection */
 	int64_t reject_log_until; /* rate limit for rejection lines */
 	unsigned reject_suppressed;
@@ -113,13 +112,13 @@ void npd_worker_join(struct npd_worker *w);
 /* The timer list for a duration, created on first use. NULL only when out of memory. */
 struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms);
 
-/* A relay buffer from the worker's pool; npd_buf_put gives it back. */
-struct npd_buf *npd_buf_get(struct npd_worker *w);
+/*
+ * A relay buffer from the worker's pools: of NPD_BUF_SIZE, or for bulk of
+ * NPD_BULK_SIZE while fewer than NPD_BULK_MAX are lent (else a small one).
+ * npd_buf_put gives either back. NULL only when out of memory.
+ */
+struct npd_buf *npd_buf_get(struct npd_worker *w, bool bulk);
 void npd_buf_put(struct npd_worker *w, struct npd_buf *b);
-
-/* An empty pipe for splice() from the pool; npd_pipe_put gives it back (empty) or closes it. */
-struct npd_pipe *npd_pipe_get(struct npd_worker *w);
-void npd_pipe_put(struct npd_worker *w, struct npd_pipe *p, bool empty);
 
 /*
  * Log a rejected connection, at most a few lines per second per worker, so a

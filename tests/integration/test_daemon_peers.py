@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from npd import Netproxyd, Threads, find_exe, free_port, proxy_v1, proxy_v2, tool, wait_for
+from npd import (Netproxyd, Threads, find_exe, free_port, proxy_v1, proxy_v2,
+                 tool, wait_for)
 
 TIMEOUT = 10.0            # seconds: the bound on every ordinary wait
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -512,6 +513,89 @@ def read_v2_header(sock):
         got += chunk
     end = 16 + int.from_bytes(got[14:16], "big")
     return bytes(got[:end]), bytes(got[end:])
+
+
+def peak_rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+STREAMS = 64             # more than a worker lends bulk buffers (NPD_BULK_MAX, 32)
+STREAM_BYTES = 8 << 20   # more than the backend side's socket buffers hold
+
+
+def test_more_bulk_streams_than_bulk_buffers():
+    """64 uploads at once through one worker, to a backend that reads nothing
+    until all are under way (its receive buffer is 64 KiB), so netproxyd ends
+    up holding a full buffer for each. A direction whose read fills its
+    16 KiB buffer goes on with a 1 MiB one, but a worker lends at most 32:
+    the others go on with 16 KiB buffers. Every byte arrives (by hash), and
+    netproxyd's peak memory grows by about the 32 MiB it may lend, not by a
+    megabyte per stream (64 MiB and more without the limit)."""
+    blocks = [random.Random(i).randbytes(STREAM_BYTES) for i in range(4)]
+    work, results, got = Threads(), {}, {}
+    gate = threading.Event()
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)  # inherited
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(STREAMS)
+    lsock.settimeout(BULK_TIMEOUT)
+
+    def backend():
+        conns = [lsock.accept()[0] for _ in range(STREAMS)]
+        gate.wait(BULK_TIMEOUT)
+        for i, c in enumerate(conns):
+            work.start(lambda i=i, c=c: got.__setitem__(i, sink(c)))
+
+    def sink(c):
+        with c:
+            c.settimeout(BULK_TIMEOUT)
+            h = hashlib.sha256(read_v2_header(c)[1])
+            while chunk := c.recv(1 << 20):
+                h.update(chunk)
+            c.sendall(h.hexdigest().encode())
+            return h.hexdigest()
+
+    def upload(i, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+            s.settimeout(BULK_TIMEOUT)
+            s.sendall(proxy_v2("198.51.100.30", "192.0.2.2", 41000 + i, 80))
+            s.sendall(blocks[i % 4])
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := s.recv(256):
+                reply += chunk
+            results[i] = reply.decode()   # the backend's hash of what it got
+
+    port = free_port()
+    try:
+        with netproxyd(npd_config(port, lsock.getsockname()[1], "v2") + "workers = 1\n") as d:
+            before = peak_rss_kib(d.proc.pid)
+            work.start(backend)
+            for i in range(STREAMS):
+                work.start(upload, i, port)
+            # Until every stream is stuck (its buffers full, the backend idle):
+            # netproxyd's memory stops growing.
+            last, since = -1, time.monotonic()
+            deadline = since + 15
+            while time.monotonic() < deadline and time.monotonic() - since < 0.5:
+                now = peak_rss_kib(d.proc.pid)
+                if now != last:
+                    last, since = now, time.monotonic()
+                time.sleep(0.05)
+            held = peak_rss_kib(d.proc.pid) - before
+            gate.set()
+            work.join(BULK_TIMEOUT)
+            d.wait_log(r'reason="done"', count=STREAMS)
+    finally:
+        lsock.close()
+    want = [hashlib.sha256(blocks[i % 4]).hexdigest() for i in range(STREAMS)]
+    assert [results.get(i) for i in range(STREAMS)] == want, "a stream lost or changed bytes"
+    print(f"\n{STREAMS} streams of {STREAM_BYTES >> 20} MiB held: peak RSS grew {held} KiB")
+    assert (24 << 10) < held < (32 << 10) + STREAMS * 2 * 16 + (6 << 10), \
+        f"peak RSS grew {held} KiB"
 
 
 @pytest.mark.parametrize("send_proxy", [None, "v2"], ids=["plain", "send_proxy-v2"])
