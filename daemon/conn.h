@@ -42,9 +42,7 @@ struct npd_buf {
  * makes do with NPD_BUF_SIZE, so memory stays bounded however many stream.
  */
 #define NPD_BULK_SIZE (1024 * 1024)
-#ifndef NPD_BULK_MAX
 #define NPD_BULK_MAX 32
-#endif
 
 enum npd_conn_state {
 	NPD_CONN_HEADER,
