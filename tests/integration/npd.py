@@ -47,6 +47,14 @@ def find_exe(name):
     return None
 
 
+def text_of(path):
+    """A file's text, or "" when it cannot be read (yet): for logs in messages."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def stop_pid(proc, timeout=5.0):
     """Stop a child we started: SIGTERM by PID, then SIGKILL to its own
     process group (start it with start_new_session=True)."""

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import pytest
 
-from npd import Threads, build_dir, find_exe, free_port, proxy_v1, proxy_v2, stop_pid, tool, wait_for
+from npd import (Threads, build_dir, find_exe, free_port, proxy_v1, proxy_v2, stop_pid,
+                 text_of, tool, wait_for)
 
 TIMEOUT = 10.0                 # seconds: the bound on every ordinary wait
 SHAPES = ["blocking", "threaded", "epoll"]
@@ -90,13 +91,6 @@ def listening(port):
             if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
-
-
-def text_of(path):
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 @contextmanager

@@ -44,7 +44,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from npd import build_dir, find_exe, stop_pid, wait_for
+from npd import build_dir, find_exe, stop_pid, text_of, wait_for
 
 TIMEOUT = 10.0        # seconds: socket timeouts and ordinary waits
 START_TIMEOUT = 15.0  # seconds: Prosody's start-up (Lua, certificates)
@@ -85,13 +85,6 @@ def skip_reason():
     if prosody_user() is None:
         return "the prosody user does not exist (it comes with Debian's prosody package)"
     return None
-
-
-def text_of(path):
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def free_ports(n):
