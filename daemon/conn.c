@@ -18,7 +18,7 @@
 #include "log.h"
 #include "netproxy.h"
 
-#define SIDE_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+#define SIDE_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET)
 
 /* Connection numbers in the log, 1, 2, ... across all workers. */
 static atomic_ullong next_conn_id = 1;
@@ -88,6 +88,7 @@ void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
 	c->peer_addr = *peer;
 	c->client.ev.kind = NPD_EV_CLIENT;
 	c->client.fd = fd;
+	c->client.short_read_drains = true;
 	c->backend.ev.kind = NPD_EV_BACKEND;
 	c->backend.fd = -1;
 	npd_timer_init(&c->timer);
@@ -282,7 +283,7 @@ static void read_header(struct npd_conn *c)
 			struct np_header h;
 
 			b->len += (uint32_t)n;
-			if ((size_t)n < room && !c->client.fin_seen)
+			if ((size_t)n < room && !c->client.fin_seen && c->client.short_read_drains)
 				c->client.readable = false; /* drained: the next edge says when to read */
 			int r = np_parse_max(b->data, b->len, cfg->max_header, &h);
 			if (r > 0) {
@@ -337,6 +338,7 @@ static void connect_backend(struct npd_conn *c)
 			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), svc->name);
 	}
 	c->backend.fd = fd;
+	c->backend.short_read_drains = svc->addr.ss_family != AF_UNIX;
 	if (watch(c->w, &c->backend) != 0) {
 		npd_conn_close(c, "epoll: %s", strerror(errno));
 		return;
@@ -414,7 +416,9 @@ static void connecting(struct npd_conn *c)
 		up = err ? -1 : 1;
 	}
 	if (up < 0) {
-		npd_conn_close(c, "backend %s (%s) connect failed: %s", svc->name, svc->addr_text,
+		/* A UNIX socket's connect() is done at once: then it is the send that failed. */
+		npd_conn_close(c, "backend %s (%s) %s: %s", svc->name, svc->addr_text,
+			       svc->addr.ss_family == AF_UNIX ? "failed" : "connect failed",
 			       strerror(err));
 		return;
 	}
@@ -447,6 +451,10 @@ void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
 		side->fin_seen = true;
 	if (events & EPOLLERR)
 		side->err_seen = true;
+	if (events & EPOLLPRI) { /* urgent data: the next reads may stop at its mark */
+		side->short_read_drains = false;
+		side->readable = true;
+	}
 	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 		side->writable = true;
 
@@ -523,11 +531,13 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 	/*
 	 * A connection that never reached its service is worth a warning. One
 	 * that did, with a LOCAL header and not a byte either way, is a load
-	 * balancer's health check: a line every few seconds per server, debug.
+	 * balancer's health check: a line every few seconds per server, debug,
+	 * unless the service failed it.
 	 */
 	bool reached = c->state == NPD_CONN_RELAY || c->state == NPD_CONN_LINGER;
 	int level = !reached ? NPD_LOG_WARN
-		    : c->command == NP_CMD_LOCAL && !c->client.bytes && !c->backend.bytes
+		    : c->command == NP_CMD_LOCAL && !c->client.bytes && !c->backend.bytes &&
+				      !c->backend.error
 			    ? NPD_LOG_DEBUG
 			    : NPD_LOG_INFO;
 	if (!npd_log_enabled(level))

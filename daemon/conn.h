@@ -65,6 +65,13 @@ struct npd_side {
 	bool readable, writable; /* edge-triggered readiness not used up yet */
 	bool fin_seen;		 /* epoll said its FIN has arrived: read until recv() says 0 */
 	bool err_seen;		 /* epoll said it failed: read until recv() says why */
+	/*
+	 * A short read took all there was: true for TCP, until urgent data
+	 * (EPOLLPRI) comes, at whose mark recv() stops early; never for a
+	 * UNIX socket, whose recv() may stop between two writers' messages.
+	 * Where false, a side is read until EAGAIN.
+	 */
+	bool short_read_drains;
 	bool eof;		 /* it sent its FIN and we have read it: nothing more to read */
 	bool shut;		 /* we sent it our FIN (shutdown SHUT_WR) */
 	int error;		 /* errno of the read or write that failed on it; 0 while fine */

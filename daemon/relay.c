@@ -143,6 +143,8 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst)
 			}
 			if ((size_t)n < NPD_BUF_SIZE)
 				src->bulk = false;
+			if (!src->short_read_drains)
+				continue; /* more may be waiting: read until EAGAIN */
 			if (!src->fin_seen) {
 				src->readable = false; /* drained: new data brings a new edge */
 			} else if (!src->err_seen) {

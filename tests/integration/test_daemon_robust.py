@@ -1161,3 +1161,145 @@ def test_log_never_holds_raw_bytes_from_the_wire():
         for line in d.log().splitlines():
             if "malformed header" in line:
                 assert re.search(r'reason="(?:[^"\\]|\\.)*"$', line), line
+
+
+# ---------------------------------------------------------------------------
+# Urgent data and UNIX backends: reads that stop short
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fin", [True, False], ids=["then-FIN", "no-FIN"])
+def test_urgent_data_costs_no_byte_after_it(fin):
+    """TCP urgent data (MSG_OOB) makes recv() stop at its mark, so a short read
+    no longer means the socket is drained. netproxyd is stopped while the
+    client sends AAAA, an urgent B and CCCC (and its FIN), so that all of it
+    waits in one queue: every ordinary byte must reach the service, and with
+    the FIN, the end too (no end assumed early); without it, no stall. The
+    urgent byte itself is out of band and is not relayed, as the kernel
+    hands it out of the stream."""
+    with EchoServer() as be:
+        port = free_port()
+        with Netproxyd(simple(port, be.port, 'workers = 1\n')) as d:
+            s = dial(port)
+            try:
+                s.sendall(GOOD + b"first")
+                wait_for(lambda: be.records and bytes(be.records[0]["received"]) == b"first",
+                         what="the first bytes at the service")
+                os.kill(d.proc.pid, signal.SIGSTOP)
+                try:
+                    s.sendall(b"AAAA")
+                    s.send(b"B", socket.MSG_OOB)
+                    s.sendall(b"CCCC")
+                    if fin:
+                        s.shutdown(socket.SHUT_WR)
+                    time.sleep(0.3)
+                finally:
+                    os.kill(d.proc.pid, signal.SIGCONT)
+                wait_for(lambda: bytes(be.records[0]["received"]) == b"firstAAAACCCC", 3.0,
+                         f"all the ordinary bytes (got {bytes(be.records[0]['received'])!r})")
+                if fin:
+                    wait_for(lambda: be.records[0]["eof"], 3.0, "the client's FIN")
+                    got = b""
+                    while chunk := s.recv(4096):
+                        got += chunk
+                    assert got == b"firstAAAACCCC", got
+                    d.wait_log(r'reason="done"')
+            finally:
+                s.close()
+
+
+class UnixEcho:
+    """An echo server on a UNIX socket that keeps what it read (a PROXY v2
+    header first, when told to)."""
+
+    def __init__(self, path):
+        self.path, self.got = str(path), bytearray()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            while chunk := conn.recv(1 << 20):
+                self.got += chunk
+                conn.sendall(chunk)
+            conn.shutdown(socket.SHUT_WR)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_unix_backend_relays_both_ways_with_a_header(tmp_path):
+    """A service on a UNIX socket (connect = "unix:PATH"), with send_proxy
+    v2: the header the service gets names the client, then 3 MiB go both
+    ways unaltered (bulk reads, read to EAGAIN on the UNIX side), and the
+    half-close comes back as the end."""
+    be = UnixEcho(tmp_path / "svc.sock")
+    port = free_port()
+    blob = random.Random(7).randbytes(3 << 20)
+    try:
+        cfg = conf({"svc": {"connect": f"unix:{be.path}", "send_proxy": "v2"}}, {port: "svc"})
+        with Netproxyd(cfg) as d:
+            s = dial(port, timeout=10)
+            try:
+                s.sendall(proxy_v2("203.0.113.9", "192.0.2.1", 40000, 443) + blob)
+                s.shutdown(socket.SHUT_WR)
+                got = bytearray()
+                while chunk := s.recv(1 << 20):
+                    got += chunk
+            finally:
+                s.close()
+            header = proxy_v2("203.0.113.9", "192.0.2.1", 40000, 443)
+            assert bytes(be.got[:len(header)]) == header
+            assert hashlib.sha256(be.got[len(header):]).digest() == hashlib.sha256(blob).digest()
+            assert hashlib.sha256(got).digest() == hashlib.sha256(header + blob).digest()
+            d.wait_log(r'service=svc .*client=203\.0\.113\.9:40000 .*reason="done"')
+    finally:
+        be.close()
+
+
+class Closer(_Server):
+    """Closes each connection at once: cleanly, or with a reset (SO_LINGER 0)."""
+
+    def __init__(self, reset):
+        self.reset = reset
+        super().__init__()
+
+    def handle(self, conn, record):
+        if self.reset:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["service-closes", "service-resets"])
+def test_health_check_lines(reset):
+    """A LOCAL header that moves no byte is a load balancer's health check: at
+    the default level its close line is not logged, unless the service
+    failed it (here by a reset), which is an info line with the reason."""
+    with Closer(reset) as be:
+        port = free_port()
+        with Netproxyd(simple(port, be.port, "workers = 1\n")) as d:
+            fds = lambda: len(os.listdir(f"/proc/{d.proc.pid}/fd"))  # noqa: E731
+            idle = fds()
+            talk(port, proxy_v2("0.0.0.0", "0.0.0.0", 0, 0, command=0), shut=False)
+            wait_for(lambda: be.records, what="the check at the service")
+            # Closed when netproxyd holds no more descriptors than before it; a
+            # worker writes a turn's lines before its next turn, so once a later
+            # connection's line is out, the check's would be too.
+            wait_for(lambda: fds() == idle, what="the check's connection closed")
+            talk(port, GOOD + b"x")
+            d.wait_log(r"proxy=v1 ")
+            checks = [c for c in d.close_lines() if c.get("proxy") == "v2-local"]
+            if reset:
+                assert len(checks) == 1 and checks[0]["reason"] == \
+                    "backend: Connection reset by peer", d.log()
+                assert " info: conn=" in next(l for l in d.log().splitlines()
+                                              if "v2-local" in l)
+            else:
+                assert checks == [], d.log()
