@@ -32,7 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <sys/un.h>
 
 #include <lauxlib.h>
@@ -76,6 +78,8 @@ enum key {
 	K_GROUP,
 	/* Prosody's keys that say where it listens (with <service>_ports and _interfaces). */
 	K_ANY_INTERFACES,
+	K_ANY_INTERFACE,   /* and the singular spellings Prosody still reads (pre-0.9) */
+	K_PROXY_INTERFACE,
 	K_LOCAL_INTERFACES,
 	K_USE_IPV4,
 	K_USE_IPV6,
@@ -87,8 +91,8 @@ static const char *const key_names[K_COUNT] = {
 	"proxy_port_mappings",	"proxy_ports",	    "proxy_interfaces", "proxy_trusted_proxies",
 	"proxy_header_timeout", "proxy_max_header", "services",		"workers",
 	"max_connections",	"log_level",	    "log_syslog",	"user",
-	"group",		"interfaces",	    "local_interfaces", "use_ipv4",
-	"use_ipv6",		"modules_enabled",
+	"group",		"interfaces",	    "interface",	"proxy_interface",
+	"local_interfaces",	"use_ipv4",	    "use_ipv6",		"modules_enabled",
 };
 
 static const char *const service_keys[] = {
@@ -602,10 +606,10 @@ static void format_addr(char *out, size_t cap, sa_family_t family, const uint8_t
 /* <service>_ports or <service>_interfaces of one of Prosody's services. */
 static bool is_prosody_service_key(const char *name, size_t len)
 {
-	static const char *const suffixes[] = {"_ports", "_interfaces"};
+	static const char *const suffixes[] = {"_ports", "_interfaces", "_interface"};
 	char service[NPD_NAME_MAX];
 
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
 		size_t slen = strlen(suffixes[i]);
 
 		if (len <= slen || len - slen >= sizeof(service) ||
@@ -870,30 +874,58 @@ static bool prosody_flag(struct loader *ld, enum key k)
 }
 
 /*
+ * Push the value of the first of keys (n of them) that is set, and return
+ * its name; or push nothing and return NULL.
+ */
+static const char *push_first(struct loader *ld, const char *const *keys, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (lua_getfield(ld->L, 2, keys[i]) != LUA_TNIL)
+			return keys[i];
+		lua_pop(ld->L, 1);
+	}
+	return NULL;
+}
+
+/* Prosody listens nowhere by default with both families turned off: say so. */
+static void check_families(struct loader *ld, bool v4, bool v6)
+{
+	if (!v4 && !v6)
+		fail(ld, key_names[K_USE_IPV6],
+		     "use_ipv4 and use_ipv6 are both false: without interfaces, Prosody listens "
+		     "nowhere");
+}
+
+/*
  * Push the interfaces Prosody's portmanager gives a service (prosody.h) and
- * return the key they came from, or NULL for Prosody's defaults.
+ * return the key they came from, or NULL for Prosody's defaults. key holds
+ * the service's own two key names.
  */
 static const char *push_prosody_interfaces(struct loader *ld, const struct npd_prosody_service *ps,
-					   char *key, size_t cap)
+					   char (*key)[NPD_NAME_MAX + 16])
 {
 	lua_State *L = ld->L;
 	bool v4 = prosody_flag(ld, K_USE_IPV4), v6 = prosody_flag(ld, K_USE_IPV6);
+	const char *keys[4], *from;
+	size_t n = 0;
 
-	snprintf(key, cap, "%s_interfaces", ps->name);
-	if (lua_getfield(L, 2, key) != LUA_TNIL)
-		return key;
-	lua_pop(L, 1);
+	snprintf(key[0], sizeof(key[0]), "%s_interfaces", ps->name);
+	snprintf(key[1], sizeof(key[1]), "%s_interface", ps->name);
+	keys[n++] = key[0];
+	keys[n++] = key[1];
 	if (ps->private) {
-		if (push_setting(ld, K_LOCAL_INTERFACES) != LUA_TNIL)
-			return key_names[K_LOCAL_INTERFACES];
-		lua_pop(L, 1);
-		lua_pushstring(L, v4 || !v6 ? "127.0.0.1" : "::1");
-		return NULL;
+		keys[n++] = key_names[K_LOCAL_INTERFACES];
+	} else {
+		keys[n++] = key_names[K_ANY_INTERFACES];
+		keys[n++] = key_names[K_ANY_INTERFACE];
 	}
-	if (push_setting(ld, K_ANY_INTERFACES) != LUA_TNIL)
-		return key_names[K_ANY_INTERFACES];
-	lua_pop(L, 1);
-	lua_pushstring(L, v4 || !v6 ? "*" : "::");
+	if ((from = push_first(ld, keys, n)))
+		return from;
+	check_families(ld, v4, v6);
+	if (ps->private)
+		lua_pushstring(L, v4 ? "127.0.0.1" : "::1");
+	else
+		lua_pushstring(L, v4 ? "*" : "::");
 	return NULL;
 }
 
@@ -906,7 +938,7 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 {
 	lua_State *L = ld->L;
 	int top = lua_gettop(L);
-	char ports_key[NPD_NAME_MAX + 16], ifaces_key[NPD_NAME_MAX + 16], item[NPD_NAME_MAX + 24];
+	char ports_key[NPD_NAME_MAX + 16], ifaces_keys[2][NPD_NAME_MAX + 16], item[NPD_NAME_MAX + 24];
 	char text[NPD_ADDR_TEXT], buf[80];
 	const char *ifaces_from, *iface, *host;
 	uint16_t port = ps->default_port;
@@ -931,7 +963,7 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 			     show(L, -1, buf, sizeof(buf)));
 	}
 
-	ifaces_from = push_prosody_interfaces(ld, ps, ifaces_key, sizeof(ifaces_key));
+	ifaces_from = push_prosody_interfaces(ld, ps, ifaces_keys);
 	if (ifaces_from && list_len(ld, lua_gettop(L), ifaces_from) == 0)
 		fail(ld, ifaces_from, "the list is empty: Prosody does not listen for %s, so %s "
 				      "cannot reach it",
@@ -1419,12 +1451,11 @@ static void read_interfaces(struct loader *ld, int idx, const char *key)
 	if (lua_isnil(L, idx)) {
 		bool v4 = prosody_flag(ld, K_USE_IPV4), v6 = prosody_flag(ld, K_USE_IPV6);
 
+		check_families(ld, v4, v6);
 		if (v4 && v6)
 			lua_pushliteral(L, "*");
-		else if (v4 || v6)
-			lua_pushstring(L, v4 ? "0.0.0.0" : "::");
 		else
-			lua_newtable(L);
+			lua_pushstring(L, v4 ? "0.0.0.0" : "::");
 		lua_replace(L, idx);
 	}
 	n = list_len(ld, idx, key);
@@ -1522,13 +1553,18 @@ static void read_listeners(struct loader *ld)
 	char path[64], buf[80];
 	const char *iface_key = key_names[K_INTERFACES];
 
+	static const enum key chain[] = {K_INTERFACES, K_PROXY_INTERFACE, K_ANY_INTERFACES,
+					 K_ANY_INTERFACE};
+	const char *keys[4];
+
 	push_setting(ld, K_PORTS);
 	ports = lua_gettop(L);
-	if (push_setting(ld, K_INTERFACES) == LUA_TNIL) { /* Prosody's fallback */
-		lua_pop(L, 1);
-		iface_key = push_setting(ld, K_ANY_INTERFACES) == LUA_TNIL
-				    ? key_names[K_INTERFACES]
-				    : key_names[K_ANY_INTERFACES];
+	/* As Prosody's portmanager does for mod_net_proxy's "proxy" service. */
+	for (size_t i = 0; i < 4; i++)
+		keys[i] = key_names[chain[i]];
+	if (!(iface_key = push_first(ld, keys, 4))) {
+		iface_key = key_names[K_INTERFACES];
+		lua_pushnil(L);
 	}
 	ifaces = lua_gettop(L);
 	read_interfaces(ld, ifaces, iface_key);
@@ -1837,24 +1873,43 @@ static int prosody_component(lua_State *L)
 }
 
 /* A file the config reads, as ld->files[n]: its text read whole, or why not in err. */
-static char *read_file(const char *path, size_t *out_len, char *err, size_t errcap)
+/*
+ * A file the config reads: its text read whole, or why not in err. An
+ * included file must be a regular one: a FIFO or a terminal would hold the
+ * load, and the daemon's reload with it, until someone writes to it.
+ */
+static char *read_file(const char *path, bool regular_only, size_t *out_len, char *err,
+		       size_t errcap)
 {
-	FILE *f = fopen(path, "re");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
+	FILE *f;
+	struct stat st;
 	char *buf = NULL, *grown;
 	size_t len = 0, cap = 0, n;
 	int e;
 
-	if (!f) {
+	if (fd < 0) {
 		snprintf(err, errcap, "%s: cannot open: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (regular_only && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+		snprintf(err, errcap, "%s: not a regular file", path);
+		close(fd);
+		return NULL;
+	}
+	if (!(f = fdopen(fd, "r"))) {
+		snprintf(err, errcap, "%s: cannot read: %s", path, strerror(errno));
+		close(fd);
 		return NULL;
 	}
 	do {
 		if (len == cap) {
-			cap = cap ? 2 * cap : 8192;
-			grown = cap <= FILE_MAX + 1 ? realloc(buf, cap) : NULL;
+			/* One byte more than the limit tells a file of exactly 16 MiB from a larger one. */
+			cap = cap ? (2 * cap < FILE_MAX + 1 ? 2 * cap : FILE_MAX + 1) : 8192;
+			grown = len <= FILE_MAX ? realloc(buf, cap) : NULL;
 			if (!grown) {
 				snprintf(err, errcap, "%s: %s", path,
-					 cap > FILE_MAX + 1 ? "larger than 16 MiB" : "out of memory");
+					 len > FILE_MAX ? "larger than 16 MiB" : "out of memory");
 				free(buf);
 				fclose(f);
 				return NULL;
@@ -1901,9 +1956,14 @@ static void include_file(lua_State *L, struct loader *ld, const char *path)
 	f = add_source(ld);
 	if (!f || !(f->name = strdup(path)))
 		luaL_error(L, "out of memory");
-	f->owned = read_file(path, &f->len, err, sizeof(err));
+	f->owned = read_file(path, true, &f->len, err, sizeof(err));
 	if (!f->owned)
 		luaL_error(L, "Include: %s", err);
+	/* Included text is the config's memory too: it counts against the same cap. */
+	if (f->len > MEM_LIMIT - ld->mem)
+		luaL_error(L, "Include of %s: the config's files and Lua would use over %d MiB",
+			   path, (int)(MEM_LIMIT >> 20));
+	ld->mem += f->len;
 	f->src = f->owned;
 	snprintf(chunk, sizeof(chunk), "=\x01%zu", ld->nfiles - 1);
 	if (luaL_loadbufferx(L, f->src, f->len, chunk, "t") != LUA_OK)
@@ -1913,9 +1973,12 @@ static void include_file(lua_State *L, struct loader *ld, const char *path)
 	memcpy(saved, ld->section, sizeof(saved));
 	ld->section[0] = '\0';
 	ld->depth++;
-	lua_call(L, 0, 0);
+	/* Protected, so that a pcall(Include, ...) that fails leaves the state as it was. */
+	int status = lua_pcall(L, 0, 0, 0);
 	ld->depth--;
 	memcpy(ld->section, saved, sizeof(saved));
+	if (status != LUA_OK)
+		lua_error(L); /* the same error, on to whoever catches it */
 }
 
 /*
@@ -1960,6 +2023,29 @@ static int prosody_runscript(lua_State *L)
 	return 0;
 }
 
+/*
+ * string.rep, bounded. The instruction count never sees inside a C
+ * function, and string.rep("", math.maxinteger) would loop there for
+ * hours: a result over the memory cap, or that many empty pieces, is an
+ * error instead. (Upvalue 1: the library's own rep.)
+ */
+static int bounded_rep(lua_State *L)
+{
+	size_t len, seplen = 0;
+	lua_Integer n = luaL_checkinteger(L, 2);
+
+	luaL_checklstring(L, 1, &len);
+	luaL_optlstring(L, 3, "", &seplen);
+	if (n > 0 && ((lua_Unsigned)n > MEM_LIMIT ||
+		      (len + seplen) > MEM_LIMIT / (lua_Unsigned)n))
+		return luaL_error(L, "string.rep: too large (at most %d Mi pieces and %d MiB)",
+				  (int)(MEM_LIMIT >> 20), (int)(MEM_LIMIT >> 20));
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 1);
+	return 1;
+}
+
 /* Runs in lua_pcall(): returns the environment, the values table and the lines table. */
 static int open_sandbox(lua_State *L)
 {
@@ -1986,6 +2072,12 @@ static int open_sandbox(lua_State *L)
 		luaL_requiref(L, libs[i].name, libs[i].func, 1);
 		lua_pop(L, 1);
 	}
+	/* In the library itself, so that ("x"):rep(n) is bounded too. */
+	lua_getglobal(L, LUA_STRLIBNAME);
+	lua_getfield(L, -1, "rep");
+	lua_pushcclosure(L, bounded_rep, 1);
+	lua_setfield(L, -2, "rep");
+	lua_pop(L, 1);
 	lua_newtable(L); /* 1: the environment */
 	lua_pushglobaltable(L);
 	for (size_t i = 0; i < sizeof(safe) / sizeof(safe[0]); i++) {
@@ -2149,7 +2241,7 @@ int npd_config_load_file(const char *path, struct npd_config **out, struct npd_c
 	if (!diag)
 		diag = &quiet;
 	*out = NULL;
-	buf = read_file(path, &len, diag->error, sizeof(diag->error));
+	buf = read_file(path, false, &len, diag->error, sizeof(diag->error));
 	if (!buf)
 		return -1;
 	return load_buffer(path, buf, len, buf, out, diag);

@@ -44,20 +44,33 @@ const char *npd_prosody_connect_host(const char *iface)
 	return iface;
 }
 
-/* Prosody's glob: '*' any run of characters, '?' any one; nothing else is special. */
-static int glob_match(const char *pat, const char *s)
+/*
+ * Prosody's glob: '*' any run of characters, '?' any one; nothing else is
+ * special. On a mismatch only the last '*' takes one more character, which
+ * is enough for this kind of pattern: time at most the product of the two
+ * lengths, where trying every '*' in turn would grow exponentially.
+ */
+static bool glob_match(const char *pat, const char *s)
 {
-	if (*pat == '*') {
-		for (;; s++) {
-			if (glob_match(pat + 1, s))
-				return 1;
-			if (!*s)
-				return 0;
+	const char *star = NULL, *resume = NULL;
+
+	while (*s) {
+		if (*pat == '*') {
+			star = pat++;
+			resume = s;
+		} else if (*pat && (*pat == '?' || *pat == *s)) {
+			pat++;
+			s++;
+		} else if (star) {
+			pat = star + 1;
+			s = ++resume;
+		} else {
+			return false;
 		}
 	}
-	if (!*pat)
-		return !*s;
-	return *s && (*pat == '?' || *pat == *s) && glob_match(pat + 1, s + 1);
+	while (*pat == '*')
+		pat++;
+	return !*pat;
 }
 
 static int path_cmp(const void *a, const void *b)

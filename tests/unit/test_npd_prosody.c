@@ -98,6 +98,12 @@ static const struct {
 	{"use_ipv4 = false\n", "http", "[::1]:5280", "*"},
 	{"http_interfaces = { \"*\" }\nlocal_interfaces = { \"::1\" }\n", "http", "127.0.0.1:5280",
 	 "*"},
+	/* The singular spellings Prosody still reads. */
+	{"c2s_interface = \"192.0.2.7\"\ninterfaces = { \"::\" }\n", "c2s", "192.0.2.7:5222",
+	 "Prosody's default port and c2s_interface"},
+	{"interface = \"192.0.2.8\"\n", "s2s", "192.0.2.8:5269",
+	 "Prosody's default port and interface"},
+	{"interfaces = { \"192.0.2.9\" }\ninterface = \"192.0.2.8\"\n", "s2s", "192.0.2.9:5269", "*"},
 };
 
 static void test_addresses(void)
@@ -151,6 +157,9 @@ static const struct {
 	{"proxy_port_mappings = { [1] = \"s2s_direct_tls\" }\n"
 	 "services = {\n\ts2s_direct_tls = { transparent = true },\n}\n",
 	 "t.lua:3: services.s2s_direct_tls: Prosody does not listen for s2s_direct_tls*"},
+	{"proxy_port_mappings = { [1] = \"c2s\" }\nuse_ipv4 = false\nuse_ipv6 = false\n",
+	 "t.lua:3: use_ipv6: use_ipv4 and use_ipv6 are both false: without interfaces, Prosody "
+	 "listens nowhere"},
 	/* Sections. */
 	{"VirtualHost()\n", "t.lua:1: VirtualHost needs a name, as in VirtualHost \"example.com\""},
 	{"\nComponent { }\n", "t.lua:2: Component needs a name, as in Component \"example.com\""},
@@ -235,6 +244,13 @@ static void test_listen(void)
 	cfg = load("proxy_port_mappings = { [15222] = \"c2s\" }\nuse_ipv4 = false\n");
 	ok(cfg && cfg->nlisteners == 1 && strcmp(cfg->listeners[0].addr_text, "[::]:15222") == 0,
 	   "use_ipv4 = false: IPv6 only");
+	npd_config_free(cfg);
+	cfg = load("proxy_port_mappings = { [15222] = \"c2s\" }\ninterface = \"127.0.0.2\"\n"
+		   "proxy_interface = \"127.0.0.3\"\n");
+	ok(cfg && cfg->nlisteners == 1 &&
+		   strcmp(cfg->listeners[0].addr_text, "127.0.0.3:15222") == 0 &&
+		   strcmp(addr_of(cfg, "c2s"), "127.0.0.2:5222") == 0 && warned.count == 0,
+	   "proxy_interface, then interface: Prosody's singular spellings");
 	npd_config_free(cfg);
 	check_error("proxy_port_mappings = { [15222] = \"c2s\" }\ninterfaces = {}\n",
 		    "t.lua:2: interfaces: the list is empty: Prosody does not listen for c2s, so "
@@ -363,6 +379,10 @@ static const struct {
 	 "itself?)"},
 	{"Include()\n", NULL, NULL,
 	 "*/e.lua:1: bad argument #1 to 'Include' (string expected, got no value)"},
+	{"Include \"fifo\"\n", NULL, NULL, "*/e.lua:1: Include: */fifo: not a regular file"},
+	/* Included text counts against the memory cap: five 14 MiB files are over 64 MiB. */
+	{"for i = 1, 5 do Include \"big.lua\" end\n", NULL, NULL,
+	 "*/e.lua:1: Include of */big.lua: the config's files and Lua would use over 64 MiB"},
 };
 
 static void test_include(void)
@@ -424,6 +444,25 @@ static void test_include(void)
 		diag("%s%s", warned.text, cfg ? "" : dg.error);
 	npd_config_free(cfg);
 
+	/* A failed Include caught by pcall leaves the section and the nesting as they were. */
+	put("pc.lua", "VirtualHost \"x\"\nerror(\"no\")\n");
+	put("pcall.lua", "for i = 1, 20 do assert(not pcall(Include, \"pc.lua\")) end\n"
+			 "Include \"sub/second.lua\"\n"
+			 "proxy_port_mappings = { [15222] = \"c2s\", [15269] = \"s2s\" }\n");
+	cfg = load_file("pcall.lua");
+	if (!ok(cfg && strcmp(addr_of(cfg, "s2s"), "127.0.0.1:6100") == 0 && warned.count == 0,
+		"pcall(Include) that fails: still the global section, still 16 deep to go"))
+		diag("  %s%s", cfg ? "" : dg.error, warned.text);
+	npd_config_free(cfg);
+
+	/* Patterns match in time linear-ish in their length, not exponential. */
+	put("glob/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "x = 1\n");
+	put("globbed.lua", "Include \"glob/*a*a*a*a*a*a*a*a*a*a*a*a*b\"\n"
+			   "Include \"glob/*a*a*a\"\nproxy_port_mappings = { [1] = \"c2s\" }\n");
+	cfg = load_file("globbed.lua");
+	ok(cfg && cfg->nfiles == 2, "a pattern with many '*': one matched no file, one a file");
+	npd_config_free(cfg);
+
 	for (size_t i = 0; i < sizeof(include_errors) / sizeof(include_errors[0]); i++) {
 		put("e.lua", include_errors[i].main);
 		if (include_errors[i].other)
@@ -458,6 +497,27 @@ static void test_system_prosody(void)
 	npd_config_free(cfg);
 }
 
+/* A FIFO, and a 14 MiB file of one comment line, for Include's errors. */
+static void make_special_files(void)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/fifo", dir);
+	if (mkfifo(path, 0600) != 0)
+		diag("mkfifo %s: %s", path, strerror(errno));
+	snprintf(path, sizeof(path), "%s/big.lua", dir);
+	f = fopen(path, "w");
+	if (f) {
+		fputs("--", f);
+		for (int i = 0; i < 14 << 10; i++)
+			for (int j = 0; j < 1024; j++)
+				fputc('x', f);
+		fputs("\n", f);
+		fclose(f);
+	}
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -470,6 +530,7 @@ int main(void)
 {
 	if (!mkdtemp(dir))
 		skip_all("mkdtemp failed");
+	make_special_files();
 	test_addresses();
 	test_errors();
 	test_services();
