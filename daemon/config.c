@@ -65,7 +65,16 @@ const char npd_config_default_lua[] =
 enum key {
 	K_PORT_MAPPINGS,
 	K_PORTS,
+	/*
+	 * Where the proxy ports listen: the first of these four that is set,
+	 * as Prosody's portmanager looks for mod_net_proxy's service; the last
+	 * two, Prosody's own, are also where its services listen. The singular
+	 * spellings are ones Prosody still reads (pre-0.9).
+	 */
+	K_PROXY_INTERFACES,
+	K_PROXY_INTERFACE,
 	K_INTERFACES,
+	K_INTERFACE,
 	K_TRUSTED,
 	K_HEADER_TIMEOUT,
 	K_MAX_HEADER,
@@ -77,9 +86,6 @@ enum key {
 	K_USER,
 	K_GROUP,
 	/* Prosody's keys that say where it listens (with <service>_ports and _interfaces). */
-	K_ANY_INTERFACES,
-	K_ANY_INTERFACE,   /* and the singular spellings Prosody still reads (pre-0.9) */
-	K_PROXY_INTERFACE,
 	K_LOCAL_INTERFACES,
 	K_USE_IPV4,
 	K_USE_IPV6,
@@ -88,11 +94,26 @@ enum key {
 };
 
 static const char *const key_names[K_COUNT] = {
-	"proxy_port_mappings",	"proxy_ports",	    "proxy_interfaces", "proxy_trusted_proxies",
-	"proxy_header_timeout", "proxy_max_header", "services",		"workers",
-	"max_connections",	"log_level",	    "log_syslog",	"user",
-	"group",		"interfaces",	    "interface",	"proxy_interface",
-	"local_interfaces",	"use_ipv4",	    "use_ipv6",		"modules_enabled",
+	[K_PORT_MAPPINGS] = "proxy_port_mappings",
+	[K_PORTS] = "proxy_ports",
+	[K_PROXY_INTERFACES] = "proxy_interfaces",
+	[K_PROXY_INTERFACE] = "proxy_interface",
+	[K_INTERFACES] = "interfaces",
+	[K_INTERFACE] = "interface",
+	[K_TRUSTED] = "proxy_trusted_proxies",
+	[K_HEADER_TIMEOUT] = "proxy_header_timeout",
+	[K_MAX_HEADER] = "proxy_max_header",
+	[K_SERVICES] = "services",
+	[K_WORKERS] = "workers",
+	[K_MAX_CONNECTIONS] = "max_connections",
+	[K_LOG_LEVEL] = "log_level",
+	[K_LOG_SYSLOG] = "log_syslog",
+	[K_USER] = "user",
+	[K_GROUP] = "group",
+	[K_LOCAL_INTERFACES] = "local_interfaces",
+	[K_USE_IPV4] = "use_ipv4",
+	[K_USE_IPV6] = "use_ipv6",
+	[K_MODULES_ENABLED] = "modules_enabled",
 };
 
 static const char *const service_keys[] = {
@@ -153,7 +174,6 @@ struct loader {
 	int steps;	   /* count hook calls so far */
 	bool failed;	   /* diag->error holds a config error */
 	int depth;	   /* Includes being run, one within another */
-	bool prosody;	   /* a Prosody config: it has VirtualHost, Component or modules_enabled */
 	char section[80];  /* the VirtualHost or Component assignments go to now; "": global */
 	char **owned;	     /* what Include allocated, freed with the loader */
 	size_t nowned;
@@ -686,7 +706,7 @@ static void read_unknown(struct loader *ld)
 		 * netproxyd's own file: one that sets services and is not Prosody's
 		 * itself. A proxy_ key is mod_net_proxy's or netproxyd's: misspelt.
 		 */
-		if (ld->prosody && !(ld->files[at.file].services && !ld->files[at.file].prosody) &&
+		if (ld->cfg->prosody && !(ld->files[at.file].services && !ld->files[at.file].prosody) &&
 		    strncmp(name, "proxy_", 6) != 0) {
 			ld->cfg->prosody_skipped++;
 			continue;
@@ -916,8 +936,8 @@ static const char *push_prosody_interfaces(struct loader *ld, const struct npd_p
 	if (ps->private) {
 		keys[n++] = key_names[K_LOCAL_INTERFACES];
 	} else {
-		keys[n++] = key_names[K_ANY_INTERFACES];
-		keys[n++] = key_names[K_ANY_INTERFACE];
+		keys[n++] = key_names[K_INTERFACES];
+		keys[n++] = key_names[K_INTERFACE];
 	}
 	if ((from = push_first(ld, keys, n)))
 		return from;
@@ -1005,12 +1025,12 @@ static void read_connect(struct loader *ld, int idx, struct npd_service *svc, co
 	size_t len;
 	const struct npd_prosody_service *ps = npd_prosody_service(svc->name);
 
-	service_path(path, sizeof(path), svc->name, "connect");
 	if (lua_type(L, idx) == LUA_TNIL && ps) {
 		service_path(path, sizeof(path), svc->name, NULL);
 		read_prosody_address(ld, mapped ? mapped : path, svc, ps);
 		return;
 	}
+	service_path(path, sizeof(path), svc->name, "connect");
 	if (lua_type(L, idx) == LUA_TNIL)
 		fail(ld, path,
 		     "missing: say where the service is, as \"127.0.0.1:5222\", "
@@ -1551,19 +1571,12 @@ static void read_listeners(struct loader *ld)
 	int ports, ifaces;
 	size_t n = 0, numeric = 0;
 	char path[64], buf[80];
-	const char *iface_key = key_names[K_INTERFACES];
-
-	static const enum key chain[] = {K_INTERFACES, K_PROXY_INTERFACE, K_ANY_INTERFACES,
-					 K_ANY_INTERFACE};
-	const char *keys[4];
+	const char *iface_key;
 
 	push_setting(ld, K_PORTS);
 	ports = lua_gettop(L);
-	/* As Prosody's portmanager does for mod_net_proxy's "proxy" service. */
-	for (size_t i = 0; i < 4; i++)
-		keys[i] = key_names[chain[i]];
-	if (!(iface_key = push_first(ld, keys, 4))) {
-		iface_key = key_names[K_INTERFACES];
+	if (!(iface_key = push_first(ld, &key_names[K_PROXY_INTERFACES], 4))) {
+		iface_key = key_names[K_PROXY_INTERFACES];
 		lua_pushnil(L);
 	}
 	ifaces = lua_gettop(L);
@@ -1672,7 +1685,8 @@ static int check(lua_State *L)
 	struct loader *ld = lua_touserdata(L, 1);
 
 	ld->cfg->nfiles = (int)ld->nfiles;
-	ld->cfg->prosody = ld->prosody;
+	for (size_t i = 0; i < ld->nfiles; i++) /* any of its files is Prosody's */
+		ld->cfg->prosody |= ld->files[i].prosody;
 	read_unknown(ld);
 	warn_net_proxy(ld);
 	read_tunables(ld);
@@ -1790,9 +1804,8 @@ static int record_global(lua_State *L)
 		return 0;
 	}
 	if (key) {
-		ld->files[at.file].services |= strcmp(key, "services") == 0;
+		ld->files[at.file].services |= strcmp(key, key_names[K_SERVICES]) == 0;
 		ld->files[at.file].prosody |= strcmp(key, key_names[K_MODULES_ENABLED]) == 0;
-		ld->prosody |= ld->files[at.file].prosody;
 		lua_pushvalue(L, 2);
 		lua_pushinteger(L, where_pack(at));
 		lua_rawset(L, lua_upvalueindex(2));
@@ -1857,7 +1870,6 @@ static int open_section(lua_State *L, const char *kind, lua_CFunction then)
 	s = lua_tolstring(L, 1, &len);
 	snprintf(ld->section, sizeof(ld->section), "%s %s", kind, quote(name, sizeof(name), s, len));
 	ld->files[running_at(L, 1).file].prosody = true;
-	ld->prosody = true;
 	lua_pushcfunction(L, then);
 	return 1;
 }
@@ -1872,7 +1884,6 @@ static int prosody_component(lua_State *L)
 	return open_section(L, "Component", component_module);
 }
 
-/* A file the config reads, as ld->files[n]: its text read whole, or why not in err. */
 /*
  * A file the config reads: its text read whole, or why not in err. An
  * included file must be a regular one: a FIFO or a terminal would hold the

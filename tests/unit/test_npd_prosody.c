@@ -455,6 +455,17 @@ static void test_include(void)
 		diag("  %s%s", cfg ? "" : dg.error, warned.text);
 	npd_config_free(cfg);
 
+	/* netproxyd's own files, included: counted too, with no word of Prosody. */
+	put("own.lua", "Include \"own-timeout.lua\"\nproxy_port_mappings = { [1] = \"c2s\" }\n");
+	put("own-timeout.lua", "proxy_header_timeout = 4\n");
+	cfg = load_file("own.lua");
+	text = cfg ? describe(cfg) : NULL;
+	ok(text && cfg->header_timeout_ms == 4000 && strstr(text, "\nmax header: 4096 bytes\n"
+								 "2 files read\n"),
+	   "-t counts the files of a config that is not Prosody's");
+	free(text);
+	npd_config_free(cfg);
+
 	/* Patterns match in time linear-ish in their length, not exponential. */
 	put("glob/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "x = 1\n");
 	put("globbed.lua", "Include \"glob/*a*a*a*a*a*a*a*a*a*a*a*a*b\"\n"
