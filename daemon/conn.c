@@ -441,7 +441,7 @@ static void connecting(struct npd_conn *c)
 void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
 {
 	/* An error or hang-up is both: the next read or write says which. */
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+	if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
 		side->readable = true;
 	/*
 	 * A FIN that came with the data brings no edge of its own after we read
@@ -451,10 +451,8 @@ void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
 		side->fin_seen = true;
 	if (events & EPOLLERR)
 		side->err_seen = true;
-	if (events & EPOLLPRI) { /* urgent data: the next reads may stop at its mark */
+	if (events & EPOLLPRI) /* urgent data: the next reads may stop at its mark */
 		side->short_read_drains = false;
-		side->readable = true;
-	}
 	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 		side->writable = true;
 

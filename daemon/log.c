@@ -105,13 +105,12 @@ void npd_log(int level, const char *fmt, ...)
 	}
 	line[n++] = '\n';
 	if (batch.on) {
+		_Static_assert(sizeof(line) <= sizeof(batch.data), "a line fits in an empty batch");
 		if (batch.len + n > sizeof(batch.data))
 			npd_log_flush();
-		if (n <= sizeof(batch.data)) {
-			memcpy(batch.data + batch.len, line, n);
-			batch.len += n;
-			return;
-		}
+		memcpy(batch.data + batch.len, line, n);
+		batch.len += n;
+		return;
 	}
 	/* One write: a line from another thread can come before or after, never inside. */
 	ssize_t w = write(STDERR_FILENO, line, n);

@@ -71,6 +71,16 @@ static struct npd_buf *take(struct npd_buf **pool, size_t *n, uint32_t cap)
 	return b;
 }
 
+static void free_pool(struct npd_buf **pool, size_t *n)
+{
+	while (*pool) {
+		struct npd_buf *b = *pool;
+		*pool = b->next_free;
+		free(b);
+	}
+	*n = 0;
+}
+
 struct npd_buf *npd_buf_get(struct npd_worker *w, bool bulk)
 {
 	struct npd_buf *b;
@@ -403,16 +413,8 @@ static void shut_down(struct npd_worker *w)
 		w->free_conns = c->next_free;
 		free(c);
 	}
-	while (w->free_bufs) {
-		struct npd_buf *b = w->free_bufs;
-		w->free_bufs = b->next_free;
-		free(b);
-	}
-	while (w->free_bulk) {
-		struct npd_buf *b = w->free_bulk;
-		w->free_bulk = b->next_free;
-		free(b);
-	}
+	free_pool(&w->free_bufs, &w->nfree_bufs);
+	free_pool(&w->free_bulk, &w->nfree_bulk);
 	for (size_t i = 0; i < w->ntimers; i++)
 		free(w->timers[i]);
 	free(w->timers);
