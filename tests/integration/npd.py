@@ -198,15 +198,21 @@ class Threads:
 
 
 class _Server:
-    """A threaded TCP server on 127.0.0.1 (or host) that runs handle(conn, record)."""
+    """A threaded TCP server on 127.0.0.1 (or host), or a UNIX one on path,
+    that runs handle(conn, record)."""
 
-    def __init__(self, host="127.0.0.1", port=0):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+    def __init__(self, host="127.0.0.1", port=0, path=None):
+        if path is not None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(str(path))
+            self.port = None
+        else:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.port = self.sock.getsockname()[1]
         self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
         self.records = []
         self.lock = threading.Lock()
         self.stopping = False

@@ -1208,44 +1208,16 @@ def test_urgent_data_costs_no_byte_after_it(fin):
                 s.close()
 
 
-class UnixEcho:
-    """An echo server on a UNIX socket that keeps what it read (a PROXY v2
-    header first, when told to)."""
-
-    def __init__(self, path):
-        self.path, self.got = str(path), bytearray()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        self.sock.listen(8)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(10)
-            while chunk := conn.recv(1 << 20):
-                self.got += chunk
-                conn.sendall(chunk)
-            conn.shutdown(socket.SHUT_WR)
-
-    def close(self):
-        self.sock.close()
-
-
 def test_unix_backend_relays_both_ways_with_a_header(tmp_path):
     """A service on a UNIX socket (connect = "unix:PATH"), with send_proxy
     v2: the header the service gets names the client, then 3 MiB go both
     ways unaltered (bulk reads, read to EAGAIN on the UNIX side), and the
     half-close comes back as the end."""
-    be = UnixEcho(tmp_path / "svc.sock")
+    path = tmp_path / "svc.sock"
     port = free_port()
     blob = random.Random(7).randbytes(3 << 20)
-    try:
-        cfg = conf({"svc": {"connect": f"unix:{be.path}", "send_proxy": "v2"}}, {port: "svc"})
+    with EchoServer(path=path) as be:
+        cfg = conf({"svc": {"connect": f"unix:{path}", "send_proxy": "v2"}}, {port: "svc"})
         with Netproxyd(cfg) as d:
             s = dial(port, timeout=10)
             try:
@@ -1257,12 +1229,12 @@ def test_unix_backend_relays_both_ways_with_a_header(tmp_path):
             finally:
                 s.close()
             header = proxy_v2("203.0.113.9", "192.0.2.1", 40000, 443)
-            assert bytes(be.got[:len(header)]) == header
-            assert hashlib.sha256(be.got[len(header):]).digest() == hashlib.sha256(blob).digest()
+            received = bytes(be.records[0]["received"])
+            assert received[:len(header)] == header
+            assert hashlib.sha256(received[len(header):]).digest() == \
+                hashlib.sha256(blob).digest()
             assert hashlib.sha256(got).digest() == hashlib.sha256(header + blob).digest()
             d.wait_log(r'service=svc .*client=203\.0\.113\.9:40000 .*reason="done"')
-    finally:
-        be.close()
 
 
 class Closer(_Server):
