@@ -236,9 +236,10 @@ BENCH_COMPARE_ARGS := $(if $(ONLY),--only $(ONLY)) $(if $(MODES),--modes $(MODES
 	$(if $(REPEAT),--repeat $(REPEAT)) $(if $(RUN_SECONDS),--seconds $(RUN_SECONDS)) \
 	$(if $(IDLE_CONNS),--idle-conns $(IDLE_CONNS))
 
-bench-compare: $(BUILD)/bench/accept-latency
+# deps first, on its own, as for check and run.
+bench-compare:
 	@scripts/deps.sh
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/accept-latency
 	$(PYTHON) bench/compare.py --build $(BUILD) $(BENCH_COMPARE_ARGS)
 
 # --- running ---------------------------------------------------------------
