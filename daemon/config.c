@@ -1326,7 +1326,7 @@ static void read_trusted(struct loader *ld)
 		if (!cfg->trusted)
 			fail(ld, "proxy_trusted_proxies", "out of memory");
 		for (size_t i = 0; i < 2; i++)
-			npd_cidr_parse(defaults[i], &cfg->trusted[cfg->ntrusted++]);
+			np_cidr_parse(defaults[i], strlen(defaults[i]), &cfg->trusted[cfg->ntrusted++]);
 		goto out;
 	}
 	idx = lua_gettop(L);
@@ -1341,9 +1341,10 @@ static void read_trusted(struct loader *ld)
 	if (!cfg->trusted)
 		fail(ld, "proxy_trusted_proxies", "out of memory");
 	for (size_t i = 1; i <= n; i++) {
-		struct npd_cidr *c = &cfg->trusted[cfg->ntrusted];
+		struct np_cidr *c = &cfg->trusted[cfg->ntrusted], host;
 		const char *text, *slash;
-		uint8_t raw[16];
+		size_t len;
+		int r;
 
 		push_item(L, idx, i);
 		item_path(path, sizeof(path), L, idx, "proxy_trusted_proxies", i);
@@ -1351,18 +1352,23 @@ static void read_trusted(struct loader *ld)
 			fail(ld, path,
 			     "expected an address or a CIDR block such as \"10.0.0.0/8\", got %s",
 			     luaL_typename(L, -1));
-		text = lua_tostring(L, -1);
-		if (npd_cidr_parse(text, c) != 0)
+		text = lua_tolstring(L, -1, &len);
+		r = np_cidr_parse(text, len, c);
+		if (r == NP_EFAMILY)
+			fail(ld, path, "%s is an IPv4-mapped block, which no peer matches: a "
+				       "v4-mapped peer is matched as IPv4; write the IPv4 form "
+				       "(\"127.0.0.0/8\" for \"::ffff:127.0.0.0/104\")",
+			     show(L, -1, buf, sizeof(buf)));
+		if (r != 0)
 			fail(ld, path, "%s is not an IPv4 or IPv6 address or CIDR block",
 			     show(L, -1, buf, sizeof(buf)));
 		cfg->ntrusted++;
-		/* npd_cidr_parse() masks host bits; a typo such as 10.0.0.1/8 deserves a word. */
-		slash = strchr(text, '/');
-		if (slash)
-			snprintf(buf, sizeof(buf), "%.*s", (int)(slash - text), text);
-		if (slash && inet_pton(c->family, buf, raw) == 1 &&
-		    memcmp(raw, c->addr, c->family == AF_INET ? 4 : 16) != 0) {
-			format_addr(net, sizeof(net), c->family, c->addr, -1);
+		/* The block's host bits are cleared; a typo such as 10.0.0.1/8 deserves a word. */
+		slash = memchr(text, '/', len);
+		if (slash && np_cidr_parse(text, (size_t)(slash - text), &host) == 0 &&
+		    memcmp(host.addr, c->addr, 16) != 0) {
+			format_addr(net, sizeof(net), c->family == NP_AF_INET ? AF_INET : AF_INET6,
+				    c->addr, -1);
 			warn(ld, path, "%s has host bits set: it is read as %s/%u", text, net,
 			     c->prefix);
 		}
@@ -2319,7 +2325,8 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 	if (cfg->ntrusted == 0)
 		fputs(" ANY (warning)", out);
 	for (size_t i = 0; i < cfg->ntrusted; i++) {
-		format_addr(net, sizeof(net), cfg->trusted[i].family, cfg->trusted[i].addr, -1);
+		format_addr(net, sizeof(net), cfg->trusted[i].family == NP_AF_INET ? AF_INET : AF_INET6,
+			    cfg->trusted[i].addr, -1);
 		fprintf(out, " %s/%u", net, cfg->trusted[i].prefix);
 	}
 	fprintf(out, "\nheader timeout: %g s\nmax header: %zu bytes\n",

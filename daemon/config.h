@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "netproxy.h"
+
 #define NPD_NAME_MAX 64	 /* a service name, NUL included */
 #define NPD_ADDR_TEXT 128 /* an address as written in the config, NUL included */
 
@@ -58,19 +60,13 @@ struct npd_listener {
 	bool implicit; /* came from "*": an address family the host lacks is skipped with a warning */
 };
 
-struct npd_cidr {
-	sa_family_t family; /* AF_INET or AF_INET6 */
-	uint8_t prefix;	    /* 0..32 or 0..128 */
-	uint8_t addr[16];   /* network order, host bits zero */
-};
-
 struct npd_config {
 	char source[256]; /* the file, "built-in default" or "command line" */
 	struct npd_listener *listeners;
 	size_t nlisteners;
 	struct npd_service *services;
 	size_t nservices;
-	struct npd_cidr *trusted; /* none: everyone is trusted (warned about at load) */
+	struct np_cidr *trusted; /* none: everyone is trusted (warned about at load) */
 	size_t ntrusted;
 	int header_timeout_ms;
 	size_t max_header;
@@ -111,11 +107,12 @@ int npd_config_load_string(const char *name, const char *lua, struct npd_config 
 
 void npd_config_free(struct npd_config *cfg);
 
-/* Nonzero when addr (an accepted peer) is in the trusted list; v4-mapped IPv6 match IPv4 entries. */
+/*
+ * Nonzero when addr (an accepted peer) may send headers: in the trusted list,
+ * as np_cidr_match() reads it, or any peer when the list is empty; a UNIX
+ * socket's peer always.
+ */
 bool npd_config_trusts(const struct npd_config *cfg, const struct sockaddr *addr);
-
-/* Parse "a.b.c.d", "a.b.c.d/n", "v6", "v6/n" into *cidr. Returns 0 or -1. */
-int npd_cidr_parse(const char *text, struct npd_cidr *cidr);
 
 /* Write the listeners, where each goes, and the trusted list, one per line (netproxyd -t). */
 void npd_config_describe(const struct npd_config *cfg, FILE *out);
