@@ -116,6 +116,15 @@ static const char *const key_names[K_COUNT] = {
 	[K_MODULES_ENABLED] = "modules_enabled",
 };
 
+/*
+ * Keys of mod_net_proxy's later versions that only mean something inside
+ * Prosody (sessions counted as secure, outgoing s2s through a proxy):
+ * netproxyd accepts them in a Prosody config and does nothing with them.
+ */
+static const char *const module_only_keys[] = {
+	"proxy_secure", "proxy_secure_in", "proxy_secure_out", "proxy_out",
+};
+
 static const char *const service_keys[] = {
 	"connect",	   "send_proxy",   "pass_tlvs",	       "crc32c", "connect_timeout",
 	"idle_timeout",	   "transparent",  "transparent_port", "mark",
@@ -412,6 +421,20 @@ fail(struct loader *ld, const char *path, const char *fmt, ...)
 	abort();	  /* not reached; tells the compiler so */
 }
 
+/* fail() at a place, without a key: the caller's text names what it is about. */
+__attribute__((format(printf, 3, 4))) _Noreturn static void fail_at(struct loader *ld, struct where at,
+								   const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vformat(ld, ld->diag->error, sizeof(ld->diag->error), at, NULL, fmt, ap);
+	va_end(ap);
+	ld->failed = true;
+	lua_error(ld->L);
+	abort();
+}
+
 /* A warning at a place, without a key: the caller's text names what it is about. */
 __attribute__((format(printf, 3, 4))) static void warn_at(struct loader *ld, struct where at,
 							  const char *fmt, ...)
@@ -649,6 +672,79 @@ static bool is_setting(const char *name, size_t len)
 	return key_index(name, len) >= 0 || is_prosody_service_key(name, len);
 }
 
+static bool in_list(const char *name, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(name, list[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The restricted edit distance (insertions, deletions, substitutions and
+ * swaps of two neighbours) between a and b, both shorter than 64 bytes.
+ */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), d[64][64];
+
+	if (la >= 64 || lb >= 64)
+		return SIZE_MAX;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[la][lb];
+}
+
+/*
+ * The name of list nearest to name, when it is near enough to be what was
+ * meant (a third of its letters wrong at most, or one letter in a short
+ * name); else NULL. The first of equally near names wins.
+ */
+static const char *nearest(const char *name, const char *const *list, size_t n)
+{
+	const char *best = NULL;
+	size_t best_d = SIZE_MAX, len = strlen(name);
+	size_t limit = len / 3 > 1 ? len / 3 : 1;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t d = edit_distance(name, list[i]);
+
+		if (d < best_d) {
+			best = list[i];
+			best_d = d;
+		}
+	}
+	return best_d <= limit ? best : NULL;
+}
+
+/* " (did you mean X?)" when a known name is near, else "". */
+static const char *did_you_mean(char *buf, size_t cap, const char *name, const char *const *list,
+				size_t n)
+{
+	const char *near = nearest(name, list, n);
+
+	if (!near)
+		return "";
+	snprintf(buf, cap, " (did you mean %s?)", near);
+	return buf;
+}
+
 struct unknown {
 	const char *name;
 	struct where at;
@@ -702,6 +798,11 @@ static void read_unknown(struct loader *ld)
 		lua_pop(L, 1);
 		if (t == LUA_TNIL || t == LUA_TFUNCTION)
 			continue;
+		if (ld->cfg->prosody &&
+		    in_list(name, module_only_keys, sizeof(module_only_keys) / sizeof(module_only_keys[0]))) {
+			ld->cfg->prosody_skipped++;
+			continue;
+		}
 		/*
 		 * netproxyd's own file: one that sets services and is not Prosody's
 		 * itself. A proxy_ key is mod_net_proxy's or netproxyd's: misspelt.
@@ -714,16 +815,24 @@ static void read_unknown(struct loader *ld)
 		at.line = statement_line(&ld->files[at.file], at.line, name, len);
 		u[nu++] = (struct unknown){name, at};
 	}
-	qsort(u, nu, sizeof(*u), unknown_cmp);
-	for (size_t i = 0; i < nu; i++) {
-		const char *name = u[i].name;
-		size_t len = strlen(name);
-
-		if (strspn(name, IDENT_CHARS) != len)
-			name = quote(buf, sizeof(buf), name, len); /* _ENV["odd name"] = ... */
-		warn_at(ld, u[i].at, "unknown key %s (ignored)", name);
+	if (!nu) {
+		lua_pop(L, 1);
+		return;
 	}
-	lua_pop(L, 1);
+	/*
+	 * A misspelt key is a setting lost without a word, possibly a trusted
+	 * list: an error, as in a service, so that -t catches it.
+	 */
+	qsort(u, nu, sizeof(*u), unknown_cmp);
+	const char *name = u[0].name;
+	size_t len = strlen(name);
+	char hint[96], more[48] = "";
+
+	if (nu > 1)
+		snprintf(more, sizeof(more), "; and %zu more unknown key%s", nu - 1, nu > 2 ? "s" : "");
+	fail_at(ld, u[0].at, "unknown key %s%s%s",
+		strspn(name, IDENT_CHARS) == len ? name : quote(buf, sizeof(buf), name, len),
+		did_you_mean(hint, sizeof(hint), name, key_names, K_COUNT), more);
 }
 
 static bool valid_name(const char *s, size_t len)
@@ -798,13 +907,24 @@ static void check_service_keys(struct loader *ld, int idx, const char *path)
 	if (!nbad)
 		return;
 	qsort(bad, nbad, sizeof(bad[0]), text_cmp);
-	for (size_t i = 0; i < nbad; i++)
+	for (size_t i = 0; i < nbad; i++) {
+		size_t blen = strlen(bad[i]);
+		const char *near = NULL;
+
+		/* bad[i] is quoted: "transparnt" */
+		if (blen > 2 && bad[i][0] == '"' && blen - 2 < sizeof(buf)) {
+			snprintf(buf, sizeof(buf), "%.*s", (int)(blen - 2), bad[i] + 1);
+			near = nearest(buf, service_keys, sizeof(service_keys) / sizeof(service_keys[0]));
+		}
 		w += (size_t)snprintf(list + w, sizeof(list) - w, "%s%s", i ? ", " : "", bad[i]);
+		if (near && w < sizeof(list))
+			w += (size_t)snprintf(list + w, sizeof(list) - w, " (did you mean %s?)", near);
+	}
 	if (more)
 		snprintf(list + w, sizeof(list) - w, " and %zu more", more);
 	fail(ld, path,
-	     "unknown key%s %s (a service has connect, send_proxy, pass_tlvs, crc32c, "
-	     "connect_timeout, idle_timeout, transparent, transparent_port, mark)",
+	     "unknown key%s %s; a service has connect, send_proxy, pass_tlvs, crc32c, "
+	     "connect_timeout, idle_timeout, transparent, transparent_port, mark",
 	     nbad + more > 1 ? "s" : "", list);
 }
 

@@ -14,6 +14,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <lua.h>
+
 #include "config.h"
 #include "listen.h"
 #include "log.h"
@@ -26,9 +28,9 @@
 
 static void usage(FILE *out)
 {
-	fputs("usage: " PROG " [-c FILE] [-t] [-v] [--syslog]\n"
+	fputs("usage: " PROG " [-c FILE] [-t] [-d] [--syslog]\n"
 	      "       " PROG " -l [ADDR:]PORT -b BACKEND [--send-proxy v1|v2] [--trusted CIDR]...\n"
-	      "       " PROG " --help | --version\n"
+	      "       " PROG " -h | -v | -V\n"
 	      "\n"
 	      "Receive PROXY protocol connections on the PROXY ports, check the sender is\n"
 	      "trusted, read the header and relay each connection to the service its port\n"
@@ -40,82 +42,125 @@ static void usage(FILE *out)
 	      "                        15222 -> 127.0.0.1:5222, 15269 -> 127.0.0.1:5269\n"
 	      "  -t, --test            check the config (or -l/-b), print what it listens on,\n"
 	      "                        exit 0 or 1\n"
-	      "  -v, --verbose         log more (debug)\n"
+	      "  -d, --debug           log more (debug)\n"
 	      "      --syslog          log to syslog instead of standard error\n"
 	      "  -l, --listen [ADDR:]PORT   one PROXY port, without a config file\n"
 	      "  -b, --backend HOST:PORT|[V6]:PORT|unix:PATH   where -l's connections go\n"
 	      "      --send-proxy v1|v2    pass the client on in a PROXY header (default: none)\n"
-	      "      --trusted CIDR    a trusted sender for -l (repeatable; default loopback)\n"
+	      "      --trusted CIDR    a trusted sender for -l (repeatable; default 127.0.0.1\n"
+	      "                        and ::1)\n"
 	      "      --setup-routing   install the policy routing transparent services need\n"
 	      "                        (ip rule/route, table 7001), then exit\n"
 	      "  -h, --help            this help\n"
-	      "      --version         the version\n"
+	      "  -v, --version         the version\n"
+	      "  -V                    the version and how it was built\n"
 	      "\n"
-	      "signals: SIGHUP reloads the config, SIGTERM and SIGINT stop.\n",
+	      "signals: SIGHUP reloads the config, SIGTERM and SIGINT stop; SIGUSR1 and\n"
+	      "SIGUSR2 are logged and otherwise ignored.\n",
 	      out);
 }
 
 /* A Lua string literal for s: every byte that is not plain becomes \ddd. */
-static void lua_quote(char *out, size_t cap, const char *s)
+static void lua_quote(FILE *out, const char *s)
 {
-	size_t w = 0;
-
-	out[w++] = '"';
-	for (; *s && w + 6 < cap; s++) {
+	fputc('"', out);
+	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		    strchr(".:[]/_-", c))
-			out[w++] = (char)c;
+			fputc(c, out);
 		else
-			w += (size_t)snprintf(out + w, cap - w, "\\%03u", c);
+			fprintf(out, "\\%03u", c);
 	}
-	out[w++] = '"';
-	out[w] = '\0';
+	fputc('"', out);
 }
 
 /*
  * The config for -l/-b, written as Lua so that it goes through the same
- * checks as a file. Returns 0, or -1 with a message printed.
+ * checks as a file; its size is the command line's. Returns the text (free
+ * it), or NULL with a message printed.
  */
-static int cli_config(char *out, size_t cap, const char *listen, const char *backend,
-		      const char *send_proxy, char **trusted, int ntrusted)
+static char *cli_config(const char *listen, const char *backend, const char *send_proxy,
+			char **trusted, int ntrusted)
 {
 	const char *colon = strrchr(listen, ':');
 	const char *port_text = colon ? colon + 1 : listen;
-	char *end;
+	char *end, *text = NULL;
 	long port = strtol(port_text, &end, 10);
-	char q_listen[300], q_backend[600], q_item[300];
+	size_t len = 0;
+	FILE *out;
 
 	if (*port_text == '\0' || *end != '\0' || port < 1 || port > 65535) {
 		fprintf(stderr, PROG ": -l %s: expected [ADDR:]PORT with a port from 1 to 65535\n",
 			listen);
-		return -1;
+		return NULL;
 	}
-	lua_quote(q_listen, sizeof(q_listen), listen);
-	lua_quote(q_backend, sizeof(q_backend), backend);
-	size_t n = (size_t)snprintf(out, cap,
-				    "proxy_ports = { %s }\n"
-				    "proxy_port_mappings = { [%ld] = \"backend\" }\n"
-				    "services = { backend = { connect = %s",
-				    colon ? q_listen : port_text, port, q_backend);
-	if (send_proxy) {
-		lua_quote(q_item, sizeof(q_item), send_proxy);
-		n += (size_t)snprintf(out + n, cap - n, ", send_proxy = %s", q_item);
+	if (send_proxy && strcmp(send_proxy, "v1") != 0 && strcmp(send_proxy, "v2") != 0) {
+		fprintf(stderr, PROG ": --send-proxy %s: expected v1 or v2\n", send_proxy);
+		return NULL;
 	}
-	n += (size_t)snprintf(out + n, cap - n, " } }\n");
+	out = open_memstream(&text, &len);
+	if (!out) {
+		fprintf(stderr, PROG ": %s\n", strerror(errno));
+		return NULL;
+	}
+	fputs("proxy_ports = { ", out);
+	if (colon)
+		lua_quote(out, listen);
+	else
+		fprintf(out, "%ld", port);
+	fprintf(out, " }\nproxy_port_mappings = { [%ld] = \"backend\" }\n"
+		     "services = { backend = { connect = ", port);
+	lua_quote(out, backend);
+	if (send_proxy)
+		fprintf(out, ", send_proxy = \"%s\"", send_proxy);
+	fputs(" } }\n", out);
 	if (ntrusted > 0) {
-		n += (size_t)snprintf(out + n, cap - n, "proxy_trusted_proxies = {");
+		fputs("proxy_trusted_proxies = {", out);
 		for (int i = 0; i < ntrusted; i++) {
-			lua_quote(q_item, sizeof(q_item), trusted[i]);
-			n += (size_t)snprintf(out + n, cap - n, " %s,", q_item);
+			fputc(' ', out);
+			lua_quote(out, trusted[i]);
+			fputc(',', out);
 		}
-		n += (size_t)snprintf(out + n, cap - n, " }\n");
+		fputs(" }\n", out);
 	}
-	if (n >= cap) {
-		fprintf(stderr, PROG ": command line too long\n");
-		return -1;
+	if (fclose(out) != 0) {
+		free(text);
+		fprintf(stderr, PROG ": %s\n", strerror(errno));
+		return NULL;
 	}
-	return 0;
+	return text;
+}
+
+/*
+ * A message about the config that -l/-b wrote, in the command line's terms:
+ * "command line:3: services.backend.connect: ..." becomes "-b: ...".
+ * Returns msg itself when no flag is named, else out.
+ */
+static const char *cli_message(char *out, size_t cap, const char *msg)
+{
+	static const struct {
+		const char *key, *flag;
+	} flags[] = {
+		{"proxy_ports[1]: ", "-l"},
+		{"services.backend.connect: ", "-b"},
+		{"services.backend.send_proxy: ", "--send-proxy"},
+		{"proxy_trusted_proxies[", "--trusted"},
+	};
+	const char *p = strstr(msg, ": ");
+
+	for (size_t i = 0; p && i < sizeof(flags) / sizeof(flags[0]); i++) {
+		size_t klen = strlen(flags[i].key);
+
+		if (strncmp(p + 2, flags[i].key, klen) != 0)
+			continue;
+		const char *rest = p + 2 + klen;
+		if (flags[i].key[klen - 1] == '[' && strstr(rest, "]: ")) /* "proxy_trusted_proxies[2]: " */
+			rest = strstr(rest, "]: ") + 3;
+		snprintf(out, cap, "%s: %s", flags[i].flag, rest);
+		return out;
+	}
+	return msg;
 }
 
 /* Where the config comes from, for start-up and every reload. */
@@ -123,7 +168,15 @@ struct source {
 	const char *path; /* a file, or NULL */
 	const char *lua;  /* else Lua source: the default or the command line's */
 	const char *name;
+	bool cli;	  /* lua is the command line's: messages name its flags */
 };
+
+/* The loader's error for src, in the terms its user wrote it in. */
+static const char *error_text(const struct source *src, const struct npd_config_diag *diag,
+			      char *buf, size_t cap)
+{
+	return src->cli ? cli_message(buf, cap, diag->error) : diag->error;
+}
 
 static void warn_to_log(void *ctx, const char *text)
 {
@@ -145,7 +198,9 @@ static struct npd_config *load(const struct source *src, void (*warn)(void *, co
 			  : npd_config_load_string(src->name, src->lua, &cfg, &diag);
 
 	if (r != 0) {
-		npd_log(NPD_LOG_ERROR, "%s", diag.error);
+		char buf[sizeof(diag.error)];
+
+		npd_log(NPD_LOG_ERROR, "%s", error_text(src, &diag, buf, sizeof(buf)));
 		return NULL;
 	}
 	return cfg;
@@ -387,11 +442,11 @@ static void reload(const struct source *src, struct npd_worker *workers, int nwo
 
 int main(int argc, char **argv)
 {
-	enum { OPT_SYSLOG = 256, OPT_VERSION, OPT_SEND_PROXY, OPT_TRUSTED, OPT_SETUP_ROUTING };
+	enum { OPT_SYSLOG = 256, OPT_SEND_PROXY, OPT_TRUSTED, OPT_SETUP_ROUTING };
 	static const struct option options[] = {
 		{"config", required_argument, NULL, 'c'},
 		{"test", no_argument, NULL, 't'},
-		{"verbose", no_argument, NULL, 'v'},
+		{"debug", no_argument, NULL, 'd'},
 		{"syslog", no_argument, NULL, OPT_SYSLOG},
 		{"listen", required_argument, NULL, 'l'},
 		{"backend", required_argument, NULL, 'b'},
@@ -399,15 +454,19 @@ int main(int argc, char **argv)
 		{"trusted", required_argument, NULL, OPT_TRUSTED},
 		{"setup-routing", no_argument, NULL, OPT_SETUP_ROUTING},
 		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, OPT_VERSION},
+		{"version", no_argument, NULL, 'v'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *config_path = NULL, *listen = NULL, *backend = NULL, *send_proxy = NULL;
-	char *trusted[32];
+	char **trusted = calloc((size_t)argc, sizeof(*trusted)); /* at most one per argument */
 	int ntrusted = 0, verbose = 0, opt;
 	bool test = false, use_syslog = false, setup_routing = false;
 
-	while ((opt = getopt_long(argc, argv, "c:tvl:b:h", options, NULL)) != -1) {
+	if (!trusted) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	while ((opt = getopt_long(argc, argv, "c:tdl:b:hvV", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
@@ -415,7 +474,7 @@ int main(int argc, char **argv)
 		case 't':
 			test = true;
 			break;
-		case 'v':
+		case 'd':
 			verbose++;
 			break;
 		case OPT_SYSLOG:
@@ -434,17 +493,18 @@ int main(int argc, char **argv)
 			send_proxy = optarg;
 			break;
 		case OPT_TRUSTED:
-			if (ntrusted == (int)(sizeof(trusted) / sizeof(trusted[0]))) {
-				fprintf(stderr, PROG ": too many --trusted\n");
-				return 2;
-			}
 			trusted[ntrusted++] = optarg;
 			break;
 		case 'h':
 			usage(stdout);
 			return 0;
-		case OPT_VERSION:
+		case 'v':
 			printf(PROG " " NP_VERSION_STRING "\n");
+			return 0;
+		case 'V':
+			printf(PROG " " NP_VERSION_STRING "\nbuilt with %s, " LUA_RELEASE
+			       ", libcap; compiler " __VERSION__ "\n",
+			       "libnetproxy " NP_VERSION_STRING);
 			return 0;
 		default:
 			fprintf(stderr, "Try '" PROG " --help'.\n");
@@ -464,14 +524,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	char cli_lua[4096];
 	struct source src = {.path = config_path, .name = config_path};
 	if (listen) {
-		if (cli_config(cli_lua, sizeof(cli_lua), listen, backend, send_proxy, trusted,
-			       ntrusted) != 0)
+		src.lua = cli_config(listen, backend, send_proxy, trusted, ntrusted);
+		if (!src.lua)
 			return 2;
-		src.lua = cli_lua;
 		src.name = "command line";
+		src.cli = true;
 	} else if (!config_path) {
 		src.lua = npd_config_default_lua;
 		src.name = "built-in default";
@@ -483,7 +542,9 @@ int main(int argc, char **argv)
 		int r = src.path ? npd_config_load_file(src.path, &cfg, &diag)
 				 : npd_config_load_string(src.name, src.lua, &cfg, &diag);
 		if (r != 0) {
-			fprintf(stderr, PROG ": %s\n", diag.error);
+			char buf[sizeof(diag.error)];
+
+			fprintf(stderr, PROG ": %s\n", error_text(&src, &diag, buf, sizeof(buf)));
 			return 1;
 		}
 		char why[256];
@@ -516,6 +577,8 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -562,6 +625,16 @@ int main(int argc, char **argv)
 			continue; /* EINTR */
 		if (sig == SIGHUP) {
 			reload(&src, workers, nworkers, &gen, &socks);
+			continue;
+		}
+		if (sig == SIGUSR1 || sig == SIGUSR2) {
+			/*
+			 * nginx reopens its logs on SIGUSR1 and HAProxy stops softly: a
+			 * signal sent out of habit must not kill, as its default would.
+			 */
+			npd_log(NPD_LOG_INFO, "%s: ignored (SIGHUP reloads, SIGTERM stops; the log "
+					      "is standard error or syslog, with nothing to reopen)",
+				sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
 			continue;
 		}
 		npd_log(NPD_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -227,11 +227,20 @@ static const struct {
 	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", transparent = \"yes\" } }\n",
 	 "t.lua:2: services.c2s.transparent: expected true or false, got string"},
 	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", sendproxy = \"v2\" } }\n",
-	 "t.lua:2: services.c2s: unknown key \"sendproxy\" (a service has connect, send_proxy, "
-	 "pass_tlvs, crc32c, connect_timeout, idle_timeout, transparent, transparent_port, mark)"},
+	 "t.lua:2: services.c2s: unknown key \"sendproxy\" (did you mean send_proxy?); a service has "
+	 "connect, send_proxy, pass_tlvs, crc32c, connect_timeout, idle_timeout, transparent, "
+	 "transparent_port, mark"},
 	/* Typos are reported before the "missing" they cause, all of them, sorted. */
 	{MAP "services = { c2s = { zz = 1, conect = \"127.0.0.1:1\", [1] = 2 } }\n",
-	 "t.lua:2: services.c2s: unknown keys \"conect\", \"zz\", [1] (a service has*"},
+	 "t.lua:2: services.c2s: unknown keys \"conect\" (did you mean connect?), \"zz\", [1]; a "
+	 "service has*"},
+	/* Top-level typos are errors too, so that -t (ExecStartPre) catches them. */
+	{"proxy_trusted_proxy = { \"10.0.0.1\" }\n" MAP C2S,
+	 "t.lua:1: unknown key proxy_trusted_proxy (did you mean proxy_trusted_proxies?)"},
+	{MAP C2S "proxy_header_timout = 3\nfoo = 1\nbar = 2\n",
+	 "t.lua:3: unknown key proxy_header_timout (did you mean proxy_header_timeout?); and 2 more "
+	 "unknown keys"},
+	{MAP C2S "zzzz = 1\n", "t.lua:3: unknown key zzzz"},
 	{"proxy_port_mappings = { [1] = \"xmpp.c2s\" }\nservices = { [\"xmpp.c2s\"] = {} }\n",
 	 "t.lua:2: services[\"xmpp.c2s\"].connect: missing*"},
 	/* The first bad service by name, whatever the table's order. */
@@ -607,21 +616,25 @@ static void test_unknown_keys(void)
 		   "helper = function() end\nlocal x = 1\n_ENV[\"odd key\"] = 1\nunset = nil\n");
 	/*
 	 * modules_enabled makes it Prosody's, services written into it and all:
-	 * only a proxy_ key is warned about.
+	 * only a proxy_ key counts, and a misspelt one is an error.
 	 */
-	if (!ok(cfg && strcmp(warned.text, "t.lua:5: unknown key proxy_port (ignored)\n"
-					   "t.lua:2: modules_enabled: loads net_proxy: Prosody would "
-					   "listen on the proxy ports itself; remove it, netproxyd takes "
-					   "its place\n") == 0,
-		"a Prosody file: only proxy_ keys warned about"))
+	if (!ok(!cfg && strcmp(dg.error, "t.lua:5: unknown key proxy_port (did you mean "
+					 "proxy_ports?)") == 0,
+		"a Prosody file: a proxy_ typo is an error"))
 		diag("%s", cfg ? warned.text : dg.error);
 	npd_config_free(cfg);
 
-	cfg = load(MAP C2S "\nproxy_port = {\n\t15222,\n}\n"
-		   "helper = function() end\nlocal x = 1\n_ENV[\"odd key\"] = 1\nunset = nil\n");
-	if (!ok(cfg && strcmp(warned.text, "t.lua:4: unknown key proxy_port (ignored)\n"
-					   "t.lua:9: unknown key \"odd key\" (ignored)\n") == 0,
-		"unknown keys warned about in file order; functions, locals and nils are not"))
+	cfg = load(MAP "modules_enabled = { \"roster\" }\n" C2S
+		   "\nproxy_secure_in = true\nproxy_secure = { 5222 }\nproxy_out = \"x\"\n"
+		   "proxy_secure_out = true\nhelper = function() end\n");
+	ok(cfg && warned.count == 0 && cfg->prosody_skipped == 4,
+	   "a Prosody file: the module's own proxy_secure* and proxy_out keys skipped");
+	npd_config_free(cfg);
+
+	cfg = load(MAP C2S "\nhelper = function() end\nlocal x = 1\nunset = nil\n"
+		   "_ENV[\"odd key\"] = 1\n");
+	if (!ok(!cfg && strcmp(dg.error, "t.lua:7: unknown key \"odd key\"") == 0,
+		"functions, locals and nils are not keys; an odd name is quoted"))
 		diag("%s", cfg ? warned.text : dg.error);
 	npd_config_free(cfg);
 }
