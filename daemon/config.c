@@ -43,6 +43,7 @@
 
 #include "config.h"
 #include "netproxy.h"
+#include "perms.h"
 #include "prosody.h"
 
 #define MEM_LIMIT   ((size_t)64 << 20)
@@ -2031,6 +2032,10 @@ static char *read_file(const char *path, bool regular_only, size_t *out_len, cha
 	}
 	if (regular_only && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
 		snprintf(err, errcap, "%s: not a regular file", path);
+		close(fd);
+		return NULL;
+	}
+	if (!npd_file_safe(fd, path, err, errcap)) {
 		close(fd);
 		return NULL;
 	}

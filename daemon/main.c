@@ -22,6 +22,7 @@
 #include "netproxy.h"
 #include "privs.h"
 #include "routing.h"
+#include "trial.h"
 #include "worker.h"
 
 #define PROG "netproxyd"
@@ -190,16 +191,26 @@ static void warn_to_stderr(void *ctx, const char *text)
 	fprintf(stderr, PROG ": warning: %s\n", text);
 }
 
-static struct npd_config *load(const struct source *src, void (*warn)(void *, const char *))
+/*
+ * The config of src, evaluated apart first (trial.h) so that no config can
+ * hang the daemon, then loaded here. Returns it, or NULL with the cause
+ * logged; *stop_sig is set when a signal of stop_sigs ended the trial.
+ */
+static struct npd_config *load(const struct source *src, void (*warn)(void *, const char *),
+			       const sigset_t *stop_sigs, int *stop_sig)
 {
 	struct npd_config_diag diag = {.warn = warn};
 	struct npd_config *cfg = NULL;
-	int r = src->path ? npd_config_load_file(src->path, &cfg, &diag)
-			  : npd_config_load_string(src->name, src->lua, &cfg, &diag);
+	char buf[sizeof(diag.error)];
+	int r = npd_config_trial(src->path, src->name, src->lua, stop_sigs, stop_sig, diag.error,
+				 sizeof(diag.error));
 
+	if (r == NPD_TRIAL_STOPPED)
+		return NULL;
+	if (r == NPD_TRIAL_OK)
+		r = src->path ? npd_config_load_file(src->path, &cfg, &diag)
+			      : npd_config_load_string(src->name, src->lua, &cfg, &diag);
 	if (r != 0) {
-		char buf[sizeof(diag.error)];
-
 		npd_log(NPD_LOG_ERROR, "%s", error_text(src, &diag, buf, sizeof(buf)));
 		return NULL;
 	}
@@ -405,14 +416,19 @@ static void check_privileges_and_routing(const struct npd_config *cfg)
 	free(text);
 }
 
-static void reload(const struct source *src, struct npd_worker *workers, int nworkers,
-		   struct npd_gen **gen, struct sockets *socks)
+/* Returns 0, or the stop signal that came while the new config was evaluated. */
+static int reload(const struct source *src, const sigset_t *stop_sigs, struct npd_worker *workers,
+		  int nworkers, struct npd_gen **gen, struct sockets *socks)
 {
+	int stop_sig = 0;
+
 	npd_log(NPD_LOG_INFO, "SIGHUP: reloading %s", src->name);
-	struct npd_config *cfg = load(src, warn_to_log);
+	struct npd_config *cfg = load(src, warn_to_log, stop_sigs, &stop_sig);
 	if (!cfg) {
+		if (stop_sig)
+			return stop_sig;
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
-		return;
+		return 0;
 	}
 	if (worker_count(cfg) != nworkers)
 		npd_log(NPD_LOG_WARN, "workers changed: takes effect at the next start (running %d)",
@@ -422,7 +438,7 @@ static void reload(const struct source *src, struct npd_worker *workers, int nwo
 	if (open_sockets(cfg, nworkers, socks, &fresh) != 0) {
 		npd_config_free(cfg);
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
-		return;
+		return 0;
 	}
 	apply_log_settings(cfg);
 	check_privileges_and_routing(cfg);
@@ -438,6 +454,12 @@ static void reload(const struct source *src, struct npd_worker *workers, int nwo
 	*gen = g;
 	npd_log(NPD_LOG_INFO, "reloaded: generation %u", g->number);
 	log_description(cfg);
+	return 0;
+}
+
+static const char *sig_name(int sig)
+{
+	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
 int main(int argc, char **argv)
@@ -539,8 +561,11 @@ int main(int argc, char **argv)
 	if (test || setup_routing) {
 		struct npd_config_diag diag = {.warn = warn_to_stderr};
 		struct npd_config *cfg = NULL;
-		int r = src.path ? npd_config_load_file(src.path, &cfg, &diag)
-				 : npd_config_load_string(src.name, src.lua, &cfg, &diag);
+		int r = npd_config_trial(src.path, src.name, src.lua, NULL, NULL, diag.error,
+					 sizeof(diag.error));
+		if (r == 0)
+			r = src.path ? npd_config_load_file(src.path, &cfg, &diag)
+				     : npd_config_load_string(src.name, src.lua, &cfg, &diag);
 		if (r != 0) {
 			char buf[sizeof(diag.error)];
 
@@ -564,23 +589,32 @@ int main(int argc, char **argv)
 	cli_log.syslog = use_syslog;
 	cli_log.verbose = verbose;
 	npd_log_setup(use_syslog, NPD_LOG_INFO + verbose);
-	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
-	struct npd_config *cfg = load(&src, warn_to_log);
-	if (!cfg)
-		return 1;
-	apply_log_settings(cfg);
-	raise_fd_limit();
-
-	/* Signals are taken by sigwaitinfo() below, in this thread only. */
-	sigset_t sigs;
-	sigemptyset(&sigs);
+	/*
+	 * Signals are taken by sigwaitinfo() below, in this thread only (the
+	 * workers inherit the mask), and by the config's trial while it waits.
+	 */
+	sigset_t sigs, stop_sigs;
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	sigs = stop_sigs;
 	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGUSR1);
 	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+
+	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
+	int stop_sig = 0;
+	struct npd_config *cfg = load(&src, warn_to_log, &stop_sigs, &stop_sig);
+	if (!cfg) {
+		if (!stop_sig)
+			return 1;
+		npd_log(NPD_LOG_INFO, "%s: stopping", sig_name(stop_sig));
+		return 0;
+	}
+	apply_log_settings(cfg);
+	raise_fd_limit();
 
 	int nworkers = worker_count(cfg);
 	struct sockets socks;
@@ -623,10 +657,10 @@ int main(int argc, char **argv)
 		int sig = sigwaitinfo(&sigs, &si);
 		if (sig < 0)
 			continue; /* EINTR */
-		if (sig == SIGHUP) {
-			reload(&src, workers, nworkers, &gen, &socks);
+		if (sig == SIGHUP)
+			sig = reload(&src, &stop_sigs, workers, nworkers, &gen, &socks);
+		if (sig == 0)
 			continue;
-		}
 		if (sig == SIGUSR1 || sig == SIGUSR2) {
 			/*
 			 * nginx reopens its logs on SIGUSR1 and HAProxy stops softly: a
@@ -637,7 +671,7 @@ int main(int argc, char **argv)
 				sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
 			continue;
 		}
-		npd_log(NPD_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		npd_log(NPD_LOG_INFO, "%s: stopping", sig_name(sig));
 		break;
 	}
 	for (int k = 0; k < nworkers; k++)

@@ -141,10 +141,14 @@ class Stack:
         self.root = Path(root)
         self.ports, self.targets, self.fronts = dict(ports), dict(targets), dict(fronts)
         self.prefix, self.shim, self.extra = list(prefix), shim, extra
+        # As Debian lays them out: the config root's (group prosody, mode 640, in
+        # a directory of root's), which netproxyd insists on; what Prosody
+        # writes in var/, its own.
         self.cfg = self.root / "prosody.cfg.lua"
+        self.var = self.root / "var"
         self.cert = self.root / "certs" / f"{DOMAIN}.crt"
         self.key = self.root / "certs" / f"{DOMAIN}.key"
-        self.log = self.root / "prosody.log"
+        self.log = self.var / "prosody.log"
         self.out = self.root / "prosody.out"
         self.err = self.root / "prosody.err"                   # NETPROXY_DEBUG lines
         self.hcfg = self.root / "haproxy.cfg"
@@ -182,7 +186,7 @@ class Stack:
             raise AssertionError(f"{e}{self.debug()}") from None
 
     def write_prosody_files(self):
-        (self.root / "data").mkdir()
+        (self.var / "data").mkdir(parents=True)
         (self.root / "certs").mkdir()
         # A SAN, so that the client verifies Prosody's certificate by name (its
         # own: HAProxy and netproxyd only relay TCP here). In the certificates
@@ -198,8 +202,8 @@ class Stack:
         ports = "".join(f"{PORT_KEYS[svc]} = {{ {port} }}\n" for svc, port in self.ports.items()
                         if port != PROSODY_DEFAULT_PORTS.get(svc))
         self.cfg.write_text(f"""\
-pidfile = "{self.root}/prosody.pid"
-data_path = "{self.root}/data"
+pidfile = "{self.var}/prosody.pid"
+data_path = "{self.var}/data"
 certificates = "{self.root}/certs"
 interfaces = {{ "127.0.0.1" }}
 {ports}log = {{ debug = "{self.log}" }}
@@ -212,8 +216,11 @@ modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping" }}
 VirtualHost "{DOMAIN}"
 """)
         user = prosody_user()
-        for p in [self.root, *self.root.rglob("*")]:
-            os.chown(p, user.pw_uid, user.pw_gid)
+        for d in (self.var, self.root / "certs"):
+            for p in [d, *d.rglob("*")]:
+                os.chown(p, user.pw_uid, user.pw_gid)
+        os.chown(self.cfg, 0, user.pw_gid)
+        os.chmod(self.cfg, 0o640)
 
     def write_haproxy_cfg(self):
         """The original README's config on loopback ports: a frontend per PROXY
