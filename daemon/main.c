@@ -386,9 +386,6 @@ static bool any_transparent(const struct npd_config *cfg, bool or_mark)
  */
 static void check_privileges_and_routing(const struct npd_config *cfg)
 {
-	if (geteuid() == 0 && !cfg->user[0])
-		npd_log(NPD_LOG_WARN, "running as root: set user (and group) in the config to "
-				      "drop privileges after binding");
 	if (any_transparent(cfg, true) && !npd_privs_have_net_admin())
 		npd_log(NPD_LOG_WARN, "transparent services and marks need CAP_NET_ADMIN, which this "
 				      "process lacks: their connections will fail (see netproxyd(8), "
@@ -621,10 +618,19 @@ int main(int argc, char **argv)
 	if (open_sockets(cfg, nworkers, NULL, &socks) != 0)
 		return 1;
 	char why[256];
+	bool was_root = geteuid() == 0;
 	if (npd_privs_drop(cfg, why, sizeof(why)) != 0) {
 		npd_log(NPD_LOG_ERROR, "%s: %s", src.name, why);
 		return 1;
 	}
+	if (was_root && !cfg->user[0])
+		npd_log(NPD_LOG_INFO, "started as root without user: running as nobody (set user "
+				      "and group in the config to choose)");
+	/* A reload reads the file again, as the user netproxyd has become. */
+	if (src.path && access(src.path, R_OK) != 0)
+		npd_log(NPD_LOG_WARN, "%s: %s, now that netproxyd runs as uid %u: reloads will fail; "
+				      "make it readable by this user or group (set user and group)",
+			src.path, strerror(errno), (unsigned)geteuid());
 	check_privileges_and_routing(cfg);
 	struct npd_gen *gen = npd_gen_new(cfg, 1);
 	struct npd_worker *workers = calloc((size_t)nworkers, sizeof(*workers));

@@ -822,12 +822,12 @@ def test_max_connections():
 
 def test_emfile_is_shed_without_spinning():
     port = free_port()
-    with EchoServer() as echo, Netproxyd(simple(port, echo.port, "workers = 1\n")) as d:
+    # The daemon's descriptor limit is 64 from the start (it is nobody once
+    # running, and this test has no CAP_SYS_RESOURCE to lower it later).
+    with EchoServer() as echo, Netproxyd(simple(port, echo.port, "workers = 1\n"),
+                                         prefix=["prlimit", "--nofile=64:64", "--"]) as d:
         pid = d.proc.pid
-        # The daemon's descriptor limit drops to 64 (like starting it under
-        # `prlimit --nofile=64:64`, but after it has bound its ports).
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
-        assert resource.prlimit(pid, resource.RLIMIT_NOFILE) == (64, 64)
+        d.wait_log(r"file descriptor limit: 64$")
         held = []
         try:
             # Ten relayed connections (two descriptors each), then silent ones that
@@ -1208,12 +1208,15 @@ def test_urgent_data_costs_no_byte_after_it(fin):
                 s.close()
 
 
-def test_unix_backend_relays_both_ways_with_a_header(tmp_path):
+def test_unix_backend_relays_both_ways_with_a_header():
     """A service on a UNIX socket (connect = "unix:PATH"), with send_proxy
     v2: the header the service gets names the client, then 3 MiB go both
     ways unaltered (bulk reads, read to EAGAIN on the UNIX side), and the
     half-close comes back as the end."""
-    path = tmp_path / "svc.sock"
+    # In a directory netproxyd, nobody once running, can reach.
+    sockdir = tempfile.TemporaryDirectory(prefix="npd-unix-")
+    os.chmod(sockdir.name, 0o755)
+    path = Path(sockdir.name) / "svc.sock"
     port = free_port()
     blob = random.Random(7).randbytes(3 << 20)
     with EchoServer(path=path) as be:
