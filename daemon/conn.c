@@ -324,10 +324,11 @@ static void connect_backend(struct npd_conn *c)
 	static const union npd_sockaddr none = {.sa.sa_family = AF_UNSPEC};
 	const union npd_sockaddr *from =
 		c->transport == NP_TRANSPORT_STREAM ? &c->client_addr : &none;
-	int fd = npd_backend_socket(svc, from, &port_moved, why, sizeof(why));
+	const struct npd_target *to = c->target = npd_backend_target(svc, from);
+	int fd = npd_backend_socket(svc, to, from, &port_moved, why, sizeof(why));
 
 	if (fd < 0) {
-		npd_conn_close(c, "backend %s (%s): %s", svc->name, svc->addr_text, why);
+		npd_conn_close(c, "backend %s (%s): %s", svc->name, to->text, why);
 		return;
 	}
 	/* Common and harmless (a client on this host holds its own port): debug only. */
@@ -338,15 +339,15 @@ static void connect_backend(struct npd_conn *c)
 			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), svc->name);
 	}
 	c->backend.fd = fd;
-	c->backend.short_read_drains = svc->addr.ss_family != AF_UNIX;
+	c->backend.short_read_drains = to->addr.ss_family != AF_UNIX;
 	if (watch(c->w, &c->backend) != 0) {
 		npd_conn_close(c, "epoll: %s", strerror(errno));
 		return;
 	}
-	if (connect(fd, (const struct sockaddr *)&svc->addr, svc->addrlen) == 0) {
+	if (connect(fd, (const struct sockaddr *)&to->addr, to->addrlen) == 0) {
 		c->backend.writable = true;
 	} else if (errno != EINPROGRESS) {
-		npd_conn_close(c, "backend %s (%s) unreachable: %s", svc->name, svc->addr_text,
+		npd_conn_close(c, "backend %s (%s) unreachable: %s", svc->name, to->text,
 			       strerror(errno));
 		return;
 	}
@@ -417,14 +418,14 @@ static void connecting(struct npd_conn *c)
 	}
 	if (up < 0) {
 		/* A UNIX socket's connect() is done at once: then it is the send that failed. */
-		npd_conn_close(c, "backend %s (%s) %s: %s", svc->name, svc->addr_text,
-			       svc->addr.ss_family == AF_UNIX ? "failed" : "connect failed",
+		npd_conn_close(c, "backend %s (%s) %s: %s", svc->name, c->target->text,
+			       c->target->addr.ss_family == AF_UNIX ? "failed" : "connect failed",
 			       strerror(err));
 		return;
 	}
 	c->state = NPD_CONN_RELAY;
 	npd_log(NPD_LOG_DEBUG, "conn=%llu connected to %s (%s)", (unsigned long long)c->id,
-		svc->name, svc->addr_text);
+		svc->name, c->target->text);
 	if (svc->idle_timeout_ms > 0) {
 		struct npd_timer_list *tl = npd_worker_timers(c->w, svc->idle_timeout_ms);
 		if (!tl) {
@@ -485,7 +486,7 @@ void npd_conn_expire(struct npd_conn *c)
 		break;
 	case NPD_CONN_CONNECTING:
 		npd_conn_close(c, "backend %s (%s) connect timeout (%d ms)", c->service->name,
-			       c->service->addr_text, c->service->connect_timeout_ms);
+			       c->target->text, c->service->connect_timeout_ms);
 		break;
 	case NPD_CONN_LINGER:
 		npd_linger(c, true);
