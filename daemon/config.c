@@ -135,8 +135,9 @@ static const struct {
 struct mapping {
 	uint16_t port;
 	bool string_key; /* ["15222"] = ...: Prosody's mod_net_proxy takes tonumber(key) */
-	int service;
-	bool listed; /* named by an explicit proxy_ports */
+	int service;	 /* -1: the name is no service (warned about) */
+	bool listed;	 /* named by an explicit proxy_ports */
+	char missing[NPD_NAME_MAX]; /* with service -1, the name, as npd_listener.missing */
 };
 
 /* An interface to listen on, with "*" already split into its two families. */
@@ -1303,18 +1304,15 @@ static struct mapping *find_mapping(struct loader *ld, lua_Integer port)
 /*
  * A service for a mapped name that services lacks: one of Prosody's, found
  * where Prosody's config says, delivered plain. Kept sorted by name.
+ * Returns false, adding nothing, when name is not one of Prosody's.
  */
-static void add_prosody_service(struct loader *ld, const char *name, const char *path)
+static bool add_prosody_service(struct loader *ld, const char *name, const char *path)
 {
 	struct npd_config *cfg = ld->cfg;
 	struct npd_service *grown, *svc;
-	char buf[80];
 
 	if (!npd_prosody_service(name))
-		fail(ld, path,
-		     "maps to %s, which services does not define and which is not one of "
-		     "Prosody's services (%s)",
-		     quote(buf, sizeof(buf), name, strlen(name)), npd_prosody_service_names);
+		return false;
 	grown = realloc(cfg->services, (cfg->nservices + 1) * sizeof(*grown));
 	if (!grown)
 		fail(ld, path, "out of memory");
@@ -1325,6 +1323,22 @@ static void add_prosody_service(struct loader *ld, const char *name, const char 
 	read_service(ld, lua_gettop(ld->L), svc, path);
 	lua_pop(ld->L, 1);
 	qsort(cfg->services, cfg->nservices, sizeof(*svc), service_cmp);
+	return true;
+}
+
+/* A name for a log line: printable, without quotes or backslashes, "..." when cut to fit. */
+static void log_name(char *out, size_t cap, const char *s, size_t len)
+{
+	bool cut = len >= cap;
+	size_t n = cut ? cap - 4 : len;
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = isprint((unsigned char)s[i]) && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
+	if (cut) {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = '\0';
 }
 
 /* Push proxy_port_mappings' value for m. */
@@ -1336,7 +1350,11 @@ static int push_mapped(lua_State *L, int idx, const struct mapping *m)
 	return lua_rawget(L, idx);
 }
 
-/* proxy_port_mappings = { [15222] = "c2s" }: every name must be a service. */
+/*
+ * proxy_port_mappings = { [15222] = "c2s" }. A name that is no service is
+ * not fatal, as in mod_net_proxy: Prosody runs such a config, and the
+ * other ports are served. It is warned about, and its port is unmapped.
+ */
 static void read_mappings(struct loader *ld)
 {
 	lua_State *L = ld->L;
@@ -1376,12 +1394,22 @@ static void read_mappings(struct loader *ld)
 	/* Then the names; one that services lacks may be Prosody's, added now. */
 	for (size_t i = 0; i < ld->nmap; i++) {
 		struct mapping *m = &ld->map[i];
+		size_t len;
+		const char *name;
 
 		snprintf(path, sizeof(path), "proxy_port_mappings[%u]", m->port);
-		if (push_mapped(L, idx, m) != LUA_TSTRING)
-			fail(ld, path, "expected a service name, got %s", luaL_typename(L, -1));
-		if (find_service(ld->cfg, lua_tostring(L, -1)) < 0)
-			add_prosody_service(ld, lua_tostring(L, -1), path);
+		if (push_mapped(L, idx, m) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+			fail(ld, path, "expected a service name, got %s",
+			     lua_type(L, -1) == LUA_TSTRING ? "\"\"" : luaL_typename(L, -1));
+		name = lua_tolstring(L, -1, &len);
+		if (find_service(ld->cfg, name) < 0 && !add_prosody_service(ld, name, path)) {
+			warn(ld, path,
+			     "maps to %s, which services does not define and which is not one of "
+			     "Prosody's services (%s): its connections will be closed after the "
+			     "header",
+			     quote(buf, sizeof(buf), name, len), npd_prosody_service_names);
+			log_name(m->missing, sizeof(m->missing), name, len);
+		}
 		lua_pop(L, 1);
 	}
 	/* Indices last: adding a service re-sorts them. */
@@ -1635,6 +1663,8 @@ static void add_listener(struct loader *ld, const char *path, sa_family_t family
 	format_addr(l->addr_text, sizeof(l->addr_text), family, addr, port);
 	l->port = port;
 	l->service = m ? m->service : -1;
+	if (m)
+		memcpy(l->missing, m->missing, sizeof(l->missing));
 	l->implicit = implicit;
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		if (cfg->listeners[i].addrlen == l->addrlen &&
@@ -2394,7 +2424,10 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 		const struct npd_listener *l = &cfg->listeners[i];
 
 		fprintf(out, "listen %s -> ", l->addr_text);
-		if (l->service < 0)
+		if (l->service < 0 && l->missing[0])
+			fprintf(out, "%s (not a service: connections closed after the header)",
+				l->missing);
+		else if (l->service < 0)
 			fputs("(unmapped: connections closed after the header)", out);
 		else
 			describe_service(&cfg->services[l->service], out);

@@ -68,6 +68,13 @@ struct npd_listener {
 	char addr_text[NPD_ADDR_TEXT]; /* "0.0.0.0:15222", "[::]:15222", "127.0.0.1:15222" */
 	uint16_t port;
 	int service;   /* index into npd_config.services, or -1 for an unmapped port */
+	/*
+	 * With service -1: the name proxy_port_mappings gives the port, which is
+	 * no service (shortened, with "..." at the end, when long); "" when the
+	 * port has no mapping. Either way its connections are closed after the
+	 * header.
+	 */
+	char missing[NPD_NAME_MAX];
 	bool implicit; /* came from "*": an address family the host lacks is skipped with a warning */
 };
 

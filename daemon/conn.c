@@ -194,8 +194,12 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), h->tlv_len);
 	}
 	if (!svc) {
-		npd_conn_close(c, "port %u has no mapping in proxy_port_mappings",
-			       (unsigned)c->listener->port);
+		if (c->listener->missing[0])
+			npd_conn_close(c, "port %u is mapped to %s, which is not a service",
+				       (unsigned)c->listener->port, c->listener->missing);
+		else
+			npd_conn_close(c, "port %u has no mapping in proxy_port_mappings",
+				       (unsigned)c->listener->port);
 		return;
 	}
 

@@ -586,19 +586,44 @@ def test_unmapped_port_warns_and_closes_after_the_header():
         assert_clean_log(d)
 
 
-def test_unknown_service_is_fatal_at_start_and_in_check(tmp_path):
-    path = tmp_path / "netproxyd.conf.lua"
-    port = free_port()
-    path.write_text(f'proxy_ports = {{ "127.0.0.1:{port}" }}\n'
-                    f'proxy_port_mappings = {{ [{port}] = "nosuch" }}\n'
-                    'services = { svc = { connect = "127.0.0.1:1" } }\n')
-    for args in ([], ["-t"]):
-        out = subprocess.run([tool("netproxyd"), "-c", str(path)] + args, capture_output=True,
+def test_mapping_to_no_service_warns_and_closes_that_port(tmp_path):
+    """As mod_net_proxy: a mapping to a service that is not there is warned
+    about at start and by -t (which still exits 0); that port's connections
+    are closed after the header, saying why; every other port is served."""
+    mapped, missing = free_port(), free_port()
+    with EchoServer() as echo:
+        cfg = conf({"svc": echo.port}, {mapped: "svc", missing: "no_such_service"})
+        # Line 2 of the file: proxy_port_mappings.
+        warning = (rf"2: proxy_port_mappings\[{missing}\]: maps to \"no_such_service\", which "
+                   r"services does not define and which is not one of Prosody's services "
+                   r"\(c2s, .*, proxy65\): its connections will be closed after the header")
+        path = tmp_path / "t.lua"
+        path.write_text(cfg)
+        out = subprocess.run([tool("netproxyd"), "-t", "-c", str(path)], capture_output=True,
                              text=True, timeout=10)
-        msg = out.stdout + out.stderr
-        assert out.returncode == 1, (args, out.returncode, msg)
-        assert f"{path}:2:" in msg and '"nosuch"' in msg, (args, msg)
-        assert "proxy_port_mappings" in msg, (args, msg)
+        assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
+        assert re.fullmatch(rf"netproxyd: warning: {re.escape(str(path))}:{warning}\n",
+                            out.stderr), out.stderr
+        assert (f"listen 127.0.0.1:{missing} -> no_such_service (not a service: connections "
+                "closed after the header)") in out.stdout.splitlines(), out.stdout
+        assert f"listen 127.0.0.1:{mapped} -> svc (127.0.0.1:{echo.port}, plain)" in out.stdout
+
+        with Netproxyd(cfg) as d:
+            d.wait_log(rf"warning: {re.escape(str(d.config_path))}:{warning}")
+            s = dial(missing)
+            s.sendall(GOOD[:12])
+            how, _, _ = wait_close(s, 0.3)
+            assert how == "timeout", "closed before the header was complete"
+            s.sendall(GOOD[12:] + b"data")
+            how, secs, got = wait_close(s, 3)
+            s.close()
+            assert how in ("eof", "reset") and got == b"" and secs < 1, (how, d.log())
+            line = d.wait_log(rf"port={missing} service=- .*reason=\"port {missing} is mapped "
+                              r"to no_such_service, which is not a service\"")[0].string
+            assert "client=203.0.113.9:40000" in line and "warning: conn=" in line
+            assert echo.records == []
+            assert_serves(d, mapped)
+            assert_clean_log(d)
 
 
 def test_backend_down_closes_the_client():
@@ -957,8 +982,9 @@ def test_reload_adds_and_removes_ports():
 
 @pytest.mark.parametrize("broken", [
     "proxy_ports = { 1,\nservices = {\n",
-    'proxy_port_mappings = { [1] = "nosuch" }\n',
-], ids=["syntax-error", "unknown-service"])
+    'proxy_port_mappings = { [1] = "svc" }\n'
+    'services = { svc = { connect = { "127.0.0.1:1", "127.0.0.2:1" } } }\n',
+], ids=["syntax-error", "two-ipv4-addresses"])
 def test_broken_config_on_reload_keeps_the_old_one(broken):
     port = free_port()
     with EchoServer() as echo, Netproxyd(simple(port, echo.port)) as d:

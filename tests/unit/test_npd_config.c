@@ -75,13 +75,11 @@ static const struct {
 	 "t.lua:1: proxy_port_mappings: port 15222 is mapped twice (as 15222 and as \"15222\")"},
 	{"proxy_port_mappings = { [15222] = 5 }\n" C2S,
 	 "t.lua:1: proxy_port_mappings[15222]: expected a service name, got number"},
-	{"proxy_port_mappings = { [15222] = \"xmpp\" }\n" C2S,
-	 "t.lua:1: proxy_port_mappings[15222]: maps to \"xmpp\", which services does not define "
-	 "and which is not one of Prosody's services (c2s, s2s, c2s_direct_tls, s2s_direct_tls, "
-	 "legacy_ssl, http, https, proxy65)"},
+	{"proxy_port_mappings = { [15222] = \"\" }\n" C2S,
+	 "t.lua:1: proxy_port_mappings[15222]: expected a service name, got \"\""},
 	/* The first bad mapping by port, whatever the table's order. */
-	{"proxy_port_mappings = { [9] = \"c2s\", [7] = \"a\", [8] = \"b\" }\n" C2S,
-	 "t.lua:1: proxy_port_mappings[7]: maps to \"a\"*"},
+	{"proxy_port_mappings = { [9] = \"c2s\", [7] = {}, [8] = 1 }\n" C2S,
+	 "t.lua:1: proxy_port_mappings[7]: expected a service name, got table"},
 
 	/* proxy_ports and proxy_interfaces. */
 	{"proxy_ports = { 0 }\n" MAP C2S,
@@ -298,7 +296,7 @@ static const struct {
 	 "t.lua:3: services.xmpp.connect: missing*"},
 	{"proxy_port_mappings = {\n"
 	 "\t[15222] = \"c2s\",\n"
-	 "\t[15269] = \"other\",\n"
+	 "\t[15269] = 15269,\n"
 	 "}\n" C2S,
 	 "t.lua:3: proxy_port_mappings[15269]: *"},
 	{MAP "services = {\n"
@@ -671,6 +669,76 @@ static void test_connect_lists(void)
 		"-t shows every address"))
 		diag("%s", text);
 	free(text);
+	npd_config_free(cfg);
+}
+
+/*
+ * A mapping to a name that is no service: a warning, and its port unmapped
+ * (connections closed after the header); the rest is served.
+ */
+static void test_missing_service(void)
+{
+	struct npd_config *cfg;
+	char *text;
+
+	cfg = load("proxy_interfaces = { \"127.0.0.1\" }\n"
+		   "proxy_port_mappings = {\n"
+		   "\t[15222] = \"c2s\",\n"
+		   "\t[15998] = \"no_such_service\",\n"
+		   "\t[15997] = \"a \\\"quoted\\\" \\\\ name\\n\",\n"
+		   "\t[15996] = string.rep(\"x\", 80),\n"
+		   "}\n" C2S);
+	if (!ok(cfg != NULL, "a mapping to no service loads"))
+		diag("  %s", dg.error);
+	if (!cfg)
+		return;
+	if (!ok(matches(warned.text,
+			"t.lua:6: proxy_port_mappings[15996]: maps to \"xxxxxxxxxx*x...\", "
+		       "which services does not define and which is not one of Prosody's services "
+		       "(c2s, s2s, c2s_direct_tls, s2s_direct_tls, legacy_ssl, http, https, "
+		       "proxy65): its connections will be closed after the header\n"
+		       "t.lua:5: proxy_port_mappings[15997]: maps to \"a \"quoted\" \\ name?\", *\n"
+		       "t.lua:4: proxy_port_mappings[15998]: maps to \"no_such_service\", which "
+		       "services does not define and which is not one of Prosody's services (c2s, "
+		       "s2s, c2s_direct_tls, s2s_direct_tls, legacy_ssl, http, https, proxy65): its "
+		       "connections will be closed after the header\n") &&
+			warned.count == 3,
+		"warned, each with its line, by port"))
+		diag("%s", warned.text);
+	ok(cfg->nservices == 1 && cfg->nlisteners == 4 && cfg->listeners[0].service == 0 &&
+		   cfg->listeners[0].missing[0] == '\0' && cfg->listeners[3].service == -1 &&
+		   strcmp(cfg->listeners[3].missing, "no_such_service") == 0,
+	   "the port listens, unmapped, and knows the name it was given");
+	ok(strcmp(cfg->listeners[2].missing, "a ?quoted? ? name?") == 0,
+	   "the name made safe for the log: no quote, backslash or control byte");
+	ok(strlen(cfg->listeners[1].missing) == NPD_NAME_MAX - 1 &&
+		   strcmp(cfg->listeners[1].missing + NPD_NAME_MAX - 4, "...") == 0,
+	   "a long name shortened, with \"...\"");
+	text = describe(cfg);
+	if (!ok(strstr(text, "listen 127.0.0.1:15222 -> c2s (127.0.0.1:5222, plain)\n"
+			     "listen 127.0.0.1:15996 -> xxx") &&
+			strstr(text, "listen 127.0.0.1:15998 -> no_such_service (not a service: "
+				     "connections closed after the header)\n"),
+		"-t says so"))
+		diag("%s", text);
+	free(text);
+	npd_config_free(cfg);
+
+	/* Not listed in proxy_ports: the mapping's two warnings. */
+	cfg = load("proxy_ports = { 15222 }\nproxy_port_mappings = { [15222] = \"c2s\", "
+		   "[15998] = \"nosuch\" }\n" C2S);
+	ok(cfg && cfg->nlisteners == 2 && warned.count == 2 &&
+		   matches(warned.text, "t.lua:2: proxy_port_mappings[15998]: maps to \"nosuch\"*\n"
+					"t.lua:2: proxy_port_mappings[15998]: port 15998 is not in "
+					"proxy_ports: it is not listened on\n"),
+	   "a mapping to no service, not listened on");
+	npd_config_free(cfg);
+
+	/* Nothing but such mappings: it loads, and closes every connection. */
+	cfg = load("proxy_port_mappings = { [15998] = \"nosuch\" }\n");
+	ok(cfg && cfg->nservices == 0 && cfg->nlisteners == 2 && cfg->listeners[0].service == -1 &&
+		   warned.count == 1,
+	   "only a mapping to no service");
 	npd_config_free(cfg);
 }
 
@@ -1058,6 +1126,7 @@ int main(void)
 	test_ports();
 	test_services();
 	test_connect_lists();
+	test_missing_service();
 	test_tunables();
 	test_unknown_keys();
 	test_trusted();
