@@ -234,27 +234,54 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 	connect_backend(c);
 }
 
+/*
+ * A header over proxy_max_header. The cap is a memory bound, so the line
+ * says which setting to raise, and for a v2 header, whose 16 fixed bytes
+ * announce its length, by how much.
+ */
+static void too_big(struct npd_conn *c)
+{
+	static const uint8_t v2_sig[12] = "\r\n\r\n\0\r\nQUIT\n"; /* 12 bytes, no NUL */
+	const struct npd_buf *b = c->client.in;
+	size_t max = c->gen->cfg->max_header;
+
+	if (b->len >= NP_V2_MIN_LEN && memcmp(b->data, v2_sig, sizeof(v2_sig)) == 0)
+		npd_conn_close(c,
+			       "header of %d bytes is larger than proxy_max_header (%zu); raise "
+			       "proxy_max_header (at most %d) to accept it",
+			       NP_V2_MIN_LEN + (b->data[14] << 8 | b->data[15]), max, NP_V2_MAX_LEN);
+	else
+		npd_conn_close(c,
+			       "header larger than proxy_max_header (%zu); raise proxy_max_header "
+			       "(at most %d) to accept it",
+			       max, NP_V2_MAX_LEN);
+}
+
 static void header_failed(struct npd_conn *c, int err)
 {
 	const struct npd_buf *b = c->client.in;
 	char first[64];
 
+	if (err == NP_ETOOBIG) {
+		too_big(c);
+		return;
+	}
 	npd_escape(first, sizeof(first), b->data, b->len < 24 ? b->len : 24);
-	if (err == NP_ETOOBIG)
-		npd_conn_close(c, "header larger than proxy_max_header (%zu bytes)",
-			       c->gen->cfg->max_header);
-	else
-		npd_conn_close(c, "malformed header: %s (%s), first bytes [%s]", np_strerror(err),
-			       np_errname(err), first);
+	npd_conn_close(c, "malformed header: %s (%s), first bytes [%s]", np_strerror(err),
+		       np_errname(err), first);
 }
 
-/* A header longer than a pool buffer: move it to a buffer of proxy_max_header bytes. */
+/*
+ * A header longer than a pool buffer: move it to a buffer of proxy_max_header
+ * bytes, and the headroom. Up to 65551 + 64 bytes for each connection in its
+ * header phase, freed when it has been relayed. NULL when out of memory.
+ */
 static struct npd_buf *grow(struct npd_conn *c)
 {
 	struct npd_buf *b = c->client.in, *big;
 	size_t cap = c->gen->cfg->max_header + NPD_BUF_HEADROOM;
 
-	if (b->cap >= cap || !(big = malloc(sizeof(*big) + cap)))
+	if (!(big = malloc(sizeof(*big) + cap)))
 		return NULL;
 	big->cap = (uint32_t)cap;
 	big->off = 0;
@@ -275,9 +302,13 @@ static void read_header(struct npd_conn *c)
 			return;
 		}
 		size_t room = b->cap - NPD_BUF_HEADROOM - b->len;
+		/* Full: the parser would have said if proxy_max_header were passed. */
+		if (room == 0 && b->cap >= cfg->max_header + NPD_BUF_HEADROOM) {
+			too_big(c);
+			return;
+		}
 		if (room == 0 && !(b = grow(c))) {
-			npd_conn_close(c, "header larger than proxy_max_header (%zu bytes)",
-				       cfg->max_header);
+			npd_conn_close(c, "out of memory");
 			return;
 		}
 		room = b->cap - NPD_BUF_HEADROOM - b->len;
