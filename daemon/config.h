@@ -34,11 +34,24 @@ enum npd_send_proxy {
 	NPD_SEND_V2 = 2,   /* a re-emitted v2 header */
 };
 
+/* One address of a service. */
+struct npd_target {
+	struct sockaddr_storage addr; /* AF_INET, AF_INET6 or AF_UNIX */
+	socklen_t addrlen;
+	char text[NPD_ADDR_TEXT]; /* as written: "127.0.0.1:5222", "[::1]:80", "unix:/run/s" */
+};
+
+/*
+ * A service has one address, or two of different families (a v4-mapped
+ * IPv6 address counts as IPv4): a connection goes to the one of its
+ * client's family, else to the first (backend.h). A UNIX socket stands alone.
+ */
+#define NPD_TARGETS_MAX 2
+
 struct npd_service {
 	char name[NPD_NAME_MAX];
-	struct sockaddr_storage addr; /* where to connect: AF_INET, AF_INET6 or AF_UNIX */
-	socklen_t addrlen;
-	char addr_text[NPD_ADDR_TEXT]; /* as written: "127.0.0.1:5222", "[::1]:80", "unix:/run/s" */
+	struct npd_target target[NPD_TARGETS_MAX]; /* where to connect, in the order written */
+	int ntargets;				    /* 1 or 2 */
 	enum npd_send_proxy send_proxy;
 	bool crc32c;		   /* v2: add a CRC32C TLV */
 	uint8_t pass_tlvs[256 / 8]; /* v2: bitmap of the TLV types passed on */
@@ -48,7 +61,7 @@ struct npd_service {
 	bool transparent_port; /* ... and its port, when free (default) */
 	uint32_t mark;	       /* SO_MARK on the backend socket; 0: none */
 	char prosody[192];     /* for one of Prosody's services without connect, where its
-				  address came from ("Prosody's c2s_ports and interfaces"); else "" */
+				  addresses came from ("Prosody's c2s_ports and interfaces"); else "" */
 };
 
 struct npd_listener {
@@ -57,6 +70,13 @@ struct npd_listener {
 	char addr_text[NPD_ADDR_TEXT]; /* "0.0.0.0:15222", "[::]:15222", "127.0.0.1:15222" */
 	uint16_t port;
 	int service;   /* index into npd_config.services, or -1 for an unmapped port */
+	/*
+	 * With service -1: the name proxy_port_mappings gives the port, which is
+	 * no service (shortened, with "..." at the end, when long); "" when the
+	 * port has no mapping. Either way its connections are closed after the
+	 * header.
+	 */
+	char missing[NPD_NAME_MAX];
 	bool implicit; /* came from "*": an address family the host lacks is skipped with a warning */
 };
 
@@ -106,6 +126,9 @@ int npd_config_load_string(const char *name, const char *lua, struct npd_config 
 			   struct npd_config_diag *diag);
 
 void npd_config_free(struct npd_config *cfg);
+
+/* AF_INET, AF_INET6 or AF_UNIX: t's family on the wire (a v4-mapped IPv6 address is AF_INET). */
+int npd_target_family(const struct npd_target *t);
 
 /*
  * Nonzero when addr (an accepted peer) may send headers: in the trusted list,

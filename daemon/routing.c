@@ -170,15 +170,17 @@ static size_t wanted_rules(const struct npd_config *cfg, struct rule *out, size_
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < cfg->nservices; i++) {
-		const struct npd_service *s = &cfg->services[i];
+	/* Each address of a service: a connection goes to the one of its client's family. */
+	for (size_t t = 0; t < cfg->nservices * NPD_TARGETS_MAX; t++) {
+		const struct npd_service *svc = &cfg->services[t / NPD_TARGETS_MAX];
+		const struct npd_target *s = &svc->target[t % NPD_TARGETS_MAX];
 		struct rule w;
 		uint8_t v4[4];
 
 		memset(&w, 0, sizeof(w)); /* padding too: rules are compared with memcmp */
 		w.table = NPD_ROUTING_TABLE;
 
-		if (!s->transparent)
+		if (!svc->transparent || (int)(t % NPD_TARGETS_MAX) >= svc->ntargets)
 			continue;
 		if (s->addr.ss_family == AF_INET) {
 			const struct sockaddr_in *in = (const void *)&s->addr;

@@ -49,6 +49,9 @@ from npd import build_dir, find_exe, stop_pid, text_of, wait_for
 TIMEOUT = 10.0        # seconds: socket timeouts and ordinary waits
 START_TIMEOUT = 15.0  # seconds: Prosody's start-up (Lua, certificates)
 CLIENT_IP = "127.0.0.5"
+# An IPv6 client, for a stack on both families; its address must be made
+# local (`ip addr add 2001:db8::5/128 dev lo`) where the client runs.
+CLIENT_IP6 = "2001:db8::5"
 DOMAIN = "localhost"
 ACCOUNT = ("test", "testpass")    # registered on DOMAIN by prosodyctl
 
@@ -131,16 +134,20 @@ def proc_uid(pid):
 class Stack:
     """Paths, ports and processes of one Prosody + HAProxy run.
 
-    ports:   {service: port} Prosody listens on, at 127.0.0.1
+    ports:   {service: port} Prosody listens on, at 127.0.0.1 (and ::1 with ipv6)
     targets: {service: port} at 127.0.0.1 that HAProxy's backends send to
-    fronts:  {(version, service): port} HAProxy listens on, at 127.0.0.1,
-             version "v2" (send-proxy-v2) or "v1" (send-proxy)
+    fronts:  {(version, service): port} HAProxy listens on, at 127.0.0.1
+             (and [::1] with ipv6), version "v2" (send-proxy-v2) or "v1"
+             (send-proxy)
+    ipv6:    Prosody's interfaces and HAProxy's fronts on ::1 as well
     """
 
-    def __init__(self, root, ports, targets, fronts, prefix=(), shim=False, extra=""):
+    def __init__(self, root, ports, targets, fronts, prefix=(), shim=False, extra="",
+                 ipv6=False):
         self.root = Path(root)
         self.ports, self.targets, self.fronts = dict(ports), dict(targets), dict(fronts)
         self.prefix, self.shim, self.extra = list(prefix), shim, extra
+        self.hosts = ["127.0.0.1", "::1"] if ipv6 else ["127.0.0.1"]
         # As Debian lays them out: the config root's (group prosody, mode 640, in
         # a directory of root's), which netproxyd insists on; what Prosody
         # writes in var/, its own.
@@ -205,7 +212,7 @@ class Stack:
 pidfile = "{self.var}/prosody.pid"
 data_path = "{self.var}/data"
 certificates = "{self.root}/certs"
-interfaces = {{ "127.0.0.1" }}
+interfaces = {{ {", ".join(f'"{h}"' for h in self.hosts)} }}
 {ports}log = {{ debug = "{self.log}" }}
 -- As libnetproxy_preload(8) advises for Prosody: a refused or parked connection
 -- makes accept() say EAGAIN, which Prosody takes for an error and pauses the
@@ -242,7 +249,8 @@ defaults
             name = "xmpp" if version == "v2" else f"xmpp-{version}"
             mine = sorted((port, svc) for (v, svc), port in self.fronts.items() if v == version)
             text += f"frontend {name}\n    bind " + ",".join(
-                f"127.0.0.1:{port}" for port, _ in mine) + "\n"
+                f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
+                for h in self.hosts for port, _ in mine) + "\n"
             text += "".join(f"    use_backend {name}-{svc} if {{ dst_port eq {port} }}\n"
                             for port, svc in mine)
             text += "".join(f"backend {name}-{svc}\n    server xmpp1 127.0.0.1:"
@@ -363,14 +371,16 @@ defaults
 
 
 @contextmanager
-def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", haproxy=True):
+def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", haproxy=True,
+                  ipv6=False):
     """Prosody (as the prosody user, under the shim or not, with the account
     registered) and, unless haproxy is False (then the caller starts it with
-    st.start_haproxy() once its targets are up), HAProxy in front. Both are
-    stopped by PID, and the private dir removed, whatever happens."""
+    st.start_haproxy() once its targets are up), HAProxy in front; with ipv6,
+    both on ::1 as well as 127.0.0.1. Both are stopped by PID, and the private
+    dir removed, whatever happens."""
     root = tempfile.mkdtemp(prefix="netproxy-prosody-")
     os.chmod(root, 0o755)
-    st = Stack(root, ports, targets, fronts, prefix, shim, extra)
+    st = Stack(root, ports, targets, fronts, prefix, shim, extra, ipv6)
     try:
         st.write_prosody_files()
         st.write_haproxy_cfg()

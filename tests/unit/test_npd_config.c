@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "config.h"
 #include "config_check.h"
 #include "tap.h"
@@ -74,13 +75,11 @@ static const struct {
 	 "t.lua:1: proxy_port_mappings: port 15222 is mapped twice (as 15222 and as \"15222\")"},
 	{"proxy_port_mappings = { [15222] = 5 }\n" C2S,
 	 "t.lua:1: proxy_port_mappings[15222]: expected a service name, got number"},
-	{"proxy_port_mappings = { [15222] = \"xmpp\" }\n" C2S,
-	 "t.lua:1: proxy_port_mappings[15222]: maps to \"xmpp\", which services does not define "
-	 "and which is not one of Prosody's services (c2s, s2s, c2s_direct_tls, s2s_direct_tls, "
-	 "legacy_ssl, http, https, proxy65)"},
+	{"proxy_port_mappings = { [15222] = \"\" }\n" C2S,
+	 "t.lua:1: proxy_port_mappings[15222]: expected a service name, got \"\""},
 	/* The first bad mapping by port, whatever the table's order. */
-	{"proxy_port_mappings = { [9] = \"c2s\", [7] = \"a\", [8] = \"b\" }\n" C2S,
-	 "t.lua:1: proxy_port_mappings[7]: maps to \"a\"*"},
+	{"proxy_port_mappings = { [9] = \"c2s\", [7] = {}, [8] = 1 }\n" C2S,
+	 "t.lua:1: proxy_port_mappings[7]: expected a service name, got table"},
 
 	/* proxy_ports and proxy_interfaces. */
 	{"proxy_ports = { 0 }\n" MAP C2S,
@@ -154,8 +153,37 @@ static const struct {
 	 "c2s_direct_tls, s2s_direct_tls, legacy_ssl, http, https, proxy65, can do without: they "
 	 "are found where Prosody's config says)"},
 	{MAP "services = { c2s = { connect = 5222 } }\n",
-	 "t.lua:2: services.c2s.connect: expected \"host:port\", \"[address]:port\" or "
+	 "t.lua:2: services.c2s.connect: expected \"host:port\", \"[address]:port\", "
+	 "\"unix:/path\" or a list of them, got number"},
+	/* A list: one address per family at most; a UNIX socket alone; not empty. */
+	{MAP "services = { c2s = { connect = { \"127.0.0.1:5222\", \"127.0.0.2:5222\" } } }\n",
+	 "t.lua:2: services.c2s.connect[2]: \"127.0.0.2:5222\" is a second IPv4 address, after "
+	 "\"127.0.0.1:5222\": a service has at most one address per family"},
+	{MAP "services = { c2s = { connect = { \"[::1]:1\", \"127.0.0.1:1\", \"[::2]:1\" } } }\n",
+	 "t.lua:2: services.c2s.connect[3]: \"[::2]:1\" is a second IPv6 address, after "
+	 "\"[::1]:1\": *"},
+	{MAP "services = { c2s = { connect = { \"[::ffff:127.0.0.1]:1\", \"127.0.0.1:2\" } } }\n",
+	 "t.lua:2: services.c2s.connect[2]: \"127.0.0.1:2\" is a second IPv4 address, after "
+	 "\"[::ffff:127.0.0.1]:1\": *"},
+	{MAP "services = { c2s = { connect = { \"unix:/run/s\", \"[::1]:1\" } } }\n",
+	 "t.lua:2: services.c2s.connect[2]: \"unix:/run/s\" and \"[::1]:1\": a unix: socket is a "
+	 "service's only address"},
+	{MAP "services = { c2s = { connect = { \"127.0.0.1:1\", \"unix:/run/s\" } } }\n",
+	 "t.lua:2: services.c2s.connect[2]: \"127.0.0.1:1\" and \"unix:/run/s\": a unix: socket*"},
+	{MAP "services = { c2s = { connect = { \"unix:/a\", \"unix:/b\" } } }\n",
+	 "t.lua:2: services.c2s.connect[2]: \"unix:/a\" and \"unix:/b\": a unix: socket*"},
+	{MAP "services = { c2s = { connect = {} } }\n",
+	 "t.lua:2: services.c2s.connect: the list is empty: say where the service is, as "
+	 "{ \"127.0.0.1:5222\", \"[::1]:5222\" }"},
+	{MAP "services = { c2s = { connect = { 5222 } } }\n",
+	 "t.lua:2: services.c2s.connect[1]: expected \"host:port\", \"[address]:port\" or "
 	 "\"unix:/path\", got number"},
+	{MAP "services = { c2s = { connect = { \"127.0.0.1:1\", \"[::1]:x\" } } }\n",
+	 "t.lua:2: services.c2s.connect[2]: \"[::1]:x\": the port must be*"},
+	{MAP "services = { c2s = { connect = { v4 = \"127.0.0.1:1\" } } }\n",
+	 "t.lua:2: services.c2s.connect: expected a list, found the key \"v4\""},
+	{MAP "services = { c2s = { connect = { \"unix:/s\" }, transparent = true } }\n",
+	 "t.lua:2: services.c2s.transparent: a unix: backend cannot see a client address*"},
 	{MAP "services = { c2s = { connect = \"127.0.0.1\" } }\n",
 	 "t.lua:2: services.c2s.connect: \"127.0.0.1\": expected \"host:port\""},
 	{MAP "services = { c2s = { connect = \"127.0.0.1:99999\" } }\n",
@@ -280,9 +308,19 @@ static const struct {
 	 "t.lua:3: services.xmpp.connect: missing*"},
 	{"proxy_port_mappings = {\n"
 	 "\t[15222] = \"c2s\",\n"
-	 "\t[15269] = \"other\",\n"
+	 "\t[15269] = 15269,\n"
 	 "}\n" C2S,
 	 "t.lua:3: proxy_port_mappings[15269]: *"},
+	{MAP "services = {\n"
+	 "\tc2s = {\n"
+	 "\t\tsend_proxy = \"v2\",\n"
+	 "\t\tconnect = {\n"
+	 "\t\t\t\"127.0.0.1:5222\",\n"
+	 "\t\t\t\"127.0.0.2:5222\",\n"
+	 "\t\t},\n"
+	 "\t},\n"
+	 "}\n",
+	 "t.lua:5: services.c2s.connect[2]: \"127.0.0.2:5222\" is a second IPv4 address*"},
 	{MAP C2S "\n-- a comment\nproxy_header_timeout =\n\t\"5\"\n",
 	 "t.lua:5: proxy_header_timeout: *"},
 	/* Built by code: the statement's line is the best there is. */
@@ -306,6 +344,7 @@ static void test_default(void)
 	struct npd_config *cfg;
 	char *text;
 	const struct sockaddr_in *sin;
+	const struct sockaddr_in6 *sin6;
 
 	memset(&dg, 0, sizeof(dg));
 	memset(&warned, 0, sizeof(warned));
@@ -320,11 +359,15 @@ static void test_default(void)
 	is_int(cfg->nservices, 2, "two services");
 	ok(strcmp(cfg->services[0].name, "c2s") == 0 && strcmp(cfg->services[1].name, "s2s") == 0,
 	   "c2s and s2s, sorted");
-	sin = (const struct sockaddr_in *)&cfg->services[0].addr;
-	ok(sin->sin_family == AF_INET && ntohs(sin->sin_port) == 5222 &&
-		   sin->sin_addr.s_addr == htonl(INADDR_LOOPBACK) &&
-		   cfg->services[0].addrlen == sizeof(*sin),
-	   "c2s connects to 127.0.0.1:5222");
+	sin = (const struct sockaddr_in *)&cfg->services[0].target[0].addr;
+	sin6 = (const struct sockaddr_in6 *)&cfg->services[0].target[1].addr;
+	ok(cfg->services[0].ntargets == 2 && sin->sin_family == AF_INET &&
+		   ntohs(sin->sin_port) == 5222 && sin->sin_addr.s_addr == htonl(INADDR_LOOPBACK) &&
+		   cfg->services[0].target[0].addrlen == sizeof(*sin) &&
+		   sin6->sin6_family == AF_INET6 && ntohs(sin6->sin6_port) == 5222 &&
+		   IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) &&
+		   cfg->services[0].target[1].addrlen == sizeof(*sin6),
+	   "c2s connects to 127.0.0.1:5222 or [::1]:5222, where Prosody listens by default");
 	ok(cfg->services[0].send_proxy == NPD_SEND_NONE && !cfg->services[0].crc32c &&
 		   cfg->services[0].connect_timeout_ms == NPD_DEFAULT_CONNECT_TIMEOUT_MS &&
 		   cfg->services[0].idle_timeout_ms == 0 &&
@@ -352,14 +395,14 @@ static void test_default(void)
 		   cfg->max_connections == 10000 && cfg->log_level == 1 && !cfg->log_syslog,
 	   "tunables at their defaults");
 	text = describe(cfg);
-	if (!ok(strcmp(text, "listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 from Prosody's "
-			     "defaults for c2s, plain)\n"
-			     "listen [::]:15222 -> c2s (127.0.0.1:5222 from Prosody's defaults for "
-			     "c2s, plain)\n"
-			     "listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults "
-			     "for s2s, plain)\n"
-			     "listen [::]:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults for "
-			     "s2s, plain)\n"
+	if (!ok(strcmp(text, "listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 and [::1]:5222 from "
+			     "Prosody's defaults for c2s, plain)\n"
+			     "listen [::]:15222 -> c2s (127.0.0.1:5222 and [::1]:5222 from "
+			     "Prosody's defaults for c2s, plain)\n"
+			     "listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 and [::1]:5269 from "
+			     "Prosody's defaults for s2s, plain)\n"
+			     "listen [::]:15269 -> s2s (127.0.0.1:5269 and [::1]:5269 from "
+			     "Prosody's defaults for s2s, plain)\n"
 			     "trusted: 127.0.0.1/32 ::1/128\n"
 			     "header timeout: 5 s\n"
 			     "max header: 4096 bytes\n") == 0,
@@ -489,6 +532,7 @@ static void test_services(void)
 {
 	struct npd_config *cfg;
 	const struct npd_service *s;
+	const struct sockaddr_in6 *sin6;
 	char *text;
 
 	cfg = load(
@@ -517,10 +561,10 @@ static void test_services(void)
 	   "listeners point at the sorted services");
 
 	s = &cfg->services[2];
-	ok(s->addr.ss_family == AF_INET6 && s->addrlen == sizeof(struct sockaddr_in6) &&
-		   ntohs(((const struct sockaddr_in6 *)&s->addr)->sin6_port) == 5222 &&
-		   IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&s->addr)->sin6_addr) &&
-		   strcmp(s->addr_text, "[::1]:5222") == 0,
+	sin6 = (const struct sockaddr_in6 *)&s->target[0].addr;
+	ok(s->ntargets == 1 && sin6->sin6_family == AF_INET6 &&
+		   s->target[0].addrlen == sizeof(*sin6) && ntohs(sin6->sin6_port) == 5222 &&
+		   IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) && strcmp(s->target[0].text, "[::1]:5222") == 0,
 	   "[::1]:5222");
 	ok(s->send_proxy == NPD_SEND_V2 && s->crc32c && s->connect_timeout_ms == 2500 &&
 		   s->prosody[0] == '\0',
@@ -530,18 +574,18 @@ static void test_services(void)
 	   "pass_tlvs: ALPN, AUTHORITY (any case), 0x42");
 
 	s = &cfg->services[1];
-	ok(s->addr.ss_family == AF_UNIX &&
-		   strcmp(((const struct sockaddr_un *)&s->addr)->sun_path, "/run/prosody.sock") ==
-			   0 &&
-		   s->addrlen ==
+	ok(s->ntargets == 1 && s->target[0].addr.ss_family == AF_UNIX &&
+		   strcmp(((const struct sockaddr_un *)&s->target[0].addr)->sun_path,
+			  "/run/prosody.sock") == 0 &&
+		   s->target[0].addrlen ==
 			   offsetof(struct sockaddr_un, sun_path) + sizeof("/run/prosody.sock"),
 	   "unix:/run/prosody.sock");
 	ok(s->send_proxy == NPD_SEND_V1 && s->idle_timeout_ms == 300000, "v1, idle 300 s");
 
 	s = &cfg->services[0];
-	ok((s->addr.ss_family == AF_INET || s->addr.ss_family == AF_INET6) &&
-		   ntohs(((const struct sockaddr_in *)&s->addr)->sin_port) == 5269 &&
-		   strcmp(s->addr_text, "localhost:5269") == 0,
+	ok((s->target[0].addr.ss_family == AF_INET || s->target[0].addr.ss_family == AF_INET6) &&
+		   ntohs(((const struct sockaddr_in *)&s->target[0].addr)->sin_port) == 5269 &&
+		   strcmp(s->target[0].text, "localhost:5269") == 0,
 	   "localhost resolved, port kept");
 	ok(s->send_proxy == NPD_SEND_NONE && s->idle_timeout_ms == 0 && s->connect_timeout_ms == 1,
 	   "plain; idle 0 is none; a fraction of a millisecond is 1 ms");
@@ -554,6 +598,159 @@ static void test_services(void)
 		"describe names the delivery"))
 		diag("%s", text);
 	free(text);
+	npd_config_free(cfg);
+}
+
+/* A client address for npd_backend_target(): "203.0.113.7" or "2001:db8::7"; NULL: none. */
+static union npd_sockaddr client(const char *ip)
+{
+	union npd_sockaddr a;
+
+	memset(&a, 0, sizeof(a));
+	if (!ip)
+		a.sa.sa_family = AF_UNSPEC;
+	else if (inet_pton(AF_INET, ip, &a.in.sin_addr) == 1)
+		a.sa.sa_family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, &a.in6.sin6_addr) == 1)
+		a.sa.sa_family = AF_INET6;
+	return a;
+}
+
+/* The address of s a client at ip is sent to, as text. */
+static const char *target_for(const struct npd_service *s, const char *ip)
+{
+	union npd_sockaddr a = client(ip);
+
+	return npd_backend_target(s, &a)->text;
+}
+
+/* connect as a list: an address per family, each connection to its client's. */
+static void test_connect_lists(void)
+{
+	struct npd_config *cfg;
+	const struct npd_service *s;
+	char *text;
+
+	cfg = load("proxy_port_mappings = { [1] = \"both\", [2] = \"one\", [3] = \"sock\", "
+		   "[4] = \"mapped\", [5] = \"c2s\" }\n"
+		   "proxy_interfaces = { \"127.0.0.1\" }\n"
+		   "services = {\n"
+		   "\tboth = { connect = { \"[::1]:5222\", \"127.0.0.1:5223\" }, transparent = true },\n"
+		   "\tone = { connect = { \"127.0.0.1:5224\" }, send_proxy = \"v2\" },\n"
+		   "\tsock = { connect = { \"unix:/run/s.sock\" } },\n"
+		   "\tmapped = { connect = { \"[::ffff:127.0.0.1]:1\", \"[::1]:2\" } },\n"
+		   "\tc2s = { connect = { \"127.0.0.1:6222\" } },\n"
+		   "}\n");
+	if (!ok(cfg != NULL && warned.count == 0, "connect lists load"))
+		diag("  %s%s", cfg ? "" : dg.error, warned.text);
+	if (!cfg)
+		return;
+	s = &cfg->services[0]; /* both */
+	ok(s->ntargets == 2 && s->target[0].addr.ss_family == AF_INET6 &&
+		   s->target[1].addr.ss_family == AF_INET &&
+		   strcmp(s->target[0].text, "[::1]:5222") == 0 &&
+		   strcmp(s->target[1].text, "127.0.0.1:5223") == 0 &&
+		   ntohs(((const struct sockaddr_in *)&s->target[1].addr)->sin_port) == 5223,
+	   "two addresses, in the order written");
+	ok(strcmp(target_for(s, "203.0.113.7"), "127.0.0.1:5223") == 0 &&
+		   strcmp(target_for(s, "2001:db8::7"), "[::1]:5222") == 0 &&
+		   strcmp(target_for(s, "::ffff:203.0.113.7"), "127.0.0.1:5223") == 0 &&
+		   strcmp(target_for(s, NULL), "[::1]:5222") == 0,
+	   "a client goes to its family's address (v4-mapped is IPv4); none to the first");
+	s = &cfg->services[3]; /* one */
+	ok(s->ntargets == 1 && strcmp(s->target[0].text, "127.0.0.1:5224") == 0 &&
+		   strcmp(target_for(s, "2001:db8::7"), "127.0.0.1:5224") == 0,
+	   "a list of one; a client of another family goes to it");
+	s = &cfg->services[2]; /* mapped */
+	ok(npd_target_family(&s->target[0]) == AF_INET &&
+		   npd_target_family(&s->target[1]) == AF_INET6 &&
+		   strcmp(target_for(s, "203.0.113.7"), "[::ffff:127.0.0.1]:1") == 0 &&
+		   strcmp(target_for(s, "2001:db8::7"), "[::1]:2") == 0,
+	   "a v4-mapped address is the IPv4 one");
+	s = &cfg->services[4]; /* sock */
+	ok(s->ntargets == 1 && s->target[0].addr.ss_family == AF_UNIX &&
+		   strcmp(target_for(s, "203.0.113.7"), "unix:/run/s.sock") == 0,
+	   "a unix: socket in a list of one");
+	s = &cfg->services[1]; /* c2s */
+	ok(s->ntargets == 1 && strcmp(s->target[0].text, "127.0.0.1:6222") == 0 && !s->prosody[0],
+	   "connect given for one of Prosody's services: just that");
+	text = describe(cfg);
+	if (!ok(strstr(text, "listen 127.0.0.1:1 -> both ([::1]:5222 and 127.0.0.1:5223, plain, "
+			     "transparent)\n") &&
+			strstr(text, "listen 127.0.0.1:2 -> one (127.0.0.1:5224, send_proxy v2)\n"),
+		"-t shows every address"))
+		diag("%s", text);
+	free(text);
+	npd_config_free(cfg);
+}
+
+/*
+ * A mapping to a name that is no service: a warning, and its port unmapped
+ * (connections closed after the header); the rest is served.
+ */
+static void test_missing_service(void)
+{
+	struct npd_config *cfg;
+	char *text;
+
+	cfg = load("proxy_interfaces = { \"127.0.0.1\" }\n"
+		   "proxy_port_mappings = {\n"
+		   "\t[15222] = \"c2s\",\n"
+		   "\t[15998] = \"no_such_service\",\n"
+		   "\t[15997] = \"a \\\"quoted\\\" \\\\ name\\n\",\n"
+		   "\t[15996] = string.rep(\"x\", 80),\n"
+		   "}\n" C2S);
+	if (!ok(cfg != NULL, "a mapping to no service loads"))
+		diag("  %s", dg.error);
+	if (!cfg)
+		return;
+	if (!ok(matches(warned.text,
+			"t.lua:6: proxy_port_mappings[15996]: maps to \"xxxxxxxxxx*x...\", "
+		       "which services does not define and which is not one of Prosody's services "
+		       "(c2s, s2s, c2s_direct_tls, s2s_direct_tls, legacy_ssl, http, https, "
+		       "proxy65): its connections will be closed after the header\n"
+		       "t.lua:5: proxy_port_mappings[15997]: maps to \"a \"quoted\" \\ name?\", *\n"
+		       "t.lua:4: proxy_port_mappings[15998]: maps to \"no_such_service\", which "
+		       "services does not define and which is not one of Prosody's services (c2s, "
+		       "s2s, c2s_direct_tls, s2s_direct_tls, legacy_ssl, http, https, proxy65): its "
+		       "connections will be closed after the header\n") &&
+			warned.count == 3,
+		"warned, each with its line, by port"))
+		diag("%s", warned.text);
+	ok(cfg->nservices == 1 && cfg->nlisteners == 4 && cfg->listeners[0].service == 0 &&
+		   cfg->listeners[0].missing[0] == '\0' && cfg->listeners[3].service == -1 &&
+		   strcmp(cfg->listeners[3].missing, "no_such_service") == 0,
+	   "the port listens, unmapped, and knows the name it was given");
+	ok(strcmp(cfg->listeners[2].missing, "a ?quoted? ? name?") == 0,
+	   "the name made safe for the log: no quote, backslash or control byte");
+	ok(strlen(cfg->listeners[1].missing) == NPD_NAME_MAX - 1 &&
+		   strcmp(cfg->listeners[1].missing + NPD_NAME_MAX - 4, "...") == 0,
+	   "a long name shortened, with \"...\"");
+	text = describe(cfg);
+	if (!ok(strstr(text, "listen 127.0.0.1:15222 -> c2s (127.0.0.1:5222, plain)\n"
+			     "listen 127.0.0.1:15996 -> xxx") &&
+			strstr(text, "listen 127.0.0.1:15998 -> no_such_service (not a service: "
+				     "connections closed after the header)\n"),
+		"-t says so"))
+		diag("%s", text);
+	free(text);
+	npd_config_free(cfg);
+
+	/* Not listed in proxy_ports: the mapping's two warnings. */
+	cfg = load("proxy_ports = { 15222 }\nproxy_port_mappings = { [15222] = \"c2s\", "
+		   "[15998] = \"nosuch\" }\n" C2S);
+	ok(cfg && cfg->nlisteners == 2 && warned.count == 2 &&
+		   matches(warned.text, "t.lua:2: proxy_port_mappings[15998]: maps to \"nosuch\"*\n"
+					"t.lua:2: proxy_port_mappings[15998]: port 15998 is not in "
+					"proxy_ports: it is not listened on\n"),
+	   "a mapping to no service, not listened on");
+	npd_config_free(cfg);
+
+	/* Nothing but such mappings: it loads, and closes every connection. */
+	cfg = load("proxy_port_mappings = { [15998] = \"nosuch\" }\n");
+	ok(cfg && cfg->nservices == 0 && cfg->nlisteners == 2 && cfg->listeners[0].service == -1 &&
+		   warned.count == 1,
+	   "only a mapping to no service");
 	npd_config_free(cfg);
 }
 
@@ -876,6 +1073,8 @@ int main(void)
 	test_errors();
 	test_ports();
 	test_services();
+	test_connect_lists();
+	test_missing_service();
 	test_tunables();
 	test_unknown_keys();
 	test_trusted();
