@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from netns import (Lab, NsNetproxyd, in_ns, netproxyd_cmd, sh, wait_listening,
+from netns import (Lab, NsNetproxyd, in_ns, netproxyd_cmd, ns_exec, sh, wait_listening,
                    why_no_netns)
 from npd import proxy_v1, proxy_v2, tool, wait_for
 
@@ -933,6 +933,59 @@ def test_privileges_dropped_to_nobody_keep_only_net_admin(routed):
                  "[2001:db8::9]:40001")):
             got, how, _ = routed.talk(port, header + b"as nobody")
             assert got == f"peer={peer}\n".encode() + b"as nobody", d.log()
+
+
+def capbnd(st):
+    return int(st["CapBnd"], 16)
+
+
+@need_nobody
+def test_privileges_bounding_set_and_no_new_privs(routed):
+    """With user, what leaves the capability sets leaves the bounding set too,
+    and no exec could gain a privilege back."""
+    cfg = SINGLE_CONFIG + 'user = "nobody"\ngroup = "nogroup"\n'
+    with routed.daemon(cfg) as d:
+        for st in proc_status(d.proc.pid):
+            assert capbnd(st) == int(CAP_NET_ADMIN_MASK, 16), st
+            assert st["NoNewPrivs"] == "1", st
+            assert st["CapInh"] == "0" * 16 and st["CapAmb"] == "0" * 16, st
+
+
+@need_nobody
+def test_started_as_root_without_user_runs_as_nobody(routed):
+    """Never root after binding: without user, a start as root becomes nobody,
+    keeping only CAP_NET_ADMIN for the transparent services, and says so."""
+    with routed.daemon() as d:
+        d.wait_log(r"info: started as root without user: running as nobody")
+        for st in proc_status(d.proc.pid):
+            assert st["Uid"].split() == [str(NOBODY.pw_uid)] * 4, st
+            assert st["CapEff"] == CAP_NET_ADMIN_MASK, st
+            assert capbnd(st) == int(CAP_NET_ADMIN_MASK, 16), st
+            assert st["NoNewPrivs"] == "1", st
+        got, how, _ = routed.talk(S_V4, proxy_v2("203.0.113.9", "127.0.0.1", 40002, 443) + b"x")
+        assert got == b"peer=203.0.113.9:40002\nx", d.log()
+
+
+def test_user_root_is_refused(routed):
+    with routed.daemon(SINGLE_CONFIG + 'user = "root"\n', ready=None) as d:
+        assert d.proc.wait(10) == 1
+        assert "user: root is root: netproxyd does not run as root after binding" in d.log()
+
+
+def test_setup_routing_never_runs_ip_from_path(single, tmp_path):
+    """--setup-routing runs as root: a PATH chosen by someone else must not
+    choose the program it runs."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    marker = tmp_path / "ran"
+    (fake / "ip").write_text(f"#!/bin/sh\ntouch {marker}\nexit 0\n")
+    (fake / "ip").chmod(0o755)
+    path = single.lab.file(f"path-{next(_seq)}.conf.lua", SINGLE_CONFIG)
+    r = sh(*ns_exec(single.ns), "env", f"PATH={fake}:/usr/sbin:/usr/bin:/sbin:/bin",
+           tool("netproxyd"), "--setup-routing", "-c", str(path), check=False)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()
+    assert re.search(r"from 127\.0\.0\.0/8 iif lo lookup 7001", rules(single.ns))
 
 
 @need_nobody
