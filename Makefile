@@ -2,7 +2,8 @@
 #
 #   make            the library (shared and static) and the tools
 #   make check      every test: unit tests (also under ASan+UBSan), the fuzz
-#                   corpus replayed, integration tests, man page lint
+#                   corpus replayed, integration tests, the daemon's threaded
+#                   tests under ThreadSanitizer (make tsan), man page lint
 #   make run        netproxyd on its default config
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make bench      the library's ns-per-call table
@@ -81,7 +82,7 @@ REPLAY_BIN  := $(FUZZ_NAMES:%=$(BUILD)/replay/%)
 MAN_PAGES := $(wildcard man/*.[1-8])
 MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
-.PHONY: all deps check check-all unit unit-asan replay integration lint-man fuzz \
+.PHONY: all deps check check-all unit unit-asan replay integration tsan lint-man fuzz \
         bench bench-compare run install uninstall clean
 .DELETE_ON_ERROR:
 
@@ -204,6 +205,22 @@ fuzz: $(FUZZ_BIN)
 integration: all
 	NETPROXY_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
 
+# The daemon built with ThreadSanitizer (gcc's, whose runtime is a shared
+# library) and its threaded integration tests run against it: workers, the
+# signal thread, reloads under traffic. Any report fails the target.
+TSAN_BUILD := $(BUILD)/tsan
+TSAN_TESTS := tests/integration/test_daemon_basic.py tests/integration/test_daemon_robust.py \
+              tests/integration/test_cli.py tests/integration/test_config_guard.py
+tsan:
+	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CC=gcc \
+		CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS=-fsanitize=thread all
+	@rm -rf $(TSAN_BUILD)/reports && mkdir -p -m 1777 $(TSAN_BUILD)/reports
+	TSAN_OPTIONS="halt_on_error=1 log_path=$(abspath $(TSAN_BUILD))/reports/tsan" \
+		NETPROXY_BUILD=$(abspath $(TSAN_BUILD)) $(PYTHON) -m pytest -q $(TSAN_TESTS)
+	@if ls $(TSAN_BUILD)/reports/* >/dev/null 2>&1; then \
+		cat $(TSAN_BUILD)/reports/*; echo "tsan: ThreadSanitizer reported the above"; exit 1; fi
+	@echo "tsan: no ThreadSanitizer report"
+
 lint-man:
 	@set -e; for m in $(MAN_PAGES); do mandoc -Tlint -Wwarning $$m; done; \
 		echo "man pages: $(words $(MAN_PAGES)) clean under mandoc -Tlint"
@@ -213,7 +230,7 @@ check:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory check-all
 
-check-all: all unit unit-asan replay integration lint-man
+check-all: all unit unit-asan replay integration tsan lint-man
 
 deps:
 	@scripts/deps.sh

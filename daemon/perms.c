@@ -74,14 +74,15 @@ bool npd_file_safe(int fd, const char *path, char *why, size_t cap)
 	}
 	if (!safe(&st, path, false, why, cap))
 		return false;
-	if (path[0] == '/') {
-		snprintf(given, sizeof(given), "%s", path);
-	} else {
-		char cwd[PATH_MAX];
+	char cwd[PATH_MAX] = "";
+	int n;
 
-		if (!getcwd(cwd, sizeof(cwd)))
-			cwd[0] = '\0';
-		snprintf(given, sizeof(given), "%s/%s", cwd, path);
+	if (path[0] != '/' && !getcwd(cwd, sizeof(cwd)))
+		cwd[0] = '\0';
+	n = snprintf(given, sizeof(given), "%s%s%s", cwd, cwd[0] ? "/" : "", path);
+	if (n < 0 || (size_t)n >= sizeof(given)) {
+		snprintf(why, cap, "%.64s...: path too long to check", path);
+		return false;
 	}
 	if (!dirs_safe(given, why, cap))
 		return false;

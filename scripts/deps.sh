@@ -7,8 +7,9 @@ set -eu
 # Building: compilers, make, ar, Lua 5.4 for the daemon's config, libcap for
 # its privileges. Testing:
 # prove (perl), pytest, mandoc for the man page lint, clang's sanitizer and
-# libFuzzer runtimes, pkg-config, readelf and nm for the install test.
-PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev libcap-dev clang libclang-rt-14-dev perl python3 python3-pytest mandoc"
+# libFuzzer runtimes, gcc's ThreadSanitizer runtime (make tsan), pkg-config,
+# readelf and nm for the install test.
+PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev libcap-dev clang libclang-rt-14-dev libtsan2 perl python3 python3-pytest mandoc"
 # Real peers for the integration tests, and prlimit (util-linux).
 PACKAGES="$PACKAGES haproxy nginx-light prosody curl openssl util-linux iproute2"
 # nginx-light is built for a dynamic stream module it does not ship: make
