@@ -91,7 +91,7 @@ STEP_WAIT = 60             # seconds a step may wait for a daemon or an output
 # The documents whose examples run here. man/libnetproxy_preload.8 is left
 # out: its examples are servers run in the foreground (Prosody, python3 -m
 # http.server), which a session cannot tell when to end.
-DOCS = ["man/netproxy-send.1", "man/netproxy-dump.1", "man/netproxy-bench.1", "man/libnetproxy.3"]
+DOCS = ["man/netproxy-send.1", "man/netproxy-dump.1", "man/netproxy-bench.1", "man/libnetproxy.3", "man/netproxyd.conf.5"]
 
 
 def build_dir():
@@ -700,6 +700,7 @@ def test_every_document_has_its_examples_found():
         "man/netproxy-dump.1": {"sh": 4},
         "man/netproxy-bench.1": {"sh": 7},
         "man/libnetproxy.3": {"c": 3, "sh": 1},
+        "man/netproxyd.conf.5": {"sh": 4, "lua": 6},
     }
     for doc, kinds in want.items():
         have = {}
