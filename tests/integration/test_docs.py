@@ -91,7 +91,8 @@ STEP_WAIT = 60             # seconds a step may wait for a daemon or an output
 # The documents whose examples run here. man/libnetproxy_preload.8 is left
 # out: its examples are servers run in the foreground (Prosody, python3 -m
 # http.server), which a session cannot tell when to end.
-DOCS = ["man/netproxy-send.1", "man/netproxy-dump.1", "man/netproxy-bench.1", "man/libnetproxy.3", "man/netproxyd.conf.5"]
+DOCS = ["README.md", "man/netproxy-send.1", "man/netproxy-dump.1", "man/netproxy-bench.1",
+        "man/libnetproxy.3", "man/netproxyd.8", "man/netproxyd.conf.5"]
 
 
 def build_dir():
@@ -696,10 +697,12 @@ def test_every_document_has_its_examples_found():
     """The extraction itself: each document yields the blocks it has, so that
     a change of format cannot leave the examples silently untested."""
     want = {  # kind: at least this many
+        "README.md": {"sh": 5, "lua": 6, "haproxy": 3, "ini": 1, "c": 1},
         "man/netproxy-send.1": {"sh": 5},
         "man/netproxy-dump.1": {"sh": 4},
         "man/netproxy-bench.1": {"sh": 7},
         "man/libnetproxy.3": {"c": 3, "sh": 1},
+        "man/netproxyd.8": {"sh": 3, "lua": 2, "haproxy": 3, "ini": 1},
         "man/netproxyd.conf.5": {"sh": 4, "lua": 6},
     }
     for doc, kinds in want.items():
