@@ -16,7 +16,8 @@ fenced block in Markdown, a `.Bd -literal` display in mdoc) and run:
 Each document gets a sandbox of its own, as a new user on a fresh Debian
 would have it: `unshare` makes a mount, network and PID namespace (lo up,
 nothing else listening), /etc is an overlay whose writes vanish with it,
-/usr/local an empty tmpfs into which `make install` installs the build, and
+/usr/local an empty tmpfs into which `make install` installs the build (and
+no netproxyd user, which a package may have added to the host), and
 the shell's descriptor limits are the kernel's defaults (1024 soft, 4096
 hard). So a command runs exactly as written, with the ports, paths
 (/etc/netproxyd.conf.lua, /usr/local/bin/netproxyd) and `pidof` it names,
@@ -543,6 +544,9 @@ mount -t tmpfs tmpfs "$SB"
 mkdir "$SB/upper" "$SB/work"
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$SB/upper,workdir=$SB/work" /etc
 mount -t tmpfs tmpfs /usr/local
+# As on a fresh system: no user that a package of netproxyd would have made.
+if getent passwd netproxyd >/dev/null; then userdel netproxyd; fi
+if getent group netproxyd >/dev/null; then groupdel netproxyd; fi
 ip link set lo up
 make -s --no-print-directory -C "$REPO" BUILD="$BUILD" install >"$RESULTS/install.log" 2>&1
 exec bash "$RESULTS/session.sh"

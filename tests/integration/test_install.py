@@ -181,15 +181,18 @@ cc -std=c11 -Wall -Werror -o prog "$PROG" $(pkg-config --cflags --libs libnetpro
 ldd ./prog | grep libnetproxy
 exec ./prog
 """
+INSTALLED = "libnetproxy.so.0 => /usr/local/lib/libnetproxy.so.0"
 
 
 @pytest.mark.skipif(why_no_sandbox() is not None, reason=str(why_no_sandbox()))
 @pytest.mark.parametrize("ldconfig", ["ldconfig", "none"])
 def test_installed_to_the_root_a_program_starts(tmp_path, ldconfig):
     """make install with no DESTDIR, PREFIX /usr/local: a program built with
-    pkg-config starts, because install ran ldconfig. The control installs
-    with LDCONFIG=true (what the Makefile did before): the same program then
-    fails to start, not finding libnetproxy.so.0."""
+    pkg-config starts, with the library just installed, because install ran
+    ldconfig. The control installs with LDCONFIG=true (what the Makefile did
+    before): the loader then does not find that library, and the program
+    does not start (or, where another libnetproxy.so.0 is installed on the
+    host, starts with that one)."""
     src = tmp_path / "prog.c"
     src.write_text(PROGRAM)
     sb = tmp_path / "sandbox"
@@ -200,8 +203,8 @@ def test_installed_to_the_root_a_program_starts(tmp_path, ldconfig):
                        capture_output=True, text=True, timeout=120)
     if ldconfig == "ldconfig":
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "/usr/local/lib/libnetproxy.so.0" in r.stdout, r.stdout
+        assert INSTALLED in r.stdout, r.stdout
         assert r.stdout.endswith("45 192.0.2.1 56324\n"), r.stdout
     else:
-        assert r.returncode != 0, r.stdout + r.stderr
-        assert "libnetproxy.so.0: cannot open shared object file" in r.stderr, r.stderr
+        assert INSTALLED not in r.stdout, r.stdout + r.stderr
+        assert r.returncode != 0 or "=> /usr/local/lib/" not in r.stdout, r.stdout + r.stderr
