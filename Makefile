@@ -9,7 +9,8 @@
 #   make bench      the library's ns-per-call table
 #   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
-#   make install    PREFIX (/usr/local) and DESTDIR honoured
+#   make install    PREFIX (/usr/local) and DESTDIR honoured; ldconfig runs
+#                   when DESTDIR is empty (the files are where they run from)
 #
 # GNU make. Objects go to $(BUILD); nothing is written in the source tree.
 
@@ -23,6 +24,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+LDCONFIG   ?= /sbin/ldconfig
 
 CC      ?= cc
 SAN_CC  ?= clang
@@ -285,6 +287,7 @@ install: all
 	@set -e; for m in $(MAN_PAGES); do \
 		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/"; \
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
+	$(run-ldconfig)
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
@@ -293,6 +296,20 @@ uninstall:
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	@for m in $(MAN_PAGES:man/%=%); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
+	$(run-ldconfig)
+
+# Installed to the real root (no DESTDIR), the loader's cache must learn of
+# the library (or forget it), or programs linked with it do not start. Into
+# a DESTDIR the files are not yet where they will run: a package's
+# postinst runs ldconfig there. Without root it cannot write the cache; the
+# files are installed all the same, and the message says what is left.
+define run-ldconfig
+@if [ -z "$(DESTDIR)" ]; then \
+	echo "$(LDCONFIG)"; \
+	$(LDCONFIG) || echo "make: $(LDCONFIG) failed: run it as root, or programs" \
+		"may not find $(SONAME) in $(LIBDIR)" >&2; \
+fi
+endef
 
 clean:
 	rm -rf $(BUILD)
