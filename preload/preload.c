@@ -15,19 +15,23 @@
  * reads the parked headers as they arrive, edge-triggered, and when one is
  * complete it connects to the listener itself and sends WAKE_MAGIC: that
  * wake-up connection makes the listener readable, so an event loop calls
- * accept() again, where the shim drops the wake-up (it knows it by what it
- * says, so a wake-up that lands in another process sharing the listener is
- * dropped there too) and hands over the parked connection instead. A
- * blocked accept() returns the same way. Wake-ups repeat while a ready
- * connection waits; headers that do not complete in NETPROXY_TIMEOUT_MS,
- * and ready connections nobody takes in that time, are closed.
+ * accept() again, and a blocked accept() returns. Every accept() hands over
+ * the ready connections first, before it takes anything from the kernel, so
+ * one wake-up that waits in the backlog keeps the listener readable while
+ * any number of them wait; accept() drops it (it knows it by what it says,
+ * so a wake-up that lands in another process sharing the listener is
+ * dropped there too) once none is left. Headers that do not complete in
+ * NETPROXY_TIMEOUT_MS, and ready connections nobody takes in that time, are
+ * closed.
  *
  * Processes that share a listener (pre-forked workers, nginx's) cannot say
  * which of them a wake-up reaches: the kernel may give every one to the same
  * idle worker. So a listener made in this process tree (listen() is wrapped)
  * gets a mailbox, a datagram socketpair its children inherit: a connection
  * whose header came late is passed into it (SCM_RIGHTS) with its addresses,
- * and whichever process accepts the wake-up takes it out and hands it over.
+ * and whichever process accepts next takes it out and hands it over. How
+ * many a mailbox holds is a counter in memory the processes share, so that
+ * accept() knows without a system call whether to look there.
  *
  * Nothing is allocated per connection: the state of each descriptor lives in
  * a table sized from RLIMIT_NOFILE and mapped lazily. close(), dup2(), dup3()
@@ -79,6 +83,27 @@ enum fd_kind {
 	FD_READY,    /* header read, waiting for its listener's accept() */
 };
 
+/*
+ * How many connections a mailbox holds, in memory shared by every process
+ * that has the mailbox (MAP_SHARED, inherited across fork()). It is a hint,
+ * read without the lock: counted up before a connection is sent into the
+ * mailbox and down after each one is received, it may say one waits for the
+ * moment one is in flight, never that none waits while one is there.
+ * Counters come from pages of SLAB_SLOTS, handed out by a shared index and
+ * never reused or unmapped, so that no process can see a counter change
+ * meaning and a stale pointer still points to a counter: 64 bytes per
+ * mailbox ever made.
+ */
+struct mail_count {
+	_Alignas(64) atomic_int waiting;
+};
+#define SLAB_SLOTS 63
+struct mail_slab {
+	_Alignas(64) atomic_uint used;
+	struct mail_count slot[SLAB_SLOTS];
+};
+_Static_assert(sizeof(struct mail_slab) <= 4096, "a slab fits in a page");
+
 /* What a wake-up connection says; no PROXY header starts like this. */
 static const char WAKE_MAGIC[] = "NETPROXY-PRELOAD-WAKE\n";
 #define WAKE_EVERY_MS 100 /* while a ready connection waits */
@@ -92,7 +117,10 @@ struct fd_entry {
 	int listener;	  /* FD_PARKED, FD_READY: the listening fd it came from */
 	int next;	  /* FD_PARKED, FD_READY: the next queued fd, or -1 */
 	int64_t deadline_ms;
-	int64_t wake_ms;  /* FD_READY: when to send the next wake-up */
+	union {
+		int64_t wake_ms; /* FD_READY: when to send the next wake-up */
+		struct mail_count *_Atomic mail; /* FD_LISTENER: its mailbox's count, or NULL */
+	};
 	struct sockaddr_in6 client, dst; /* big enough for AF_INET too */
 	socklen_t client_len, dst_len;
 	struct sockaddr_in6 peer; /* the real peer, as accept() saw it: tells the socket apart */
@@ -131,8 +159,11 @@ static struct {
 		uint64_t cookie; /* the listener's */
 		int fds[2];	 /* a datagram socketpair: [0] to receive, [1] to send */
 		int64_t woken_ms; /* the last wake-up sent for it by this process */
+		bool wake_wanted; /* accept() asks the watcher for a wake-up */
+		struct mail_count *count;
 	} mailboxes[MAX_MAILBOXES];
 	size_t nmailboxes;
+	struct mail_slab *slab; /* where the next counter comes from */
 	atomic_int queued;    /* how many: read without the lock by accept() */
 	int (*real_accept)(int, struct sockaddr *, socklen_t *);
 	int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
@@ -458,6 +489,7 @@ static struct fd_entry *proxy_listener(int lfd)
 	pthread_mutex_lock(&shim.lock);
 	e->kind = proxy ? FD_LISTENER : FD_PLAIN;
 	e->next = e->listener = -1;
+	atomic_store_explicit(&e->mail, NULL, memory_order_relaxed);
 	atomic_store_explicit(&e->cookie, cookie, memory_order_release);
 	pthread_mutex_unlock(&shim.lock);
 	if (proxy)
@@ -561,6 +593,7 @@ static void forget(struct fd_entry *e)
 {
 	atomic_store_explicit(&e->cookie, 0, memory_order_release);
 	e->kind = FD_UNKNOWN;
+	atomic_store_explicit(&e->mail, NULL, memory_order_relaxed);
 }
 
 /* Take fd off the queue (it is on it). Lock held. */
@@ -653,7 +686,12 @@ static void service_parked(int fd, bool fin)
 	if (r == 0)
 		return;
 	if (r != 1) {
+		int lfd = e->listener;
 		drop_queued(fd, why ? why : "a wake-up, dropped");
+		/* A wake-up that kept no listener readable: another, if mail waits. */
+		struct mailbox *m = r == 2 ? mailbox_of(lfd) : NULL;
+		if (m && atomic_load_explicit(&m->count->waiting, memory_order_relaxed) > 0)
+			m->wake_wanted = true;
 		return;
 	}
 	debug("fd %d: header read after the accept", fd);
@@ -728,10 +766,17 @@ static int tick(int64_t now)
 		if (next < 0 || due < next)
 			next = due;
 	}
-	/* Mail nobody took: the wake-up may have gone astray; send another. */
 	for (size_t i = 0; i < shim.nmailboxes; i++) {
 		struct mailbox *m = &shim.mailboxes[i];
-		if (!mail_waiting(m))
+		if (m->wake_wanted) {
+			/* An accept() took a wake-up and left mail: keep the listener readable. */
+			m->wake_wanted = false;
+			want_wake(m->lfd);
+			m->woken_ms = now;
+		}
+		/* Mail nobody took: the wake-up may have gone astray; send another. */
+		if (atomic_load_explicit(&m->count->waiting, memory_order_relaxed) <= 0 ||
+		    !mail_waiting(m))
 			continue;
 		if (m->woken_ms + WAKE_EVERY_MS <= now) {
 			want_wake(m->lfd);
@@ -801,6 +846,8 @@ static void reset_after_fork(void)
 	shim.epfd = shim.pokefd = -1;
 	shim.watcher_running = false;
 	nto_wake = 0;
+	for (size_t i = 0; i < shim.nmailboxes; i++)
+		shim.mailboxes[i].wake_wanted = false;
 	pthread_mutex_init(&shim.lock, NULL);
 }
 
@@ -814,8 +861,8 @@ static void after_fork_parent(void)
 	pthread_mutex_unlock(&shim.lock);
 }
 
-/* Called with the lock held. Returns false when fd cannot be watched. */
-static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
+/* Start the watcher thread if it is not running. Lock held. */
+static bool start_watcher(void)
 {
 	if (!shim.watcher_running) {
 		pthread_t t;
@@ -842,6 +889,14 @@ static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
 			return false;
 		shim.watcher_running = true;
 	}
+	return true;
+}
+
+/* Called with the lock held. Returns false when fd cannot be watched. */
+static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
+{
+	if (!start_watcher())
+		return false;
 	/* Kept out of programs the server may exec while it waits here. */
 	if (!(e->flags & SOCK_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
 		e->flags |= SOCK_CLOEXEC;
@@ -882,7 +937,10 @@ static struct mailbox *mailbox_of(int lfd)
 	return NULL;
 }
 
-/* Send fd with its mail into a mailbox. The descriptor in flight is a copy: fd stays open. */
+/*
+ * Send fd with its mail into a mailbox, counted. The descriptor in flight is
+ * a copy: fd stays open.
+ */
 static bool send_mail(const struct mailbox *m, const struct mail *mail, int fd)
 {
 	union {
@@ -898,7 +956,12 @@ static bool send_mail(const struct mailbox *m, const struct mail *mail, int fd)
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	return sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(*mail);
+	/* Counted first: a reader must never find mail that the count does not show. */
+	atomic_fetch_add_explicit(&m->count->waiting, 1, memory_order_release);
+	if (sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(*mail))
+		return true;
+	atomic_fetch_sub_explicit(&m->count->waiting, 1, memory_order_relaxed);
+	return false;
 }
 
 /* Post a ready connection to its listener's mailbox; true when it went (and fd is closed here). */
@@ -919,10 +982,10 @@ static bool post(int fd, struct fd_entry *e)
 }
 
 /*
- * The next connection in a mailbox's receiving end, or -1 when there is none.
- * One whose deadline has passed is closed, and the next one looked at.
+ * The next connection in a mailbox, or -1 when there is none. One whose
+ * deadline has passed is closed, and the next one looked at.
  */
-static int receive_mail(int rfd, struct mail *mail)
+static int receive_mail(const struct mailbox *m, struct mail *mail)
 {
 	for (;;) {
 		union {
@@ -932,9 +995,10 @@ static int receive_mail(int rfd, struct mail *mail)
 		struct iovec iov = {.iov_base = mail, .iov_len = sizeof(*mail)};
 		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
 				     .msg_controllen = sizeof(ctl.buf)};
-		ssize_t n = recvmsg(rfd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		ssize_t n = recvmsg(m->fds[0], &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n < 0)
 			return -1;
+		atomic_fetch_sub_explicit(&m->count->waiting, 1, memory_order_relaxed);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 		if (n != (ssize_t)sizeof(*mail) || !c || c->cmsg_type != SCM_RIGHTS ||
 		    (msg.msg_flags & MSG_CTRUNC)) {
@@ -955,9 +1019,8 @@ static int take_mail(int lfd)
 {
 	pthread_mutex_lock(&shim.lock);
 	struct mailbox *m = mailbox_of(lfd);
-	int rfd = m ? m->fds[0] : -1;
 	struct mail mail;
-	int fd = rfd >= 0 ? receive_mail(rfd, &mail) : -1;
+	int fd = m ? receive_mail(m, &mail) : -1;
 	pthread_mutex_unlock(&shim.lock);
 	if (fd < 0)
 		return -1;
@@ -997,7 +1060,7 @@ static bool mail_waiting(const struct mailbox *m)
 	if (peek.deadline_ms > now_ms())
 		return true;
 	struct mail mail;
-	int fd = receive_mail(m->fds[0], &mail); /* closes the expired ones */
+	int fd = receive_mail(m, &mail); /* closes the expired ones */
 	if (fd >= 0) {
 		/* A live one was behind it: back it goes, for an accept() to take. */
 		bool back = send_mail(m, &mail, fd);
@@ -1005,6 +1068,35 @@ static bool mail_waiting(const struct mailbox *m)
 		return back;
 	}
 	return false;
+}
+
+/* A mailbox's counter, from the shared slab, or NULL when none can be mapped. Lock held. */
+static struct mail_count *new_count(void)
+{
+	unsigned i = shim.slab ? atomic_fetch_add(&shim.slab->used, 1) : SLAB_SLOTS;
+
+	if (i >= SLAB_SLOTS) {
+		/* Full, perhaps by other processes sharing it: a new one, for this process's children. */
+		void *p = mmap(NULL, sizeof(struct mail_slab), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return NULL;
+		shim.slab = p;
+		i = atomic_fetch_add(&shim.slab->used, 1);
+	}
+	return &shim.slab->slot[i];
+}
+
+/* Let go of a mailbox of this process. Lock held. */
+static void free_mailbox(struct mailbox *m)
+{
+	struct fd_entry *le = entry(m->lfd);
+
+	if (le && atomic_load_explicit(&le->mail, memory_order_relaxed) == m->count)
+		atomic_store_explicit(&le->mail, NULL, memory_order_relaxed);
+	shim.real_close(m->fds[0]);
+	shim.real_close(m->fds[1]);
+	*m = shim.mailboxes[--shim.nmailboxes];
 }
 
 EXPORT int listen(int fd, int backlog)
@@ -1029,19 +1121,25 @@ EXPORT int listen(int fd, int backlog)
 			i++;
 			continue;
 		}
-		shim.real_close(old->fds[0]);
-		shim.real_close(old->fds[1]);
-		*old = shim.mailboxes[--shim.nmailboxes];
+		free_mailbox(old);
 	}
-	if (!mailbox_of(fd) && shim.nmailboxes < MAX_MAILBOXES) {
-		struct mailbox *m = &shim.mailboxes[shim.nmailboxes];
-		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, m->fds) == 0) {
+	struct mailbox *m = mailbox_of(fd);
+	if (!m && shim.nmailboxes < MAX_MAILBOXES) {
+		struct mail_count *count = new_count();
+		m = &shim.mailboxes[shim.nmailboxes];
+		if (count && socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, m->fds) == 0) {
 			m->lfd = fd;
 			m->cookie = atomic_load_explicit(&entry(fd)->cookie, memory_order_acquire);
 			m->woken_ms = 0;
+			m->wake_wanted = false;
+			m->count = count;
 			shim.nmailboxes++;
+		} else {
+			m = NULL;
 		}
 	}
+	if (m)
+		atomic_store_explicit(&entry(fd)->mail, m->count, memory_order_relaxed);
 	pthread_mutex_unlock(&shim.lock);
 	return r;
 }
@@ -1091,26 +1189,46 @@ static int pop_ready(int lfd)
 	return -1;
 }
 
+/* Whether listener l's mailbox may hold a connection: no system call. */
+static bool mail_waits(struct fd_entry *l)
+{
+	struct mail_count *c = atomic_load_explicit(&l->mail, memory_order_relaxed);
+
+	return c && atomic_load_explicit(&c->waiting, memory_order_acquire) > 0;
+}
+
+/* Ask the watcher for a wake-up for lfd, to keep it readable while mail waits. */
+static void ask_wake(int lfd)
+{
+	pthread_mutex_lock(&shim.lock);
+	struct mailbox *m = mailbox_of(lfd);
+	if (m && start_watcher()) {
+		m->wake_wanted = true;
+		poke();
+	}
+	pthread_mutex_unlock(&shim.lock);
+}
+
 static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
 	struct fd_entry *l = shim.active ? proxy_listener(lfd) : NULL;
 
 	if (!l)
 		return shim.real_accept4(lfd, addr, addrlen, flags);
-	for (bool again = false;; again = true) {
-		/* A connection whose header came after its accept goes first. */
+	for (;;) {
+		/*
+		 * Connections whose header came after their accept go first, from
+		 * this process's queue, then from the mailbox: so a wake-up waiting
+		 * in the backlog keeps the listener readable until none is left, and
+		 * a thread that blocks in the kernel never leaves one behind.
+		 */
 		int fd = -1;
 		if (atomic_load_explicit(&shim.queued, memory_order_relaxed) > 0) {
 			pthread_mutex_lock(&shim.lock);
 			fd = pop_ready(lfd);
 			pthread_mutex_unlock(&shim.lock);
 		}
-		/*
-		 * After a connection that was not handed over, the mailbox too: the
-		 * wake-up may have been refused (its address untrusted) or parked
-		 * before it had said what it is.
-		 */
-		if (fd < 0 && again)
+		if (fd < 0 && mail_waits(l))
 			fd = take_mail(lfd);
 		if (fd >= 0)
 			return deliver(fd, entry(fd), flags, addr, addrlen);
@@ -1125,8 +1243,9 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		fd = shim.real_accept4(lfd, (struct sockaddr *)&peer, &plen, flags);
 		if (fd < 0) {
 			int err = errno;
-			/* Before saying EAGAIN: a late connection in the mailbox? */
-			if ((err == EAGAIN || err == EWOULDBLOCK) && (fd = take_mail(lfd)) >= 0)
+			/* Before saying EAGAIN: a late connection passed in meanwhile? */
+			if ((err == EAGAIN || err == EWOULDBLOCK) && mail_waits(l) &&
+			    (fd = take_mail(lfd)) >= 0)
 				return deliver(fd, entry(fd), flags, addr, addrlen);
 			errno = err;
 			return -1;
@@ -1154,8 +1273,16 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		if (r == 2) { /* a wake-up: what it announces is queued here or in the mailbox */
 			forget(e);
 			shim.real_close(fd);
-			if ((fd = take_mail(lfd)) >= 0)
+			if ((fd = take_mail(lfd)) >= 0) {
+				/*
+				 * Taken before this call looked at the count (a thread
+				 * blocked in the kernel), or with more behind it: another
+				 * wake-up keeps the listener readable for them.
+				 */
+				if (mail_waits(l))
+					ask_wake(lfd);
 				return deliver(fd, entry(fd), flags, addr, addrlen);
+			}
 			continue;
 		}
 		if (r == 0) {
@@ -1226,11 +1353,8 @@ static void let_go(int fd)
 					drop_queued(c, "its listener was closed");
 			}
 			struct mailbox *m = mailbox_of(fd);
-			if (m) {
-				shim.real_close(m->fds[0]);
-				shim.real_close(m->fds[1]);
-				*m = shim.mailboxes[--shim.nmailboxes];
-			}
+			if (m)
+				free_mailbox(m);
 		} else if (e->kind == FD_PARKED || e->kind == FD_READY) {
 			/* Not the server's to close, but it did: the queue lets go of it. */
 			if (e->kind == FD_PARKED)

@@ -4,7 +4,9 @@ listener, a non-blocking listener driven by epoll), plus a pre-forked one
 (four processes blocking in accept() on one listener), a C program checking
 accept4()'s flags and address handling exactly, and nginx (which knows
 nothing of the PROXY protocol here) behind a real HAProxy sending v2, and
-with four workers receiving late headers directly.
+with four workers receiving late headers directly. Bursts of 500 clients at
+once, half of them with a late header, must all be served, by the Python
+server in its four shapes and by nginx with two workers.
 
 Everything runs on loopback. Every process a test starts is a child of the
 test, in a session of its own, stopped by its PID in a ``finally`` (SIGTERM,
@@ -1274,3 +1276,137 @@ def test_late_connection_nobody_accepts_is_closed(tmp_path):
         proc.kill()
         _, err = proc.communicate(timeout=10)
     assert "parked" in err and "the server did not accept it in time" in err, err
+
+
+# --- 7. bursts: many late headers at once ----------------------------------------------
+
+
+BURST = 500
+BURST_BOUND = 30.0     # seconds for a whole burst: a bound on the wait, not a target
+
+
+def burst(port, talk, n=BURST, late_delay=0.5, bound=BURST_BOUND, host="127.0.0.1"):
+    """n clients connect at once (a barrier); the odd ones send the first 7
+    bytes of their header, then all together the rest late_delay after the
+    barrier, when the server has accepted them and the shim has parked them;
+    the even ones send their header at once. talk(i, sock, late, release)
+    sends the header (with late, its rest at time.monotonic() == release)
+    and what follows, and returns True when served.
+    Returns (the indices served, {index: why not}, seconds taken)."""
+    served, failed = set(), {}
+    release = []
+    barrier = threading.Barrier(n, action=lambda: release.append(time.monotonic() + late_delay))
+
+    def client(i):
+        try:
+            barrier.wait(TIMEOUT)
+            s = connect(port, host, timeout=bound)
+        except (OSError, threading.BrokenBarrierError) as e:
+            failed[i] = f"connect: {e!r}"
+            return
+        try:
+            if talk(i, s, i % 2 == 1, release[0]):
+                served.add(i)
+            else:
+                failed[i] = "not served"
+        except (OSError, ValueError, AssertionError) as e:
+            failed[i] = repr(e)[:200]
+        finally:
+            s.close()
+
+    th = Threads()
+    t0 = time.monotonic()
+    for i in range(n):
+        th.start(client, i)
+    try:
+        th.join(bound)
+    except AssertionError as e:
+        failed[-1] = str(e)
+    return served, failed, time.monotonic() - t0
+
+
+def send_header(s, hdr, late, release, after=b""):
+    """Send hdr and what follows it: at once, or its first 7 bytes, then the
+    rest at time release (time.monotonic())."""
+    if late:
+        s.sendall(hdr[:7])
+        time.sleep(max(0.0, release - time.monotonic()))
+        s.sendall(hdr[7:] + after)
+    else:
+        s.sendall(hdr + after)
+
+
+@pytest.mark.parametrize("shape", ["blocking", "threaded", "epoll", "prefork"])
+def test_burst_of_late_headers_python_server(shape, tmp_path):
+    """500 clients at once, half of them with a late header, on the Python
+    server: single-threaded and blocking in accept(), four threads blocking
+    in accept(), an epoll loop, four processes blocking in accept() on one
+    listener. Every one is served."""
+    port = free_port()
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port)]) as srv:
+        def talk(i, s, late, release):
+            src = (f"198.51.100.{i % 250 + 1}", 10000 + i)
+            send_header(s, header("v2" if i % 4 < 2 else "v1", src), late, release,
+                        b"burst %d" % i)
+            s.shutdown(socket.SHUT_WR)
+            ans = json.loads(recv_all(s))
+            return ans["accept"] == list(src) and ans["head"] == "burst %d" % i
+
+        served, failed, took = burst(port, talk)
+        err = text_of(srv.err)
+        print(f"\nPython server ({shape}): {len(served)} of {BURST} served in {took:.2f} s; "
+              f"{err.count('parked')} parked, {err.count('taken from')} taken from the mailbox")
+        assert not failed, (f"{len(served)} of {BURST} served; {len(failed)} not: "
+                            f"{dict(list(sorted(failed.items()))[:10])}\n{srv.debug()[-3000:]}")
+        assert len(srv.events("served")) == BURST
+        srv.assert_no_errors()
+
+
+NGINX_BURST_CONF = """\
+{user}worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+events {{ worker_connections 2048; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type text/plain;
+            return 200 "$remote_addr:$remote_port\\n";
+        }}
+    }}
+}}
+"""
+
+
+@pytest.mark.skipif(not find_exe("nginx"), reason="nginx (nginx-light) is needed")
+def test_burst_of_late_headers_nginx_two_workers(tmp_path):
+    """nginx with two workers sharing the listener: 500 clients at once, half
+    with a late header. Every one is answered with its own address."""
+    port = free_port()
+    user = f"user {pwd.getpwuid(0).pw_name};\n" if os.geteuid() == 0 else ""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_BURST_CONF.format(user=user, tmp=tmp_path, port=port))
+    ncmd = [find_exe("nginx"), "-p", f"{tmp_path}/", "-e", f"{tmp_path}/error.log",
+            "-c", str(conf), "-g", "daemon off;"]
+    with process(ncmd, tmp_path / "nginx.out", tmp_path / "nginx.err",
+                 env=shim_env([port], NETPROXY_DEBUG="0"), ports=[port]):
+        def talk(i, s, late, delay):
+            src = (f"198.51.100.{i % 250 + 1}", 10000 + i)
+            send_header(s, header("v2" if i % 4 < 2 else "v1", src), late, delay,
+                        b"GET /burst/%d HTTP/1.0\r\n\r\n" % i)
+            reply = recv_all(s)
+            return reply.startswith(b"HTTP/1.1 200") and \
+                reply.endswith(f"\r\n\r\n{src[0]}:{src[1]}\n".encode())
+
+        served, failed, took = burst(port, talk)
+        print(f"\nnginx, 2 workers: {len(served)} of {BURST} served in {took:.2f} s")
+        assert not failed, (f"{len(served)} of {BURST} served; {len(failed)} not: "
+                            f"{dict(list(sorted(failed.items()))[:10])}\n"
+                            f"{text_of(tmp_path / 'error.log')[-3000:]}")
