@@ -31,7 +31,10 @@
  * whose header came late is passed into it (SCM_RIGHTS) with its addresses,
  * and whichever process accepts next takes it out and hands it over. How
  * many a mailbox holds is a counter in memory the processes share, so that
- * accept() knows without a system call whether to look there.
+ * accept() knows without a system call whether to look there. A client of
+ * a family its socket cannot report (IPv6 on an IPv4 socket, IPv4 on an
+ * IPv6-only one) goes the same way to the process's listener of its family
+ * on that port, when there is one.
  *
  * Nothing is allocated per connection: the state of each descriptor lives in
  * a table sized from RLIMIT_NOFILE and mapped lazily. close(), dup2(), dup3()
@@ -113,6 +116,7 @@ struct fd_entry {
 	_Atomic uint64_t cookie; /* 0: unused; a listener's SO_COOKIE; IN_USE for the rest */
 	uint8_t kind;
 	bool has_client;  /* the header named the addresses; else the real ones apply */
+	bool v6only;	  /* FD_LISTENER: an IPv6 socket with IPV6_V6ONLY */
 	int flags;	  /* the SOCK_NONBLOCK and SOCK_CLOEXEC it has now */
 	int listener;	  /* FD_PARKED, FD_READY: the listening fd it came from */
 	int next;	  /* FD_PARKED, FD_READY: the next queued fd, or -1 */
@@ -161,6 +165,8 @@ static struct {
 		int64_t woken_ms; /* the last wake-up sent for it by this process */
 		bool wake_wanted; /* accept() asks the watcher for a wake-up */
 		struct mail_count *count;
+		int family;	  /* the listener's */
+		uint16_t port;
 	} mailboxes[MAX_MAILBOXES];
 	size_t nmailboxes;
 	struct mail_slab *slab; /* where the next counter comes from */
@@ -486,8 +492,14 @@ static struct fd_entry *proxy_listener(int lfd)
 	bool proxy = false;
 	for (size_t i = 0; i < shim.nports && !proxy; i++)
 		proxy = shim.ports[i] == port;
+	int v6only = 0;
+	socklen_t olen = sizeof(v6only);
+	if (proxy && ss.ss_family == AF_INET6 &&
+	    getsockopt(lfd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &olen) != 0)
+		v6only = 0;
 	pthread_mutex_lock(&shim.lock);
 	e->kind = proxy ? FD_LISTENER : FD_PLAIN;
+	e->v6only = v6only != 0;
 	e->next = e->listener = -1;
 	atomic_store_explicit(&e->mail, NULL, memory_order_relaxed);
 	atomic_store_explicit(&e->cookie, cookie, memory_order_release);
@@ -499,27 +511,47 @@ static struct fd_entry *proxy_listener(int lfd)
 
 /* --- reading the header --------------------------------------------------- */
 
-/* addr in the family the server's socket speaks: IPv4 as v4-mapped on an IPv6 socket. */
-static void store_addr(const struct np_header *h, const struct np_endpoint *ep, int sock_family,
+/* An address of the header, in its own family. */
+static void store_addr(const struct np_header *h, const struct np_endpoint *ep,
 		       struct sockaddr_in6 *out, socklen_t *len)
 {
 	struct sockaddr_storage ss;
 
 	np_endpoint_to_sockaddr(h, ep, &ss);
 	memset(out, 0, sizeof(*out));
-	if (h->family == NP_AF_INET && sock_family == AF_INET6) {
-		out->sin6_family = AF_INET6;
-		out->sin6_port = htons(ep->port);
-		out->sin6_addr.s6_addr[10] = out->sin6_addr.s6_addr[11] = 0xFF;
-		memcpy(&out->sin6_addr.s6_addr[12], ep->ip4, 4);
-		*len = sizeof(struct sockaddr_in6);
-	} else if (h->family == NP_AF_INET) {
-		memcpy(out, &ss, sizeof(struct sockaddr_in));
-		*len = sizeof(struct sockaddr_in);
-	} else {
-		memcpy(out, &ss, sizeof(struct sockaddr_in6));
-		*len = sizeof(struct sockaddr_in6);
-	}
+	*len = h->family == NP_AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	memcpy(out, &ss, *len);
+}
+
+/* An IPv4 address as the kernel reports one on an IPv6 socket: v4-mapped. */
+static void map_v4(struct sockaddr_in6 *sa, socklen_t *len)
+{
+	struct sockaddr_in in;
+
+	if (sa->sin6_family != AF_INET)
+		return;
+	memcpy(&in, sa, sizeof(in));
+	memset(sa, 0, sizeof(*sa));
+	sa->sin6_family = AF_INET6;
+	sa->sin6_port = in.sin_port;
+	sa->sin6_addr.s6_addr[10] = sa->sin6_addr.s6_addr[11] = 0xFF;
+	memcpy(&sa->sin6_addr.s6_addr[12], &in.sin_addr, 4);
+	*len = sizeof(*sa);
+}
+
+/*
+ * The family of listener a connection with e's addresses needs, when it is
+ * not that of the socket it came from (sock_family): AF_INET6 for an IPv6
+ * client on an IPv4 socket, AF_INET for an IPv4 client on an IPv6-only one.
+ * 0 when its own listener can report it.
+ */
+static int other_family(const struct fd_entry *e, int sock_family, bool v6only)
+{
+	if (!e->has_client || e->client.sin6_family == sock_family)
+		return 0;
+	if (e->client.sin6_family == AF_INET6)
+		return AF_INET6;
+	return v6only ? AF_INET : 0;
 }
 
 /*
@@ -528,7 +560,7 @@ static void store_addr(const struct np_header *h, const struct np_endpoint *ep, 
  * 2 for a wake-up connection, -1 when the connection must go (*why says why).
  * fin: the peer has closed, so an incomplete header will never complete.
  */
-static int try_header(int fd, struct fd_entry *e, int sock_family, bool fin, const char **why)
+static int try_header(int fd, struct fd_entry *e, bool fin, const char **why)
 {
 	uint8_t buf[MAX_HEADER];
 	struct np_header h;
@@ -560,14 +592,9 @@ static int try_header(int fd, struct fd_entry *e, int sock_family, bool fin, con
 	/* Only a stream's addresses are ones this TCP connection can stand for. */
 	e->has_client = h.command == NP_CMD_PROXY && h.transport == NP_TRANSPORT_STREAM &&
 			(h.family == NP_AF_INET || h.family == NP_AF_INET6);
-	if (e->has_client && h.family == NP_AF_INET6 && sock_family == AF_INET) {
-		/* The server gave an IPv4-sized buffer: an IPv6 address cannot be told. */
-		*why = "an IPv6 client cannot be reported on an IPv4 listener";
-		return -1;
-	}
 	if (e->has_client) {
-		store_addr(&h, &h.src, sock_family, &e->client, &e->client_len);
-		store_addr(&h, &h.dst, sock_family, &e->dst, &e->dst_len);
+		store_addr(&h, &h.src, &e->client, &e->client_len);
+		store_addr(&h, &h.dst, &e->dst, &e->dst_len);
 	}
 	/* The bytes were peeked, so they are there: this takes exactly the header. */
 	if (recv(fd, buf, (size_t)r, MSG_DONTWAIT) != r) {
@@ -674,6 +701,88 @@ static bool mail_waiting(const struct mailbox *m);
 static void want_wake(int lfd);
 static struct mailbox *mailbox_of(int lfd);
 
+/* e's addresses as a socket of sock_family reports them: IPv4 as v4-mapped on IPv6. */
+static void in_family(struct fd_entry *e, int sock_family)
+{
+	if (e->has_client && sock_family == AF_INET6) {
+		map_v4(&e->client, &e->client_len);
+		map_v4(&e->dst, &e->dst_len);
+	}
+}
+
+/*
+ * This process's listener of family fam on lfd's port, made to listen through
+ * the shim (it has a mailbox, which is how it is found), or -1. Lock held.
+ */
+static int sibling(int lfd, int fam)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (shim.real_getsockname(lfd, (struct sockaddr *)&ss, &len) != 0 ||
+	    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+		return -1;
+	uint16_t port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						      : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	for (size_t i = 0; i < shim.nmailboxes; i++) {
+		struct mailbox *m = &shim.mailboxes[i];
+		if (m->lfd != lfd && m->family == fam && m->port == port && mailbox_of(m->lfd) == m)
+			return m->lfd;
+	}
+	return -1;
+}
+
+/*
+ * Which listener a connection read on lfd, a socket of sock_family, is for:
+ * lfd itself, or, for a client of a family lfd cannot report, this process's
+ * listener of the client's family on the same port, as the kernel would have
+ * chosen had the client connected itself; its addresses are set as that
+ * listener reports them. -1, *why set, when no listener can report it: an
+ * IPv6 client and no IPv6 listener. (An IPv4 client on an IPv6-only listener
+ * with no IPv4 one beside it is reported v4-mapped there.) Lock held.
+ */
+static int route(int fd, struct fd_entry *e, int lfd, int sock_family, const char **why)
+{
+	const struct fd_entry *l = entry(lfd);
+	int fam = other_family(e, sock_family, l && l->v6only);
+
+	if (fam) {
+		int to = sibling(lfd, fam);
+		if (to >= 0) {
+			debug("fd %d: an IPv%c client, for fd %d, the IPv%c listener of its port", fd,
+			      fam == AF_INET6 ? '6' : '4', to, fam == AF_INET6 ? '6' : '4');
+			return to;
+		}
+		if (fam == AF_INET6) {
+			/* The server expects an IPv4 address from an IPv4 socket, a sockaddr_in. */
+			*why = "an IPv6 client cannot be reported on an IPv4 listener";
+			return -1;
+		}
+	}
+	in_family(e, sock_family);
+	return lfd;
+}
+
+/*
+ * fd's header is read: it is ready for listener lfd, in its mailbox when it
+ * has one and takes it, else in this process's queue, and the watcher is to
+ * wake lfd (the queue's wake_ms, the mailbox's wake_wanted). fd is queued.
+ * Lock held.
+ */
+static void make_ready(int fd, struct fd_entry *e, int lfd)
+{
+	e->kind = FD_READY;
+	e->listener = lfd;
+	e->wake_ms = 0; /* at once */
+	/* A new window, to be accepted in: the header may have used most of the last. */
+	e->deadline_ms = now_ms() + shim.timeout_ms;
+	struct mailbox *m = mailbox_of(lfd);
+	if (m && post(fd, e)) {
+		debug("fd %d: passed to the mailbox of fd %d", fd, lfd);
+		m->wake_wanted = true;
+	}
+}
+
 /* A parked fd has news (or its time is up): read its header if it is complete. Lock held. */
 static void service_parked(int fd, bool fin)
 {
@@ -682,7 +791,7 @@ static void service_parked(int fd, bool fin)
 
 	if (!e || e->kind != FD_PARKED)
 		return;
-	int r = try_header(fd, e, family_of(fd), fin, &why);
+	int r = try_header(fd, e, fin, &why);
 	if (r == 0)
 		return;
 	if (r != 1) {
@@ -696,17 +805,11 @@ static void service_parked(int fd, bool fin)
 	}
 	debug("fd %d: header read after the accept", fd);
 	epoll_ctl(shim.epfd, EPOLL_CTL_DEL, fd, NULL);
-	e->kind = FD_READY;
-	e->wake_ms = 0; /* at once */
-	/* A new window, to be accepted in: the header may have used most of the last. */
-	e->deadline_ms = now_ms() + shim.timeout_ms;
-	int lfd = e->listener;
-	struct mailbox *m = mailbox_of(lfd);
-	if (m && post(fd, e)) {
-		debug("fd %d: passed to the mailbox of fd %d", fd, lfd);
-		want_wake(lfd);
-		m->woken_ms = now_ms();
-	}
+	int to = route(fd, e, e->listener, family_of(fd), &why);
+	if (to < 0)
+		drop_queued(fd, why);
+	else
+		make_ready(fd, e, to);
 }
 
 /* Expire, and wake listeners for ready connections. Returns ms to the next event, or -1. */
@@ -1133,6 +1236,17 @@ EXPORT int listen(int fd, int backlog)
 			m->woken_ms = 0;
 			m->wake_wanted = false;
 			m->count = count;
+			m->family = AF_UNSPEC;
+			m->port = 0;
+			struct sockaddr_storage ss;
+			socklen_t len = sizeof(ss);
+			if (shim.real_getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+				m->family = ss.ss_family;
+				if (ss.ss_family == AF_INET)
+					m->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+				else if (ss.ss_family == AF_INET6)
+					m->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+			}
 			shim.nmailboxes++;
 		} else {
 			m = NULL;
@@ -1265,10 +1379,34 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		else if (!is_trusted((struct sockaddr *)&peer))
 			why = "untrusted sender (not in NETPROXY_TRUSTED)";
 		else
-			r = try_header(fd, e, peer.ss_family, false, &why);
-		if (r == 1) {
+			r = try_header(fd, e, false, &why);
+		if (r == 1 && !other_family(e, peer.ss_family, l->v6only)) {
+			in_family(e, peer.ss_family);
 			atomic_store_explicit(&e->cookie, cookie, memory_order_release);
 			return deliver(fd, e, flags, addr, addrlen);
+		}
+		if (r == 1) {
+			/* Its client is of a family this listener cannot report. */
+			pthread_mutex_lock(&shim.lock);
+			int to = route(fd, e, lfd, peer.ss_family, &why);
+			if (to >= 0 && to != lfd && start_watcher()) {
+				/* Kept out of programs the server may exec while it waits. */
+				if (!(e->flags & SOCK_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
+					e->flags |= SOCK_CLOEXEC;
+				atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+				enqueue(fd);
+				make_ready(fd, e, to);
+				poke(); /* for the wake-up */
+				pthread_mutex_unlock(&shim.lock);
+				continue;
+			}
+			pthread_mutex_unlock(&shim.lock);
+			if (to == lfd) {
+				atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+				return deliver(fd, e, flags, addr, addrlen);
+			}
+			if (to >= 0)
+				why = "cannot watch it for its header";
 		}
 		if (r == 2) { /* a wake-up: what it announces is queued here or in the mailbox */
 			forget(e);

@@ -136,7 +136,8 @@ def a2(a):
     return [a[0], a[1]] if isinstance(a, tuple) else [str(a), None]
 
 def describe(conn, accepted, data, lport):
-    return {"lport": lport, "accept": a2(accepted), "peer": a2(conn.getpeername()),
+    return {"lport": lport[0], "lfam": lport[1], "accept": a2(accepted),
+            "peer": a2(conn.getpeername()),
             "sock": a2(conn.getsockname()), "len": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "head": bytes(data[:300]).decode("latin-1")}
@@ -167,27 +168,29 @@ def accept_loop(lsock, lport):
         try:
             conn, accepted = lsock.accept()
         except OSError as e:
-            emit(event="accept_error", errno=e.errno, error=repr(e), lport=lport)
+            emit(event="accept_error", errno=e.errno, error=repr(e), lport=lport[0])
             if e.errno in (errno.EBADF, errno.EINVAL, errno.ENOTSOCK):
                 return
             time.sleep(0.01)
             continue
-        emit(event="accept", accept=a2(accepted), lport=lport)
+        emit(event="accept", accept=a2(accepted), lport=lport[0], lfam=lport[1])
         serve_blocking(conn, accepted, lport)
 
 def main():
     listeners = []
     for spec in sys.argv[2:]:
+        # host:port, [host]:port, or [host]:port/v6only for an IPv6-only socket
+        spec, v6only = spec.removesuffix("/v6only"), spec.endswith("/v6only")
         host, port = spec.rsplit(":", 1)
         host = host.strip("[]")
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         s = socket.socket(fam, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if fam == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         s.bind((host, int(port)))
         s.listen(1024)
-        listeners.append((s, int(port)))
+        listeners.append((s, (int(port), 6 if fam == socket.AF_INET6 else 4)))
 
     if SHAPE == "prefork":
         # Four processes (this one and three children) blocking in accept()
@@ -238,9 +241,10 @@ def main():
                     except BlockingIOError:
                         break
                     except OSError as e:
-                        emit(event="accept_error", errno=e.errno, error=repr(e), lport=lport)
+                        emit(event="accept_error", errno=e.errno, error=repr(e),
+                             lport=lport[0])
                         break
-                    emit(event="accept", accept=a2(accepted), lport=lport)
+                    emit(event="accept", accept=a2(accepted), lport=lport[0], lfam=lport[1])
                     conn.setblocking(False)
                     sel.register(conn, selectors.EVENT_READ, ("C", accepted, bytearray(), lport))
                 continue
@@ -269,8 +273,9 @@ main()
 
 
 class ShimServer:
-    """The Python server under the shim. listen: [(host, port)]; proxy_ports:
-    the NETPROXY_PORTS (default: every listen port); env: more NETPROXY_*."""
+    """The Python server under the shim. listen: [(host, port)], a host such
+    as "::1/v6only" for an IPv6-only socket; proxy_ports: the NETPROXY_PORTS
+    (default: every listen port); env: more NETPROXY_*."""
 
     def __init__(self, tmp_path, shape, listen, proxy_ports=None, **env):
         self.dir = Path(tmp_path) / f"server-{shape}-{listen[0][1]}"
@@ -281,7 +286,11 @@ class ShimServer:
         self.shape, self.listen = shape, listen
         ports = proxy_ports if proxy_ports is not None else [p for _, p in listen]
         self.env = shim_env(ports, **env)
-        specs = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listen]
+        def spec(host, port):
+            host, _, opt = host.partition("/")
+            return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}") + \
+                (f"/{opt}" if opt else "")
+        specs = [spec(h, p) for h, p in listen]
         self.cmd = [sys.executable, str(self.script), shape] + specs
         self._cm = None
 
@@ -499,6 +508,101 @@ def test_ipv6_listener_v4_and_v6_clients(shape, tmp_path):
             assert (ans["accept"], ans["peer"], ans["sock"]) == (peer, peer, sock), \
                 (host, hdr, ans, srv.debug())
             assert ans["head"] == "hello over v6"
+        srv.assert_no_errors()
+
+
+def free_port_both():
+    """A port free on both 127.0.0.1 and ::1."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no port free on both 127.0.0.1 and ::1")
+
+
+MAPPED = ["::ffff:203.0.113.7", CLIENT[1]]
+MAPPED_DST = ["::ffff:192.0.2.1", DST[1]]
+
+
+@pytest.mark.parametrize("shape", SHAPES + ["prefork"])
+def test_each_client_on_the_listener_of_its_family(shape, tmp_path):
+    """A server listening on 127.0.0.1 and ::1 on one port, as Prosody does
+    with both in its interfaces: a client the header names as IPv6 is
+    accepted on the IPv6 socket with its own address, whichever socket the
+    load balancer connected to, with its header at once or late; an IPv4
+    client is accepted on the IPv4 socket, as the kernel would have done. (A
+    socket bound to ::1 is IPv6-only, whatever IPV6_V6ONLY said before bind:
+    the kernel sets it. A dual-stack socket, on ::, reports IPv4 clients
+    v4-mapped: test_ipv6_listener_v4_and_v6_clients.)"""
+    port = free_port_both()
+    v4_on_v6 = (4, list(CLIENT), list(DST))
+    cases = [  # (connect to, version, client, dst, expected (listener family, peer, sock))
+        ("127.0.0.1", "v1", CLIENT6, DST6, (6, list(CLIENT6), list(DST6))),
+        ("127.0.0.1", "v2", CLIENT6, DST6, (6, list(CLIENT6), list(DST6))),
+        ("127.0.0.1", "v2", CLIENT, DST, (4, list(CLIENT), list(DST))),
+        ("::1", "v2", CLIENT6, DST6, (6, list(CLIENT6), list(DST6))),
+        ("::1", "v1", CLIENT, DST, v4_on_v6),
+        ("::1", "v2", CLIENT, DST, v4_on_v6),
+    ]
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port), ("::1", port)], NETPROXY_DST=1,
+                    NETPROXY_TRUSTED="127.0.0.1,::1") as srv:
+        for late in (False, True):
+            for host, version, client, dst, want in cases:
+                hdr = header(version, client, dst)
+                data = b"%s from %s" % (version.encode(), host.encode())
+                if late:
+                    ans, _, took = exchange(port, hdr[:9], later=[(0.2, hdr[9:] + data)],
+                                            host=host)
+                else:
+                    ans, _, took = exchange(port, hdr + data, host=host)
+                got = (ans["lfam"], ans["accept"], ans["sock"])
+                assert got == want and ans["peer"] == want[1], \
+                    (host, version, late, ans, srv.debug())
+                assert ans["head"] == data.decode()
+                assert took < 2.0, f"{host} {version} late={late}: {took:.2f} s\n{srv.debug()}"
+        assert "refused" not in text_of(srv.err), srv.debug()
+        srv.assert_no_errors()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ipv6_client_without_an_ipv6_listener_is_refused(shape, tmp_path):
+    """Only an IPv4 listener on the port (an IPv6 one on another port does
+    not count): an IPv6 client is refused, at once or late, with the reason
+    in the debug line; IPv4 clients are served meanwhile. An IPv6-only
+    listener alone reports an IPv4 client v4-mapped."""
+    port, other = free_port_both(), free_port_both()
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port), ("::1/v6only", other)]) as srv:
+        for version in ("v1", "v2"):
+            hdr = header(version, CLIENT6, DST6)
+            took = refused(port, hdr + b"not for an IPv4 socket")
+            assert took < 1.5, f"closed after {took:.2f} s"
+            c = connect(port)
+            try:
+                c.sendall(hdr[:9])
+                time.sleep(0.2)
+                c.sendall(hdr[9:] + b"late")
+                c.settimeout(5)
+                try:
+                    assert c.recv(100) == b""
+                except ConnectionResetError:
+                    pass
+            finally:
+                c.close()
+            ans, _, _ = exchange(port, header(version) + b"v4")
+            assert (ans["lfam"], ans["accept"], ans["head"]) == (4, list(CLIENT), "v4")
+        err = text_of(srv.err)
+        reason = "an IPv6 client cannot be reported on an IPv4 listener"
+        # Refused in accept(), or, when it was accepted before its header
+        # came, closed by the watcher.
+        assert err.count(f"refused: {reason}") + err.count(f"closed: {reason}") == 4, \
+            srv.debug()
+        ans, _, _ = exchange(other, header("v2") + b"v4 on v6only", host="::1")
+        assert (ans["lfam"], ans["accept"]) == (6, MAPPED), srv.debug()
+        assert [e["lport"] for e in srv.events("accept")] == [port, port, other]
         srv.assert_no_errors()
 
 

@@ -43,7 +43,7 @@ import pytest
 
 from npd import Threads, proxy_v2, wait_for
 from xmpp import (C2S_STREAM, CLIENT_IP, TIMEOUT, XmppError, XmppStream, c2s_login,
-                  free_ports, prosody_stack, s2s_open, skip_reason, text_of)
+                  free_ports, free_ports_both, prosody_stack, s2s_open, skip_reason, text_of)
 
 _SKIP = skip_reason()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))
@@ -52,18 +52,22 @@ SERVICES = ("c2s", "s2s", "c2s_direct_tls")
 VERSIONS = ("v2", "v1")
 
 
-def stack_under(shim, extra=""):
+def stack_under(shim, extra="", ipv6=False):
     """Prosody on free ports, HAProxy's fronts for each version and service
-    sending straight to them."""
-    free = iter(free_ports(len(SERVICES) * (1 + len(VERSIONS))))
+    sending straight to them; with ipv6, both listen on ::1 too, and the shim
+    trusts ::1 as well as 127.0.0.1."""
+    free = iter((free_ports_both if ipv6 else free_ports)(len(SERVICES) * (1 + len(VERSIONS))))
     ports = {svc: next(free) for svc in SERVICES}
     fronts = {(v, svc): next(free) for v in VERSIONS for svc in SERVICES}
-    return prosody_stack(ports, targets=ports, fronts=fronts, shim=shim, extra=extra)
+    return prosody_stack(ports, targets=ports, fronts=fronts, shim=shim, extra=extra, ipv6=ipv6,
+                         trusted="127.0.0.1,::1" if ipv6 else "127.0.0.1")
 
 
 @pytest.fixture(scope="module")
 def stack():
-    with stack_under(shim=True) as st:
+    """Prosody with both 127.0.0.1 and ::1 in its interfaces, as a dual-stack
+    host has it: a listening socket of each family on each port."""
+    with stack_under(shim=True, ipv6=True) as st:
         yield st
 
 
@@ -114,6 +118,25 @@ def test_s2s_stream_under_the_shim(stack, version):
     cport, reply = s2s_open("127.0.0.1", stack.fronts[version, "s2s"])
     line = stack.wait_connections(CLIENT_IP, stack.ports["s2s"], cport)[0][2]
     print(f"\nProsody, s2s through HAProxy {version} and the shim: {line}")
+    assert_shim_at_work(stack)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_ipv6_client_under_the_shim(stack, version):
+    """A client of HAProxy over IPv6: HAProxy connects to Prosody's IPv4
+    socket (its backends say 127.0.0.1) with a TCP6 header (v1) or an INET6
+    one (v2). Prosody has an IPv6 socket on the port too, and the shim hands
+    the connection to it: Prosody logs the client's IPv6 address, on c2s
+    (logged in) and on s2s."""
+    login = c2s_login("::1", stack.fronts[version, "c2s"], stack.cert, source="::1")
+    assert login.jid.startswith("test@localhost/"), vars(login)
+    line = stack.wait_connections("::1", stack.ports["c2s"], login.cport)[0][2]
+    print(f"\nProsody, c2s through HAProxy {version} over IPv6 and the shim: {line}")
+    cport, _ = s2s_open("::1", stack.fronts[version, "s2s"], source="::1")
+    stack.wait_connections("::1", stack.ports["s2s"], cport)
+    err = text_of(stack.err)
+    assert re.search(r"an IPv6 client, for fd \d+, the IPv6 listener of its port", err), \
+        stack.debug()
     assert_shim_at_work(stack)
 
 

@@ -100,6 +100,21 @@ def free_ports(n):
             s.close()
 
 
+def free_ports_both(n):
+    """n distinct TCP ports that nothing listens on now, on 127.0.0.1 nor on
+    ::1 (free_ports(), tried again while one of them is taken on ::1)."""
+    for _ in range(20):
+        ports = free_ports(n)
+        try:
+            for port in ports:
+                with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+                    s.bind(("::1", port))
+            return ports
+        except OSError:
+            continue
+    raise AssertionError(f"no {n} ports free on both 127.0.0.1 and ::1")
+
+
 def listening_ports(pid="self"):
     """The TCP ports sockets listen on in the network namespace of pid, read
     from /proc once (no connection is made, which a PROXY port would count as
@@ -135,12 +150,16 @@ class Stack:
     targets: {service: port} at 127.0.0.1 that HAProxy's backends send to
     fronts:  {(version, service): port} HAProxy listens on, at 127.0.0.1,
              version "v2" (send-proxy-v2) or "v1" (send-proxy)
+    ipv6:    Prosody and HAProxy listen on ::1 too, on the same ports
+    trusted: NETPROXY_TRUSTED under the shim
     """
 
-    def __init__(self, root, ports, targets, fronts, prefix=(), shim=False, extra=""):
+    def __init__(self, root, ports, targets, fronts, prefix=(), shim=False, extra="",
+                 ipv6=False, trusted="127.0.0.1"):
         self.root = Path(root)
         self.ports, self.targets, self.fronts = dict(ports), dict(targets), dict(fronts)
         self.prefix, self.shim, self.extra = list(prefix), shim, extra
+        self.ipv6, self.trusted = ipv6, trusted
         self.cfg = self.root / "prosody.cfg.lua"
         self.cert = self.root / "certs" / f"{DOMAIN}.crt"
         self.key = self.root / "certs" / f"{DOMAIN}.key"
@@ -201,7 +220,7 @@ class Stack:
 pidfile = "{self.root}/prosody.pid"
 data_path = "{self.root}/data"
 certificates = "{self.root}/certs"
-interfaces = {{ "127.0.0.1" }}
+interfaces = {{ {'"127.0.0.1", "::1"' if self.ipv6 else '"127.0.0.1"'} }}
 {ports}log = {{ debug = "{self.log}" }}
 -- As libnetproxy_preload(8) advises for Prosody: a refused or parked connection
 -- makes accept() say EAGAIN, which Prosody takes for an error and pauses the
@@ -235,7 +254,8 @@ defaults
             name = "xmpp" if version == "v2" else f"xmpp-{version}"
             mine = sorted((port, svc) for (v, svc), port in self.fronts.items() if v == version)
             text += f"frontend {name}\n    bind " + ",".join(
-                f"127.0.0.1:{port}" for port, _ in mine) + "\n"
+                f"127.0.0.1:{port}" + (f",[::1]:{port}" if self.ipv6 else "")
+                for port, _ in mine) + "\n"
             text += "".join(f"    use_backend {name}-{svc} if {{ dst_port eq {port} }}\n"
                             for port, svc in mine)
             text += "".join(f"backend {name}-{svc}\n    server xmpp1 127.0.0.1:"
@@ -262,7 +282,7 @@ defaults
             assert lib.is_file(), f"{lib}: build it first (make)"
             env.update(LD_PRELOAD=str(lib),
                        NETPROXY_PORTS=",".join(str(p) for p in self.ports.values()),
-                       NETPROXY_TRUSTED="127.0.0.1", NETPROXY_DEBUG="1")
+                       NETPROXY_TRUSTED=self.trusted, NETPROXY_DEBUG="1")
         return env
 
     def output(self, path):
@@ -356,14 +376,16 @@ defaults
 
 
 @contextmanager
-def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", haproxy=True):
+def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", haproxy=True,
+                  ipv6=False, trusted="127.0.0.1"):
     """Prosody (as the prosody user, under the shim or not, with the account
     registered) and, unless haproxy is False (then the caller starts it with
     st.start_haproxy() once its targets are up), HAProxy in front. Both are
-    stopped by PID, and the private dir removed, whatever happens."""
+    stopped by PID, and the private dir removed, whatever happens. ipv6 and
+    trusted: as for Stack."""
     root = tempfile.mkdtemp(prefix="netproxy-prosody-")
     os.chmod(root, 0o755)
-    st = Stack(root, ports, targets, fronts, prefix, shim, extra)
+    st = Stack(root, ports, targets, fronts, prefix, shim, extra, ipv6, trusted)
     try:
         st.write_prosody_files()
         st.write_haproxy_cfg()
