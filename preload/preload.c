@@ -73,7 +73,7 @@
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_PORTS 64
 #define MAX_TRUSTED 64
-#define MAX_HEADER 4096 /* enough for any header a load balancer sends; larger is refused */
+#define STACK_HEADER 4096 /* the default cap: headers up to this long are read on the stack */
 #define TABLE_MAX (1u << 22) /* entries; a larger RLIMIT_NOFILE is capped */
 
 /* What the shim knows of one descriptor. */
@@ -143,6 +143,10 @@ static struct {
 	bool active;
 	bool debug, report_dst;
 	int timeout_ms;
+	size_t max_header;    /* NETPROXY_MAX_HEADER */
+	char too_big[64];     /* the reason a header longer than that is refused */
+	uint8_t *big;	      /* a buffer of max_header bytes, when that is over STACK_HEADER */
+	pthread_mutex_t big_lock;
 	uint16_t ports[MAX_PORTS];
 	size_t nports;
 	struct {
@@ -179,8 +183,8 @@ static struct {
 	int (*real_listen)(int, int);
 	int (*real_dup2)(int, int);
 	int (*real_dup3)(int, int, int);
-} shim = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1,
-	   .pokefd = -1, .queue_head = -1};
+} shim = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER,
+	   .big_lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .pokefd = -1, .queue_head = -1};
 
 __attribute__((format(printf, 1, 2))) static void debug(const char *fmt, ...)
 {
@@ -297,6 +301,27 @@ static void *next_symbol(const char *name)
 	return f;
 }
 
+/* A whole number from lo to hi, or dflt when unset or empty; anything else is refused. */
+static bool parse_number(const char *name, const char *unit, long lo, long hi, long dflt,
+			 long *out)
+{
+	const char *v = getenv(name);
+	char *end;
+
+	*out = dflt;
+	if (!v || !*v)
+		return true;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (*end || errno || n < lo || n > hi) {
+		fprintf(stderr, "netproxy_preload: %s=%s: expected %s from %ld to %ld; the shim is off\n",
+			name, v, unit, lo, hi);
+		return false;
+	}
+	*out = n;
+	return true;
+}
+
 /* A switch: unset, "" or "0" is off, "1" is on; anything else is refused. */
 static bool parse_switch(const char *name, bool *out)
 {
@@ -327,18 +352,15 @@ static void init(void)
 	if (!parse_switch("NETPROXY_DEBUG", &shim.debug) ||
 	    !parse_switch("NETPROXY_DST", &shim.report_dst))
 		return;
-	const char *v = getenv("NETPROXY_TIMEOUT_MS");
-	shim.timeout_ms = 5000;
-	if (v && *v) {
-		char *end;
-		long ms = strtol(v, &end, 10);
-		if (*end || ms < 1 || ms > 3600000) {
-			fprintf(stderr, "netproxy_preload: NETPROXY_TIMEOUT_MS=%s: expected "
-					"milliseconds from 1 to 3600000; the shim is off\n", v);
-			return;
-		}
-		shim.timeout_ms = (int)ms;
-	}
+	long ms, max;
+	if (!parse_number("NETPROXY_TIMEOUT_MS", "milliseconds", 1, 3600000, 5000, &ms) ||
+	    !parse_number("NETPROXY_MAX_HEADER", "bytes", NP_V2_MIN_LEN, NP_V2_MAX_LEN, STACK_HEADER,
+			  &max))
+		return;
+	shim.timeout_ms = (int)ms;
+	shim.max_header = (size_t)max;
+	snprintf(shim.too_big, sizeof(shim.too_big), "header larger than NETPROXY_MAX_HEADER (%zu bytes)",
+		 shim.max_header);
 
 	const char *ports = getenv("NETPROXY_PORTS");
 	if (!ports || !*ports) {
@@ -379,9 +401,21 @@ static void init(void)
 	}
 	shim.table = t;
 	shim.table_size = size;
+	if (shim.max_header > STACK_HEADER) {
+		/* Only the pages a header has used are backed. */
+		void *b = mmap(NULL, shim.max_header, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (b == MAP_FAILED) {
+			fprintf(stderr, "netproxy_preload: cannot map a header buffer of %zu bytes: %s\n",
+				shim.max_header, strerror(errno));
+			return;
+		}
+		shim.big = b;
+	}
 	pthread_atfork(before_fork, after_fork_parent, reset_after_fork);
 	shim.active = true;
-	debug("PROXY ports: %s; trusted: %s; header timeout %d ms", ports, trusted, shim.timeout_ms);
+	debug("PROXY ports: %s; trusted: %s; header timeout %d ms; header up to %zu bytes", ports,
+	      trusted, shim.timeout_ms, shim.max_header);
 }
 
 static inline void ensure_init(void)
@@ -560,11 +594,22 @@ static int other_family(const struct fd_entry *e, int sock_family, bool v6only)
  * 2 for a wake-up connection, -1 when the connection must go (*why says why).
  * fin: the peer has closed, so an incomplete header will never complete.
  */
+static int read_header(int fd, struct fd_entry *e, bool fin, const char **why, uint8_t *buf,
+		       size_t cap);
+
 static int try_header(int fd, struct fd_entry *e, bool fin, const char **why)
 {
-	uint8_t buf[MAX_HEADER];
+	uint8_t buf[STACK_HEADER];
+
+	return read_header(fd, e, fin, why, buf, sizeof(buf));
+}
+
+/* try_header() with buf[cap] to peek into. */
+static int read_header(int fd, struct fd_entry *e, bool fin, const char **why, uint8_t *buf,
+		       size_t cap)
+{
 	struct np_header h;
-	ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	ssize_t n = recv(fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
 
 	if (n == 0) {
 		*why = "closed before its header was complete";
@@ -578,7 +623,18 @@ static int try_header(int fd, struct fd_entry *e, bool fin, const char **why)
 	}
 	if ((size_t)n >= sizeof(WAKE_MAGIC) - 1 && memcmp(buf, WAKE_MAGIC, sizeof(WAKE_MAGIC) - 1) == 0)
 		return 2;
-	int r = np_parse_max(buf, (size_t)n, sizeof(buf), &h);
+	int r = np_parse_max(buf, (size_t)n, shim.max_header, &h);
+	if (r == NP_EAGAIN && (size_t)n == cap && cap < shim.max_header) {
+		/*
+		 * Longer than the stack's buffer, as NETPROXY_MAX_HEADER allows: the
+		 * process's buffer of that size, one caller at a time. Such headers
+		 * are rare, and a thread's stack may be too small for them.
+		 */
+		pthread_mutex_lock(&shim.big_lock);
+		r = read_header(fd, e, fin, why, shim.big, shim.max_header);
+		pthread_mutex_unlock(&shim.big_lock);
+		return r;
+	}
 	if (r == NP_EAGAIN) {
 		if (!fin)
 			return 0;
@@ -586,7 +642,7 @@ static int try_header(int fd, struct fd_entry *e, bool fin, const char **why)
 		return -1;
 	}
 	if (r < 0) {
-		*why = np_strerror(r);
+		*why = r == NP_ETOOBIG ? shim.too_big : np_strerror(r);
 		return -1;
 	}
 	/* Only a stream's addresses are ones this TCP connection can stand for. */
@@ -952,15 +1008,18 @@ static void reset_after_fork(void)
 	for (size_t i = 0; i < shim.nmailboxes; i++)
 		shim.mailboxes[i].wake_wanted = false;
 	pthread_mutex_init(&shim.lock, NULL);
+	pthread_mutex_init(&shim.big_lock, NULL);
 }
 
 static void before_fork(void)
 {
 	pthread_mutex_lock(&shim.lock);
+	pthread_mutex_lock(&shim.big_lock);
 }
 
 static void after_fork_parent(void)
 {
+	pthread_mutex_unlock(&shim.big_lock);
 	pthread_mutex_unlock(&shim.lock);
 }
 

@@ -724,7 +724,8 @@ MALFORMED = {
     "bad v2 signature": b"\r\n\r\n\x00\r\nQUIX\n" + bytes([0x21, 0x11, 0, 12])
                         + socket.inet_aton(CLIENT[0]) + socket.inet_aton(DST[0])
                         + (51234).to_bytes(2, "big") + (443).to_bytes(2, "big") + b"hello",
-    # Refused as soon as its first 16 bytes announce more than 4096.
+    # Refused as soon as its first 16 bytes announce more than 4096
+    # (NETPROXY_MAX_HEADER's default).
     "v2 longer than 4096 bytes": b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11])
                                  + (5000).to_bytes(2, "big") + socket.inet_aton(CLIENT[0])
                                  + socket.inet_aton(DST[0]) + bytes(4) + b"\x00" * 200,
@@ -784,6 +785,83 @@ def test_untrusted_and_malformed_are_refused(shape, tmp_path):
         assert srv.accepted_ports() == served, srv.debug()
         assert len(srv.events("served")) == len(served)
         srv.assert_no_errors()
+
+
+def largest_v2(src=CLIENT, dst=DST):
+    """The largest legal v2 header, 16 + 65535 bytes: the addresses and one
+    NOOP TLV of 65520 bytes."""
+    hdr = proxy_v2(src[0], dst[0], src[1], dst[1],
+                   tlvs=b"\x04" + (65520).to_bytes(2, "big") + bytes(range(256)) * 255
+                   + bytes(range(240)))
+    assert len(hdr) == 65551 and hdr[14:16] == b"\xff\xff"
+    return hdr
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_largest_v2_header_with_max_header_raised(shape, tmp_path):
+    """NETPROXY_MAX_HEADER=65551: the largest legal v2 header is read, at
+    once or late (its rest 0.2 s after its first 16 bytes), and the bytes
+    after it arrive intact; a 4097-byte one too."""
+    port = free_port()
+    hdr = largest_v2()
+    mid = proxy_v2(CLIENT[0], DST[0], CLIENT[1], DST[1],
+                   tlvs=b"\x04" + (4097 - 31).to_bytes(2, "big") + bytes(4097 - 31))
+    assert len(mid) == 4097
+    after = random.Random(3).randbytes(100_000)
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port)], NETPROXY_MAX_HEADER=65551,
+                    NETPROXY_DST=1) as srv:
+        for name, first, later in (("at once", hdr + after, []),
+                                   ("late", hdr[:16], [(0.2, hdr[16:] + after)]),
+                                   ("4097 bytes", mid + after, [])):
+            ans, _, took = exchange(port, first, later=later)
+            assert (ans["accept"], ans["peer"], ans["sock"]) == (list(CLIENT), list(CLIENT),
+                                                                 list(DST)), (name, srv.debug())
+            assert (ans["len"], ans["sha256"]) == (len(after), sha(after)), name
+            assert took < 2.0, f"{name}: {took:.2f} s\n{srv.debug()}"
+        assert "header up to 65551 bytes" in text_of(srv.err)
+        srv.assert_no_errors()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_header_over_max_header_is_refused_naming_the_setting(shape, tmp_path):
+    """By default (4096 bytes) the largest v2 header is refused as soon as its
+    first 16 bytes announce its length, with a debug line that names the
+    setting to raise; so is a 4097-byte one, and a header of exactly
+    NETPROXY_MAX_HEADER bytes is read."""
+    port = free_port()
+    exact = proxy_v2(CLIENT[0], DST[0], CLIENT[1], DST[1],
+                     tlvs=b"\x04" + (4096 - 31).to_bytes(2, "big") + bytes(4096 - 31))
+    assert len(exact) == 4096
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port)]) as srv:
+        took = refused(port, largest_v2()[:16])
+        assert took < 1.5, f"closed after {took:.2f} s"
+        refused(port, exact[:14] + (4097 - 16).to_bytes(2, "big") + exact[16:] + b"x")
+        ans, _, _ = exchange(port, exact + b"just fits")
+        assert (ans["accept"], ans["head"]) == (list(CLIENT), "just fits"), srv.debug()
+        # "connection on fd N refused: ...", or "fd N closed: ..." when it was
+        # accepted (and parked) before its bytes came.
+        err = text_of(srv.err)
+        assert err.count(": header larger than NETPROXY_MAX_HEADER (4096 bytes)") == 2, \
+            srv.debug()
+        assert srv.accepted_ports() == [CLIENT[1]]
+        srv.assert_no_errors()
+
+
+def shim_start_error(**env):
+    """What a process under the shim says on stderr at its first wrapped call
+    (a close()), with env added to NETPROXY_PORTS=1."""
+    r = subprocess.run(["/usr/bin/python3", "-c", "import os; os.close(os.dup(0))"],
+                       env=shim_env([1], **env), capture_output=True, text=True,
+                       timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r
+    return r.stderr
+
+
+@pytest.mark.parametrize("value", ["15", "65552", "4k", "-1", "0", "99999999999999999999"])
+def test_max_header_out_of_range_turns_the_shim_off(value):
+    err = shim_start_error(NETPROXY_MAX_HEADER=value)
+    assert err == (f"netproxy_preload: NETPROXY_MAX_HEADER={value}: expected bytes from 16 "
+                   f"to 65551; the shim is off\n"), err
 
 
 @pytest.mark.parametrize("shape", SHAPES)
