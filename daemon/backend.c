@@ -25,50 +25,71 @@ static int fail(int fd, char *why, size_t cap, const char *what, int err)
 	return -1;
 }
 
+/* AF_INET or AF_INET6 as on the wire: a v4-mapped IPv6 address is AF_INET; else AF_UNSPEC. */
+static int client_family(const union npd_sockaddr *client)
+{
+	if (client->sa.sa_family == AF_INET6)
+		return IN6_IS_ADDR_V4MAPPED(&client->in6.sin6_addr) ? AF_INET : AF_INET6;
+	return client->sa.sa_family == AF_INET ? AF_INET : AF_UNSPEC;
+}
+
+const struct npd_target *npd_backend_target(const struct npd_service *svc,
+					    const union npd_sockaddr *client)
+{
+	int family = client_family(client);
+
+	for (int i = 1; i < svc->ntargets; i++)
+		if (npd_target_family(&svc->target[i]) == family)
+			return &svc->target[i];
+	return &svc->target[0];
+}
+
 /*
  * The address to bind for a client, in the backend socket's family: an IPv4
  * client on an IPv6 socket as ::ffff:a.b.c.d, which only reaches a backend
- * that is itself v4-mapped. Returns its length, or 0 when no such address
- * can reach the backend (the reason in why).
+ * that is itself v4-mapped, and a v4-mapped client on an IPv4 socket as
+ * a.b.c.d. Returns its length, or 0 when the families differ on the wire:
+ * no address of the client can reach the backend then (the reason in why).
  */
-static socklen_t source_for(const struct npd_service *svc, const union npd_sockaddr *client,
+static socklen_t source_for(const struct npd_target *to, const union npd_sockaddr *client,
 			    struct sockaddr_storage *src, char *why, size_t cap)
 {
-	int family = svc->addr.ss_family;
-	bool mapped_backend = family == AF_INET6 &&
-			      IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&svc->addr)->sin6_addr);
+	int family = npd_target_family(to), cfamily = client_family(client);
 
 	memset(src, 0, sizeof(*src));
-	/* A v4-mapped backend is IPv4 underneath: a native IPv6 source cannot reach it. */
-	if (mapped_backend && client->sa.sa_family == AF_INET6 &&
-	    !IN6_IS_ADDR_V4MAPPED(&client->in6.sin6_addr)) {
+	if (family != cfamily) {
 		snprintf(why, cap,
-			 "an IPv6 client cannot connect from its own address to the IPv4 backend %s",
-			 svc->addr_text);
+			 "an %s client cannot connect from its own address to the %s backend %s",
+			 cfamily == AF_INET ? "IPv4" : "IPv6", family == AF_INET ? "IPv4" : "IPv6",
+			 to->text);
 		return 0;
 	}
-	if (family == client->sa.sa_family) {
-		memcpy(src, client, family == AF_INET ? sizeof(client->in) : sizeof(client->in6));
-		return family == AF_INET ? sizeof(client->in) : sizeof(client->in6);
+	if (to->addr.ss_family == client->sa.sa_family) {
+		socklen_t len = client->sa.sa_family == AF_INET ? sizeof(client->in)
+								: sizeof(client->in6);
+		memcpy(src, client, len);
+		return len;
 	}
-	if (mapped_backend && client->sa.sa_family == AF_INET) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)src;
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = client->in.sin_port;
-		s6->sin6_addr.s6_addr[10] = s6->sin6_addr.s6_addr[11] = 0xff;
-		memcpy(&s6->sin6_addr.s6_addr[12], &client->in.sin_addr, 4);
-		return sizeof(*s6);
+	if (to->addr.ss_family == AF_INET) { /* a v4-mapped client */
+		struct sockaddr_in *s4 = (struct sockaddr_in *)src;
+		s4->sin_family = AF_INET;
+		s4->sin_port = client->in6.sin6_port;
+		memcpy(&s4->sin_addr, &client->in6.sin6_addr.s6_addr[12], 4);
+		return sizeof(*s4);
 	}
-	snprintf(why, cap, "an %s client cannot connect from its own address to the %s backend %s",
-		 client->sa.sa_family == AF_INET ? "IPv4" : "IPv6",
-		 family == AF_INET ? "IPv4" : "IPv6", svc->addr_text);
-	return 0;
+	/* An IPv4 client, a v4-mapped backend. */
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)src;
+	s6->sin6_family = AF_INET6;
+	s6->sin6_port = client->in.sin_port;
+	s6->sin6_addr.s6_addr[10] = s6->sin6_addr.s6_addr[11] = 0xff;
+	memcpy(&s6->sin6_addr.s6_addr[12], &client->in.sin_addr, 4);
+	return sizeof(*s6);
 }
 
-int npd_backend_socket(const struct npd_service *svc, const union npd_sockaddr *client,
-		       bool *port_moved, char *why, size_t cap)
+int npd_backend_socket(const struct npd_service *svc, const struct npd_target *to,
+		       const union npd_sockaddr *client, bool *port_moved, char *why, size_t cap)
 {
-	int family = svc->addr.ss_family, one = 1;
+	int family = to->addr.ss_family, one = 1;
 	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	*port_moved = false;
@@ -83,12 +104,11 @@ int npd_backend_socket(const struct npd_service *svc, const union npd_sockaddr *
 		return fail(fd, why, cap, "SO_MARK", errno);
 
 	/* LOCAL, UNKNOWN, UNSPEC, UNIX: no client address, so our own. */
-	if (!svc->transparent ||
-	    (client->sa.sa_family != AF_INET && client->sa.sa_family != AF_INET6))
+	if (!svc->transparent || client_family(client) == AF_UNSPEC)
 		return fd;
 
 	struct sockaddr_storage src;
-	socklen_t srclen = source_for(svc, client, &src, why, cap);
+	socklen_t srclen = source_for(to, client, &src, why, cap);
 	if (srclen == 0) {
 		close(fd);
 		return -1;
@@ -96,12 +116,12 @@ int npd_backend_socket(const struct npd_service *svc, const union npd_sockaddr *
 	/* An IPv6 socket with a v4-mapped source is IPv4 underneath: it needs both. */
 	if ((family == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)) != 0) ||
-	    ((family == AF_INET || client->sa.sa_family == AF_INET) &&
+	    (npd_target_family(to) == AF_INET &&
 	     setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one)) != 0))
 		return fail(fd, why, cap, "IP_TRANSPARENT", errno);
 
-	in_port_t *port = family == AF_INET ? &((struct sockaddr_in *)&src)->sin_port
-					    : &((struct sockaddr_in6 *)&src)->sin6_port;
+	in_port_t *port = src.ss_family == AF_INET ? &((struct sockaddr_in *)&src)->sin_port
+						   : &((struct sockaddr_in6 *)&src)->sin6_port;
 	if (!svc->transparent_port)
 		*port = 0;
 	for (;;) {

@@ -43,6 +43,7 @@
 
 #include "config.h"
 #include "netproxy.h"
+#include "perms.h"
 #include "prosody.h"
 
 #define MEM_LIMIT   ((size_t)64 << 20)
@@ -116,6 +117,15 @@ static const char *const key_names[K_COUNT] = {
 	[K_MODULES_ENABLED] = "modules_enabled",
 };
 
+/*
+ * Keys of mod_net_proxy's later versions that only mean something inside
+ * Prosody (sessions counted as secure, outgoing s2s through a proxy):
+ * netproxyd accepts them in a Prosody config and does nothing with them.
+ */
+static const char *const module_only_keys[] = {
+	"proxy_secure", "proxy_secure_in", "proxy_secure_out", "proxy_out",
+};
+
 static const char *const service_keys[] = {
 	"connect",	   "send_proxy",   "pass_tlvs",	       "crc32c", "connect_timeout",
 	"idle_timeout",	   "transparent",  "transparent_port", "mark",
@@ -135,8 +145,9 @@ static const struct {
 struct mapping {
 	uint16_t port;
 	bool string_key; /* ["15222"] = ...: Prosody's mod_net_proxy takes tonumber(key) */
-	int service;
-	bool listed; /* named by an explicit proxy_ports */
+	int service;	 /* -1: the name is no service (warned about) */
+	bool listed;	 /* named by an explicit proxy_ports */
+	char missing[NPD_NAME_MAX]; /* with service -1, the name, as npd_listener.missing */
 };
 
 /* An interface to listen on, with "*" already split into its two families. */
@@ -412,6 +423,20 @@ fail(struct loader *ld, const char *path, const char *fmt, ...)
 	abort();	  /* not reached; tells the compiler so */
 }
 
+/* fail() at a place, without a key: the caller's text names what it is about. */
+__attribute__((format(printf, 3, 4))) _Noreturn static void fail_at(struct loader *ld, struct where at,
+								   const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vformat(ld, ld->diag->error, sizeof(ld->diag->error), at, NULL, fmt, ap);
+	va_end(ap);
+	ld->failed = true;
+	lua_error(ld->L);
+	abort();
+}
+
 /* A warning at a place, without a key: the caller's text names what it is about. */
 __attribute__((format(printf, 3, 4))) static void warn_at(struct loader *ld, struct where at,
 							  const char *fmt, ...)
@@ -649,6 +674,79 @@ static bool is_setting(const char *name, size_t len)
 	return key_index(name, len) >= 0 || is_prosody_service_key(name, len);
 }
 
+static bool in_list(const char *name, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(name, list[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The restricted edit distance (insertions, deletions, substitutions and
+ * swaps of two neighbours) between a and b, both shorter than 64 bytes.
+ */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), d[64][64];
+
+	if (la >= 64 || lb >= 64)
+		return SIZE_MAX;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[la][lb];
+}
+
+/*
+ * The name of list nearest to name, when it is near enough to be what was
+ * meant (a third of its letters wrong at most, or one letter in a short
+ * name); else NULL. The first of equally near names wins.
+ */
+static const char *nearest(const char *name, const char *const *list, size_t n)
+{
+	const char *best = NULL;
+	size_t best_d = SIZE_MAX, len = strlen(name);
+	size_t limit = len / 3 > 1 ? len / 3 : 1;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t d = edit_distance(name, list[i]);
+
+		if (d < best_d) {
+			best = list[i];
+			best_d = d;
+		}
+	}
+	return best_d <= limit ? best : NULL;
+}
+
+/* " (did you mean X?)" when a known name is near, else "". */
+static const char *did_you_mean(char *buf, size_t cap, const char *name, const char *const *list,
+				size_t n)
+{
+	const char *near = nearest(name, list, n);
+
+	if (!near)
+		return "";
+	snprintf(buf, cap, " (did you mean %s?)", near);
+	return buf;
+}
+
 struct unknown {
 	const char *name;
 	struct where at;
@@ -702,6 +800,11 @@ static void read_unknown(struct loader *ld)
 		lua_pop(L, 1);
 		if (t == LUA_TNIL || t == LUA_TFUNCTION)
 			continue;
+		if (ld->cfg->prosody &&
+		    in_list(name, module_only_keys, sizeof(module_only_keys) / sizeof(module_only_keys[0]))) {
+			ld->cfg->prosody_skipped++;
+			continue;
+		}
 		/*
 		 * netproxyd's own file: one that sets services and is not Prosody's
 		 * itself. A proxy_ key is mod_net_proxy's or netproxyd's: misspelt.
@@ -714,16 +817,24 @@ static void read_unknown(struct loader *ld)
 		at.line = statement_line(&ld->files[at.file], at.line, name, len);
 		u[nu++] = (struct unknown){name, at};
 	}
-	qsort(u, nu, sizeof(*u), unknown_cmp);
-	for (size_t i = 0; i < nu; i++) {
-		const char *name = u[i].name;
-		size_t len = strlen(name);
-
-		if (strspn(name, IDENT_CHARS) != len)
-			name = quote(buf, sizeof(buf), name, len); /* _ENV["odd name"] = ... */
-		warn_at(ld, u[i].at, "unknown key %s (ignored)", name);
+	if (!nu) {
+		lua_pop(L, 1);
+		return;
 	}
-	lua_pop(L, 1);
+	/*
+	 * A misspelt key is a setting lost without a word, possibly a trusted
+	 * list: an error, as in a service, so that -t catches it.
+	 */
+	qsort(u, nu, sizeof(*u), unknown_cmp);
+	const char *name = u[0].name;
+	size_t len = strlen(name);
+	char hint[96], more[48] = "";
+
+	if (nu > 1)
+		snprintf(more, sizeof(more), "; and %zu more unknown key%s", nu - 1, nu > 2 ? "s" : "");
+	fail_at(ld, u[0].at, "unknown key %s%s%s",
+		strspn(name, IDENT_CHARS) == len ? name : quote(buf, sizeof(buf), name, len),
+		did_you_mean(hint, sizeof(hint), name, key_names, K_COUNT), more);
 }
 
 static bool valid_name(const char *s, size_t len)
@@ -798,22 +909,47 @@ static void check_service_keys(struct loader *ld, int idx, const char *path)
 	if (!nbad)
 		return;
 	qsort(bad, nbad, sizeof(bad[0]), text_cmp);
-	for (size_t i = 0; i < nbad; i++)
+	for (size_t i = 0; i < nbad; i++) {
+		size_t blen = strlen(bad[i]);
+		const char *near = NULL;
+
+		/* bad[i] is quoted: "transparnt" */
+		if (blen > 2 && bad[i][0] == '"' && blen - 2 < sizeof(buf)) {
+			snprintf(buf, sizeof(buf), "%.*s", (int)(blen - 2), bad[i] + 1);
+			near = nearest(buf, service_keys, sizeof(service_keys) / sizeof(service_keys[0]));
+		}
 		w += (size_t)snprintf(list + w, sizeof(list) - w, "%s%s", i ? ", " : "", bad[i]);
+		if (near && w < sizeof(list))
+			w += (size_t)snprintf(list + w, sizeof(list) - w, " (did you mean %s?)", near);
+	}
 	if (more)
 		snprintf(list + w, sizeof(list) - w, " and %zu more", more);
 	fail(ld, path,
-	     "unknown key%s %s (a service has connect, send_proxy, pass_tlvs, crc32c, "
-	     "connect_timeout, idle_timeout, transparent, transparent_port, mark)",
+	     "unknown key%s %s; a service has connect, send_proxy, pass_tlvs, crc32c, "
+	     "connect_timeout, idle_timeout, transparent, transparent_port, mark",
 	     nbad + more > 1 ? "s" : "", list);
 }
 
+int npd_target_family(const struct npd_target *t)
+{
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&t->addr;
+
+	if (t->addr.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+		return AF_INET;
+	return t->addr.ss_family;
+}
+
+static const char *family_name(int family)
+{
+	return family == AF_INET ? "IPv4" : family == AF_INET6 ? "IPv6" : "UNIX";
+}
+
 /*
- * Where a service is: "host:port", "[v6]:port" or "unix:/path"; names are
- * resolved now, first answer. path names the setting in messages.
+ * One address of a service: "host:port", "[v6]:port" or "unix:/path";
+ * names are resolved now, first answer. path names the setting in messages.
  */
 static void set_connect(struct loader *ld, const char *path, const char *text,
-			struct npd_service *svc)
+			struct npd_target *t)
 {
 	char host[NPD_ADDR_TEXT], buf[80];
 	const char *why;
@@ -823,12 +959,13 @@ static void set_connect(struct loader *ld, const char *path, const char *text,
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
 	int rc;
 
-	if (len >= sizeof(svc->addr_text))
+	memset(t, 0, sizeof(*t));
+	if (len >= sizeof(t->text))
 		fail(ld, path, "%s is too long (at most %zu bytes)", quote(buf, sizeof(buf), text, len),
-		     sizeof(svc->addr_text) - 1);
-	memcpy(svc->addr_text, text, len + 1);
+		     sizeof(t->text) - 1);
+	memcpy(t->text, text, len + 1);
 	if (strncmp(text, "unix:", 5) == 0) {
-		struct sockaddr_un *sun = (struct sockaddr_un *)&svc->addr;
+		struct sockaddr_un *sun = (struct sockaddr_un *)&t->addr;
 
 		if (len == 5 || len - 5 >= sizeof(sun->sun_path))
 			fail(ld, path,
@@ -836,7 +973,7 @@ static void set_connect(struct loader *ld, const char *path, const char *text,
 			     sizeof(sun->sun_path) - 1, quote(buf, sizeof(buf), text, len));
 		sun->sun_family = AF_UNIX;
 		memcpy(sun->sun_path, text + 5, len - 5 + 1);
-		svc->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len - 5 + 1);
+		t->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len - 5 + 1);
 		return;
 	}
 	why = split_host_port(text, host, sizeof(host), &port, &bracketed);
@@ -851,18 +988,48 @@ static void set_connect(struct loader *ld, const char *path, const char *text,
 	if (rc != 0)
 		fail(ld, path, "cannot resolve %s: %s", quote(buf, sizeof(buf), host, strlen(host)),
 		     rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-	if (res->ai_addrlen > sizeof(svc->addr) ||
+	if (res->ai_addrlen > sizeof(t->addr) ||
 	    (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
 		freeaddrinfo(res);
 		fail(ld, path, "%s resolves to an address of an unknown family", host);
 	}
-	memcpy(&svc->addr, res->ai_addr, res->ai_addrlen);
-	svc->addrlen = res->ai_addrlen;
+	memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
+	t->addrlen = res->ai_addrlen;
 	freeaddrinfo(res);
-	if (svc->addr.ss_family == AF_INET)
-		((struct sockaddr_in *)&svc->addr)->sin_port = htons(port);
+	if (t->addr.ss_family == AF_INET)
+		((struct sockaddr_in *)&t->addr)->sin_port = htons(port);
 	else
-		((struct sockaddr_in6 *)&svc->addr)->sin6_port = htons(port);
+		((struct sockaddr_in6 *)&t->addr)->sin6_port = htons(port);
+}
+
+/*
+ * connect's address text, at path: one more address for svc, of a family
+ * it has none of yet; a UNIX socket only alone.
+ */
+static void add_target(struct loader *ld, const char *path, const char *text,
+		       struct npd_service *svc)
+{
+	struct npd_target t;
+	int family;
+	char a[80], b[80];
+
+	set_connect(ld, path, text, &t);
+	family = npd_target_family(&t);
+	for (int i = 0; i < svc->ntargets; i++) {
+		const struct npd_target *have = &svc->target[i];
+
+		quote(a, sizeof(a), have->text, strlen(have->text));
+		quote(b, sizeof(b), t.text, strlen(t.text));
+		if (family == AF_UNIX || have->addr.ss_family == AF_UNIX)
+			fail(ld, path, "%s and %s: a unix: socket is a service's only address", a,
+			     b);
+		if (npd_target_family(have) == family)
+			fail(ld, path,
+			     "%s is a second %s address, after %s: a service has at most one "
+			     "address per family",
+			     b, family_name(family), a);
+	}
+	svc->target[svc->ntargets++] = t; /* at most one per family: there is room */
 }
 
 /* A port: an integer, or a string of digits as Prosody takes it (tonumber). */
@@ -942,27 +1109,37 @@ static const char *push_prosody_interfaces(struct loader *ld, const struct npd_p
 	if ((from = push_first(ld, keys, n)))
 		return from;
 	check_families(ld, v4, v6);
-	if (ps->private)
-		lua_pushstring(L, v4 ? "127.0.0.1" : "::1");
-	else
-		lua_pushstring(L, v4 ? "*" : "::");
+	/* Prosody's own defaults: "*" is IPv4 alone there, "::" IPv6 alone. */
+	lua_createtable(L, 2, 0);
+	n = 0;
+	if (v4) {
+		lua_pushstring(L, ps->private ? "127.0.0.1" : "*");
+		lua_rawseti(L, -2, (lua_Integer)++n);
+	}
+	if (v6) {
+		lua_pushstring(L, ps->private ? "::1" : "::");
+		lua_rawseti(L, -2, (lua_Integer)++n);
+	}
 	return NULL;
 }
 
 /*
- * The address of one of Prosody's services, from Prosody's keys: its first
- * port on its first interface. path names the setting that needs it.
+ * The addresses of one of Prosody's services, from Prosody's keys: its
+ * first port, on the first of its interfaces of each address family, as
+ * npd_prosody_connect_host() reaches them. path names the setting that
+ * needs it.
  */
 static void read_prosody_address(struct loader *ld, const char *path, struct npd_service *svc,
 				 const struct npd_prosody_service *ps)
 {
 	lua_State *L = ld->L;
-	int top = lua_gettop(L);
-	char ports_key[NPD_NAME_MAX + 16], ifaces_keys[2][NPD_NAME_MAX + 16], item[NPD_NAME_MAX + 24];
+	int top = lua_gettop(L), list;
+	char ports_key[NPD_NAME_MAX + 16], ifaces_keys[2][NPD_NAME_MAX + 16], item[160];
 	char text[NPD_ADDR_TEXT], buf[80];
-	const char *ifaces_from, *iface, *host;
+	const char *ifaces_from, *host;
 	uint16_t port = ps->default_port;
 	bool ports_set;
+	size_t n;
 
 	snprintf(ports_key, sizeof(ports_key), "%s_ports", ps->name);
 	ports_set = lua_getfield(L, 2, ports_key) != LUA_TNIL;
@@ -984,23 +1161,35 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 	}
 
 	ifaces_from = push_prosody_interfaces(ld, ps, ifaces_keys);
-	if (ifaces_from && list_len(ld, lua_gettop(L), ifaces_from) == 0)
+	list = lua_gettop(L);
+	n = list_len(ld, list, ifaces_from ? ifaces_from : path);
+	if (n == 0)
 		fail(ld, ifaces_from, "the list is empty: Prosody does not listen for %s, so %s "
 				      "cannot reach it",
 		     ps->name, path);
-	push_item(L, lua_gettop(L), 1);
-	/* Prosody binds to what it is given: no brackets, no port. */
-	if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
-	    strpbrk(lua_tostring(L, -1), "[] /") ||
-	    strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)) {
-		item_path(item, sizeof(item), L, lua_gettop(L) - 1, ifaces_from, 1);
-		fail(ld, item, "expected an address such as \"*\", \"::\" or \"127.0.0.1\", got %s",
-		     show(L, -1, buf, sizeof(buf)));
+	for (size_t i = 1; i <= n; i++) {
+		struct npd_target t;
+		bool have = false;
+
+		push_item(L, list, i);
+		item_path(item, sizeof(item), L, list, ifaces_from ? ifaces_from : path, i);
+		/* Prosody binds to what it is given: no brackets, no port. */
+		if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
+		    strpbrk(lua_tostring(L, -1), "[] /") ||
+		    strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+			fail(ld, item,
+			     "expected an address such as \"*\", \"::\" or \"127.0.0.1\", got %s",
+			     show(L, -1, buf, sizeof(buf)));
+		host = npd_prosody_connect_host(lua_tostring(L, -1));
+		snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+		set_connect(ld, item, text, &t);
+		/* Prosody listens on each; one of each family is all a connection picks from. */
+		for (int j = 0; j < svc->ntargets; j++)
+			have |= npd_target_family(&svc->target[j]) == npd_target_family(&t);
+		if (!have)
+			svc->target[svc->ntargets++] = t;
+		lua_pop(L, 1);
 	}
-	iface = lua_tostring(L, -1);
-	host = npd_prosody_connect_host(iface);
-	snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
-	set_connect(ld, ifaces_from ? ifaces_from : path, text, svc);
 	if (!ports_set && !ifaces_from)
 		snprintf(svc->prosody, sizeof(svc->prosody), "Prosody's defaults for %s", ps->name);
 	else
@@ -1013,16 +1202,17 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 }
 
 /*
- * connect = "host:port" | "[v6]:port" | "unix:/path", or nothing for one of
- * Prosody's services, whose address comes from Prosody's keys. mapped names
- * the mapping that needs a service services does not have, else NULL.
+ * connect = "host:port" | "[v6]:port" | "unix:/path", or a list of one
+ * address, or of two of different families; or nothing for one of
+ * Prosody's services, whose addresses come from Prosody's keys. mapped
+ * names the mapping that needs a service services does not have, else NULL.
  */
 static void read_connect(struct loader *ld, int idx, struct npd_service *svc, const char *mapped)
 {
 	lua_State *L = ld->L;
-	char path[128];
+	char path[128], item[sizeof(path) + 24];
 	const char *text;
-	size_t len;
+	size_t len, n;
 	const struct npd_prosody_service *ps = npd_prosody_service(svc->name);
 
 	if (lua_type(L, idx) == LUA_TNIL && ps) {
@@ -1037,14 +1227,29 @@ static void read_connect(struct loader *ld, int idx, struct npd_service *svc, co
 		     "\"[::1]:5222\" or \"unix:/run/service.sock\" (only Prosody's services, %s, "
 		     "can do without: they are found where Prosody's config says)",
 		     npd_prosody_service_names);
-	if (lua_type(L, idx) != LUA_TSTRING)
+	if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TTABLE)
 		fail(ld, path,
-		     "expected \"host:port\", \"[address]:port\" or \"unix:/path\", got %s",
+		     "expected \"host:port\", \"[address]:port\", \"unix:/path\" or a list of "
+		     "them, got %s",
 		     luaL_typename(L, idx));
-	text = lua_tolstring(L, idx, &len);
-	if (strlen(text) != len)
-		fail(ld, path, "contains a NUL byte");
-	set_connect(ld, path, text, svc);
+	n = list_len(ld, idx, path);
+	if (n == 0)
+		fail(ld, path,
+		     "the list is empty: say where the service is, as { \"127.0.0.1:5222\", "
+		     "\"[::1]:5222\" }");
+	for (size_t i = 1; i <= n; i++) {
+		push_item(L, idx, i);
+		item_path(item, sizeof(item), L, idx, path, i);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			fail(ld, item,
+			     "expected \"host:port\", \"[address]:port\" or \"unix:/path\", got %s",
+			     luaL_typename(L, -1));
+		text = lua_tolstring(L, -1, &len);
+		if (strlen(text) != len)
+			fail(ld, item, "contains a NUL byte");
+		add_target(ld, item, text, svc);
+		lua_pop(L, 1);
+	}
 }
 
 /* pass_tlvs = { "ALPN", 0xE0, ... }: the types re-emitted in the v2 header. */
@@ -1101,7 +1306,7 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 	service_path(field, sizeof(field), svc->name, "transparent");
 	if (lua_getfield(L, idx, "transparent") != LUA_TNIL)
 		svc->transparent = get_boolean(ld, -1, field);
-	if (svc->transparent && svc->addr.ss_family == AF_UNIX)
+	if (svc->transparent && svc->target[0].addr.ss_family == AF_UNIX)
 		fail(ld, field, "a unix: backend cannot see a client address: connect over TCP");
 	svc->transparent_port = true;
 	service_path(field, sizeof(field), svc->name, "transparent_port");
@@ -1114,7 +1319,7 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 	if (lua_getfield(L, idx, "mark") != LUA_TNIL) {
 		svc->mark = (uint32_t)get_integer(ld, lua_gettop(L), field, 1, UINT32_MAX,
 						  "a firewall mark from 1 to 4294967295");
-		if (svc->addr.ss_family == AF_UNIX)
+		if (svc->target[0].addr.ss_family == AF_UNIX)
 			fail(ld, field, "a unix: backend is not routed: a mark means nothing");
 	}
 
@@ -1220,18 +1425,15 @@ static struct mapping *find_mapping(struct loader *ld, lua_Integer port)
 /*
  * A service for a mapped name that services lacks: one of Prosody's, found
  * where Prosody's config says, delivered plain. Kept sorted by name.
+ * Returns false, adding nothing, when name is not one of Prosody's.
  */
-static void add_prosody_service(struct loader *ld, const char *name, const char *path)
+static bool add_prosody_service(struct loader *ld, const char *name, const char *path)
 {
 	struct npd_config *cfg = ld->cfg;
 	struct npd_service *grown, *svc;
-	char buf[80];
 
 	if (!npd_prosody_service(name))
-		fail(ld, path,
-		     "maps to %s, which services does not define and which is not one of "
-		     "Prosody's services (%s)",
-		     quote(buf, sizeof(buf), name, strlen(name)), npd_prosody_service_names);
+		return false;
 	grown = realloc(cfg->services, (cfg->nservices + 1) * sizeof(*grown));
 	if (!grown)
 		fail(ld, path, "out of memory");
@@ -1242,6 +1444,22 @@ static void add_prosody_service(struct loader *ld, const char *name, const char 
 	read_service(ld, lua_gettop(ld->L), svc, path);
 	lua_pop(ld->L, 1);
 	qsort(cfg->services, cfg->nservices, sizeof(*svc), service_cmp);
+	return true;
+}
+
+/* A name for a log line: printable, without quotes or backslashes, "..." when cut to fit. */
+static void log_name(char *out, size_t cap, const char *s, size_t len)
+{
+	bool cut = len >= cap;
+	size_t n = cut ? cap - 4 : len;
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = isprint((unsigned char)s[i]) && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
+	if (cut) {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = '\0';
 }
 
 /* Push proxy_port_mappings' value for m. */
@@ -1253,7 +1471,11 @@ static int push_mapped(lua_State *L, int idx, const struct mapping *m)
 	return lua_rawget(L, idx);
 }
 
-/* proxy_port_mappings = { [15222] = "c2s" }: every name must be a service. */
+/*
+ * proxy_port_mappings = { [15222] = "c2s" }. A name that is no service is
+ * not fatal, as in mod_net_proxy: Prosody runs such a config, and the
+ * other ports are served. It is warned about, and its port is unmapped.
+ */
 static void read_mappings(struct loader *ld)
 {
 	lua_State *L = ld->L;
@@ -1293,12 +1515,22 @@ static void read_mappings(struct loader *ld)
 	/* Then the names; one that services lacks may be Prosody's, added now. */
 	for (size_t i = 0; i < ld->nmap; i++) {
 		struct mapping *m = &ld->map[i];
+		size_t len;
+		const char *name;
 
 		snprintf(path, sizeof(path), "proxy_port_mappings[%u]", m->port);
-		if (push_mapped(L, idx, m) != LUA_TSTRING)
-			fail(ld, path, "expected a service name, got %s", luaL_typename(L, -1));
-		if (find_service(ld->cfg, lua_tostring(L, -1)) < 0)
-			add_prosody_service(ld, lua_tostring(L, -1), path);
+		if (push_mapped(L, idx, m) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+			fail(ld, path, "expected a service name, got %s",
+			     lua_type(L, -1) == LUA_TSTRING ? "\"\"" : luaL_typename(L, -1));
+		name = lua_tolstring(L, -1, &len);
+		if (find_service(ld->cfg, name) < 0 && !add_prosody_service(ld, name, path)) {
+			warn(ld, path,
+			     "maps to %s, which services does not define and which is not one of "
+			     "Prosody's services (%s): its connections will be closed after the "
+			     "header",
+			     quote(buf, sizeof(buf), name, len), npd_prosody_service_names);
+			log_name(m->missing, sizeof(m->missing), name, len);
+		}
 		lua_pop(L, 1);
 	}
 	/* Indices last: adding a service re-sorts them. */
@@ -1326,7 +1558,7 @@ static void read_trusted(struct loader *ld)
 		if (!cfg->trusted)
 			fail(ld, "proxy_trusted_proxies", "out of memory");
 		for (size_t i = 0; i < 2; i++)
-			npd_cidr_parse(defaults[i], &cfg->trusted[cfg->ntrusted++]);
+			np_cidr_parse(defaults[i], strlen(defaults[i]), &cfg->trusted[cfg->ntrusted++]);
 		goto out;
 	}
 	idx = lua_gettop(L);
@@ -1341,9 +1573,10 @@ static void read_trusted(struct loader *ld)
 	if (!cfg->trusted)
 		fail(ld, "proxy_trusted_proxies", "out of memory");
 	for (size_t i = 1; i <= n; i++) {
-		struct npd_cidr *c = &cfg->trusted[cfg->ntrusted];
+		struct np_cidr *c = &cfg->trusted[cfg->ntrusted], host;
 		const char *text, *slash;
-		uint8_t raw[16];
+		size_t len;
+		int r;
 
 		push_item(L, idx, i);
 		item_path(path, sizeof(path), L, idx, "proxy_trusted_proxies", i);
@@ -1351,18 +1584,23 @@ static void read_trusted(struct loader *ld)
 			fail(ld, path,
 			     "expected an address or a CIDR block such as \"10.0.0.0/8\", got %s",
 			     luaL_typename(L, -1));
-		text = lua_tostring(L, -1);
-		if (npd_cidr_parse(text, c) != 0)
+		text = lua_tolstring(L, -1, &len);
+		r = np_cidr_parse(text, len, c);
+		if (r == NP_EFAMILY)
+			fail(ld, path, "%s is an IPv4-mapped block, which no peer matches: a "
+				       "v4-mapped peer is matched as IPv4; write the IPv4 form "
+				       "(\"127.0.0.0/8\" for \"::ffff:127.0.0.0/104\")",
+			     show(L, -1, buf, sizeof(buf)));
+		if (r != 0)
 			fail(ld, path, "%s is not an IPv4 or IPv6 address or CIDR block",
 			     show(L, -1, buf, sizeof(buf)));
 		cfg->ntrusted++;
-		/* npd_cidr_parse() masks host bits; a typo such as 10.0.0.1/8 deserves a word. */
-		slash = strchr(text, '/');
-		if (slash)
-			snprintf(buf, sizeof(buf), "%.*s", (int)(slash - text), text);
-		if (slash && inet_pton(c->family, buf, raw) == 1 &&
-		    memcmp(raw, c->addr, c->family == AF_INET ? 4 : 16) != 0) {
-			format_addr(net, sizeof(net), c->family, c->addr, -1);
+		/* The block's host bits are cleared; a typo such as 10.0.0.1/8 deserves a word. */
+		slash = memchr(text, '/', len);
+		if (slash && np_cidr_parse(text, (size_t)(slash - text), &host) == 0 &&
+		    memcmp(host.addr, c->addr, 16) != 0) {
+			format_addr(net, sizeof(net), c->family == NP_AF_INET ? AF_INET : AF_INET6,
+				    c->addr, -1);
 			warn(ld, path, "%s has host bits set: it is read as %s/%u", text, net,
 			     c->prefix);
 		}
@@ -1552,6 +1790,8 @@ static void add_listener(struct loader *ld, const char *path, sa_family_t family
 	format_addr(l->addr_text, sizeof(l->addr_text), family, addr, port);
 	l->port = port;
 	l->service = m ? m->service : -1;
+	if (m)
+		memcpy(l->missing, m->missing, sizeof(l->missing));
 	l->implicit = implicit;
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		if (cfg->listeners[i].addrlen == l->addrlen &&
@@ -1905,6 +2145,10 @@ static char *read_file(const char *path, bool regular_only, size_t *out_len, cha
 	}
 	if (regular_only && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
 		snprintf(err, errcap, "%s: not a regular file", path);
+		close(fd);
+		return NULL;
+	}
+	if (!npd_file_safe(fd, path, err, errcap)) {
 		close(fd);
 		return NULL;
 	}
@@ -2273,7 +2517,9 @@ static void describe_service(const struct npd_service *s, FILE *out)
 	static const char *const modes[] = {"plain", "send_proxy v1", "send_proxy v2"};
 	bool first = true;
 
-	fprintf(out, "%s (%s", s->name, s->addr_text);
+	fprintf(out, "%s (%s", s->name, s->target[0].text);
+	for (int i = 1; i < s->ntargets; i++)
+		fprintf(out, " and %s", s->target[i].text);
 	if (s->prosody[0])
 		fprintf(out, " from %s", s->prosody);
 	fprintf(out, ", %s", modes[s->send_proxy]);
@@ -2309,7 +2555,10 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 		const struct npd_listener *l = &cfg->listeners[i];
 
 		fprintf(out, "listen %s -> ", l->addr_text);
-		if (l->service < 0)
+		if (l->service < 0 && l->missing[0])
+			fprintf(out, "%s (not a service: connections closed after the header)",
+				l->missing);
+		else if (l->service < 0)
 			fputs("(unmapped: connections closed after the header)", out);
 		else
 			describe_service(&cfg->services[l->service], out);
@@ -2319,7 +2568,8 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 	if (cfg->ntrusted == 0)
 		fputs(" ANY (warning)", out);
 	for (size_t i = 0; i < cfg->ntrusted; i++) {
-		format_addr(net, sizeof(net), cfg->trusted[i].family, cfg->trusted[i].addr, -1);
+		format_addr(net, sizeof(net), cfg->trusted[i].family == NP_AF_INET ? AF_INET : AF_INET6,
+			    cfg->trusted[i].addr, -1);
 		fprintf(out, " %s/%u", net, cfg->trusted[i].prefix);
 	}
 	fprintf(out, "\nheader timeout: %g s\nmax header: %zu bytes\n",

@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "netproxy.h"
+
 #define NPD_NAME_MAX 64	 /* a service name, NUL included */
 #define NPD_ADDR_TEXT 128 /* an address as written in the config, NUL included */
 
@@ -32,11 +34,24 @@ enum npd_send_proxy {
 	NPD_SEND_V2 = 2,   /* a re-emitted v2 header */
 };
 
+/* One address of a service. */
+struct npd_target {
+	struct sockaddr_storage addr; /* AF_INET, AF_INET6 or AF_UNIX */
+	socklen_t addrlen;
+	char text[NPD_ADDR_TEXT]; /* as written: "127.0.0.1:5222", "[::1]:80", "unix:/run/s" */
+};
+
+/*
+ * A service has one address, or two of different families (a v4-mapped
+ * IPv6 address counts as IPv4): a connection goes to the one of its
+ * client's family, else to the first (backend.h). A UNIX socket stands alone.
+ */
+#define NPD_TARGETS_MAX 2
+
 struct npd_service {
 	char name[NPD_NAME_MAX];
-	struct sockaddr_storage addr; /* where to connect: AF_INET, AF_INET6 or AF_UNIX */
-	socklen_t addrlen;
-	char addr_text[NPD_ADDR_TEXT]; /* as written: "127.0.0.1:5222", "[::1]:80", "unix:/run/s" */
+	struct npd_target target[NPD_TARGETS_MAX]; /* where to connect, in the order written */
+	int ntargets;				    /* 1 or 2 */
 	enum npd_send_proxy send_proxy;
 	bool crc32c;		   /* v2: add a CRC32C TLV */
 	uint8_t pass_tlvs[256 / 8]; /* v2: bitmap of the TLV types passed on */
@@ -46,7 +61,7 @@ struct npd_service {
 	bool transparent_port; /* ... and its port, when free (default) */
 	uint32_t mark;	       /* SO_MARK on the backend socket; 0: none */
 	char prosody[192];     /* for one of Prosody's services without connect, where its
-				  address came from ("Prosody's c2s_ports and interfaces"); else "" */
+				  addresses came from ("Prosody's c2s_ports and interfaces"); else "" */
 };
 
 struct npd_listener {
@@ -55,13 +70,14 @@ struct npd_listener {
 	char addr_text[NPD_ADDR_TEXT]; /* "0.0.0.0:15222", "[::]:15222", "127.0.0.1:15222" */
 	uint16_t port;
 	int service;   /* index into npd_config.services, or -1 for an unmapped port */
+	/*
+	 * With service -1: the name proxy_port_mappings gives the port, which is
+	 * no service (shortened, with "..." at the end, when long); "" when the
+	 * port has no mapping. Either way its connections are closed after the
+	 * header.
+	 */
+	char missing[NPD_NAME_MAX];
 	bool implicit; /* came from "*": an address family the host lacks is skipped with a warning */
-};
-
-struct npd_cidr {
-	sa_family_t family; /* AF_INET or AF_INET6 */
-	uint8_t prefix;	    /* 0..32 or 0..128 */
-	uint8_t addr[16];   /* network order, host bits zero */
 };
 
 struct npd_config {
@@ -70,7 +86,7 @@ struct npd_config {
 	size_t nlisteners;
 	struct npd_service *services;
 	size_t nservices;
-	struct npd_cidr *trusted; /* none: everyone is trusted (warned about at load) */
+	struct np_cidr *trusted; /* none: everyone is trusted (warned about at load) */
 	size_t ntrusted;
 	int header_timeout_ms;
 	size_t max_header;
@@ -111,11 +127,15 @@ int npd_config_load_string(const char *name, const char *lua, struct npd_config 
 
 void npd_config_free(struct npd_config *cfg);
 
-/* Nonzero when addr (an accepted peer) is in the trusted list; v4-mapped IPv6 match IPv4 entries. */
-bool npd_config_trusts(const struct npd_config *cfg, const struct sockaddr *addr);
+/* AF_INET, AF_INET6 or AF_UNIX: t's family on the wire (a v4-mapped IPv6 address is AF_INET). */
+int npd_target_family(const struct npd_target *t);
 
-/* Parse "a.b.c.d", "a.b.c.d/n", "v6", "v6/n" into *cidr. Returns 0 or -1. */
-int npd_cidr_parse(const char *text, struct npd_cidr *cidr);
+/*
+ * Nonzero when addr (an accepted peer) may send headers: in the trusted list,
+ * as np_cidr_match() reads it, or any peer when the list is empty; a UNIX
+ * socket's peer always.
+ */
+bool npd_config_trusts(const struct npd_config *cfg, const struct sockaddr *addr);
 
 /* Write the listeners, where each goes, and the trusted list, one per line (netproxyd -t). */
 void npd_config_describe(const struct npd_config *cfg, FILE *out);

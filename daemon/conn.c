@@ -194,8 +194,12 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), h->tlv_len);
 	}
 	if (!svc) {
-		npd_conn_close(c, "port %u has no mapping in proxy_port_mappings",
-			       (unsigned)c->listener->port);
+		if (c->listener->missing[0])
+			npd_conn_close(c, "port %u is mapped to %s, which is not a service",
+				       (unsigned)c->listener->port, c->listener->missing);
+		else
+			npd_conn_close(c, "port %u has no mapping in proxy_port_mappings",
+				       (unsigned)c->listener->port);
 		return;
 	}
 
@@ -230,27 +234,54 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 	connect_backend(c);
 }
 
+/*
+ * A header over proxy_max_header. The cap is a memory bound, so the line
+ * says which setting to raise, and for a v2 header, whose 16 fixed bytes
+ * announce its length, by how much.
+ */
+static void too_big(struct npd_conn *c)
+{
+	static const uint8_t v2_sig[12] = "\r\n\r\n\0\r\nQUIT\n"; /* 12 bytes, no NUL */
+	const struct npd_buf *b = c->client.in;
+	size_t max = c->gen->cfg->max_header;
+
+	if (b->len >= NP_V2_MIN_LEN && memcmp(b->data, v2_sig, sizeof(v2_sig)) == 0)
+		npd_conn_close(c,
+			       "header of %d bytes is larger than proxy_max_header (%zu); raise "
+			       "proxy_max_header (at most %d) to accept it",
+			       NP_V2_MIN_LEN + (b->data[14] << 8 | b->data[15]), max, NP_V2_MAX_LEN);
+	else
+		npd_conn_close(c,
+			       "header larger than proxy_max_header (%zu); raise proxy_max_header "
+			       "(at most %d) to accept it",
+			       max, NP_V2_MAX_LEN);
+}
+
 static void header_failed(struct npd_conn *c, int err)
 {
 	const struct npd_buf *b = c->client.in;
 	char first[64];
 
+	if (err == NP_ETOOBIG) {
+		too_big(c);
+		return;
+	}
 	npd_escape(first, sizeof(first), b->data, b->len < 24 ? b->len : 24);
-	if (err == NP_ETOOBIG)
-		npd_conn_close(c, "header larger than proxy_max_header (%zu bytes)",
-			       c->gen->cfg->max_header);
-	else
-		npd_conn_close(c, "malformed header: %s (%s), first bytes [%s]", np_strerror(err),
-			       np_errname(err), first);
+	npd_conn_close(c, "malformed header: %s (%s), first bytes [%s]", np_strerror(err),
+		       np_errname(err), first);
 }
 
-/* A header longer than a pool buffer: move it to a buffer of proxy_max_header bytes. */
+/*
+ * A header longer than a pool buffer: move it to a buffer of proxy_max_header
+ * bytes, and the headroom. Up to 65551 + 64 bytes for each connection in its
+ * header phase, freed when it has been relayed. NULL when out of memory.
+ */
 static struct npd_buf *grow(struct npd_conn *c)
 {
 	struct npd_buf *b = c->client.in, *big;
 	size_t cap = c->gen->cfg->max_header + NPD_BUF_HEADROOM;
 
-	if (b->cap >= cap || !(big = malloc(sizeof(*big) + cap)))
+	if (!(big = malloc(sizeof(*big) + cap)))
 		return NULL;
 	big->cap = (uint32_t)cap;
 	big->off = 0;
@@ -271,9 +302,13 @@ static void read_header(struct npd_conn *c)
 			return;
 		}
 		size_t room = b->cap - NPD_BUF_HEADROOM - b->len;
+		/* Full: the parser would have said if proxy_max_header were passed. */
+		if (room == 0 && b->cap >= cfg->max_header + NPD_BUF_HEADROOM) {
+			too_big(c);
+			return;
+		}
 		if (room == 0 && !(b = grow(c))) {
-			npd_conn_close(c, "header larger than proxy_max_header (%zu bytes)",
-				       cfg->max_header);
+			npd_conn_close(c, "out of memory");
 			return;
 		}
 		room = b->cap - NPD_BUF_HEADROOM - b->len;
@@ -324,10 +359,11 @@ static void connect_backend(struct npd_conn *c)
 	static const union npd_sockaddr none = {.sa.sa_family = AF_UNSPEC};
 	const union npd_sockaddr *from =
 		c->transport == NP_TRANSPORT_STREAM ? &c->client_addr : &none;
-	int fd = npd_backend_socket(svc, from, &port_moved, why, sizeof(why));
+	const struct npd_target *to = c->target = npd_backend_target(svc, from);
+	int fd = npd_backend_socket(svc, to, from, &port_moved, why, sizeof(why));
 
 	if (fd < 0) {
-		npd_conn_close(c, "backend %s (%s): %s", svc->name, svc->addr_text, why);
+		npd_conn_close(c, "backend %s (%s): %s", svc->name, to->text, why);
 		return;
 	}
 	/* Common and harmless (a client on this host holds its own port): debug only. */
@@ -338,15 +374,15 @@ static void connect_backend(struct npd_conn *c)
 			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), svc->name);
 	}
 	c->backend.fd = fd;
-	c->backend.short_read_drains = svc->addr.ss_family != AF_UNIX;
+	c->backend.short_read_drains = to->addr.ss_family != AF_UNIX;
 	if (watch(c->w, &c->backend) != 0) {
 		npd_conn_close(c, "epoll: %s", strerror(errno));
 		return;
 	}
-	if (connect(fd, (const struct sockaddr *)&svc->addr, svc->addrlen) == 0) {
+	if (connect(fd, (const struct sockaddr *)&to->addr, to->addrlen) == 0) {
 		c->backend.writable = true;
 	} else if (errno != EINPROGRESS) {
-		npd_conn_close(c, "backend %s (%s) unreachable: %s", svc->name, svc->addr_text,
+		npd_conn_close(c, "backend %s (%s) unreachable: %s", svc->name, to->text,
 			       strerror(errno));
 		return;
 	}
@@ -417,14 +453,14 @@ static void connecting(struct npd_conn *c)
 	}
 	if (up < 0) {
 		/* A UNIX socket's connect() is done at once: then it is the send that failed. */
-		npd_conn_close(c, "backend %s (%s) %s: %s", svc->name, svc->addr_text,
-			       svc->addr.ss_family == AF_UNIX ? "failed" : "connect failed",
+		npd_conn_close(c, "backend %s (%s) %s: %s", svc->name, c->target->text,
+			       c->target->addr.ss_family == AF_UNIX ? "failed" : "connect failed",
 			       strerror(err));
 		return;
 	}
 	c->state = NPD_CONN_RELAY;
 	npd_log(NPD_LOG_DEBUG, "conn=%llu connected to %s (%s)", (unsigned long long)c->id,
-		svc->name, svc->addr_text);
+		svc->name, c->target->text);
 	if (svc->idle_timeout_ms > 0) {
 		struct npd_timer_list *tl = npd_worker_timers(c->w, svc->idle_timeout_ms);
 		if (!tl) {
@@ -485,7 +521,7 @@ void npd_conn_expire(struct npd_conn *c)
 		break;
 	case NPD_CONN_CONNECTING:
 		npd_conn_close(c, "backend %s (%s) connect timeout (%d ms)", c->service->name,
-			       c->service->addr_text, c->service->connect_timeout_ms);
+			       c->target->text, c->service->connect_timeout_ms);
 		break;
 	case NPD_CONN_LINGER:
 		npd_linger(c, true);

@@ -86,6 +86,7 @@ struct npd_conn {
 	struct npd_gen *gen;
 	const struct npd_listener *listener;
 	const struct npd_service *service; /* NULL for an unmapped port */
+	const struct npd_target *target;   /* the service's address it goes to; NULL before */
 	struct npd_timer timer;		   /* header, connect or idle deadline */
 	struct npd_list link;		   /* in the worker's conns, then its graveyard */
 	struct npd_conn *next_free;

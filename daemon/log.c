@@ -12,14 +12,20 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
-static bool log_to_syslog;
-static int log_level = NPD_LOG_INFO;
+/*
+ * Set by the main thread at start and on reloads, read by every worker for
+ * each line: atomics, relaxed, since a line logged under the old level during
+ * a reload is harmless, but a torn or cached read is undefined behaviour.
+ */
+static atomic_bool log_to_syslog;
+static atomic_int log_level = NPD_LOG_INFO;
 
 /* This thread's lines not written yet, when it batches. */
 static _Thread_local struct {
@@ -30,15 +36,15 @@ static _Thread_local struct {
 
 void npd_log_setup(bool use_syslog, int level)
 {
-	log_to_syslog = use_syslog;
-	log_level = level;
-	if (use_syslog)
+	if (use_syslog && !atomic_load_explicit(&log_to_syslog, memory_order_relaxed))
 		openlog("netproxyd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	atomic_store_explicit(&log_to_syslog, use_syslog, memory_order_relaxed);
+	atomic_store_explicit(&log_level, level, memory_order_relaxed);
 }
 
 bool npd_log_enabled(int level)
 {
-	return level <= log_level;
+	return level <= atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
 static const char *level_name(int level)
@@ -77,7 +83,7 @@ void npd_log(int level, const char *fmt, ...)
 
 	if (!npd_log_enabled(level))
 		return;
-	if (!log_to_syslog) {
+	if (!atomic_load_explicit(&log_to_syslog, memory_order_relaxed)) {
 		struct timespec ts;
 		struct tm tm;
 
@@ -98,7 +104,7 @@ void npd_log(int level, const char *fmt, ...)
 		memcpy(line + n, "...", 3);
 		n += 3;
 	}
-	if (log_to_syslog) {
+	if (atomic_load_explicit(&log_to_syslog, memory_order_relaxed)) {
 		line[n] = '\0';
 		syslog(syslog_priority(level), "%s", line);
 		return;

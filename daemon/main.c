@@ -14,21 +14,24 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <lua.h>
+
 #include "config.h"
 #include "listen.h"
 #include "log.h"
 #include "netproxy.h"
 #include "privs.h"
 #include "routing.h"
+#include "trial.h"
 #include "worker.h"
 
 #define PROG "netproxyd"
 
 static void usage(FILE *out)
 {
-	fputs("usage: " PROG " [-c FILE] [-t] [-v] [--syslog]\n"
+	fputs("usage: " PROG " [-c FILE] [-t] [-d] [--syslog]\n"
 	      "       " PROG " -l [ADDR:]PORT -b BACKEND [--send-proxy v1|v2] [--trusted CIDR]...\n"
-	      "       " PROG " --help | --version\n"
+	      "       " PROG " -h | -v | -V\n"
 	      "\n"
 	      "Receive PROXY protocol connections on the PROXY ports, check the sender is\n"
 	      "trusted, read the header and relay each connection to the service its port\n"
@@ -40,82 +43,125 @@ static void usage(FILE *out)
 	      "                        15222 -> 127.0.0.1:5222, 15269 -> 127.0.0.1:5269\n"
 	      "  -t, --test            check the config (or -l/-b), print what it listens on,\n"
 	      "                        exit 0 or 1\n"
-	      "  -v, --verbose         log more (debug)\n"
+	      "  -d, --debug           log more (debug)\n"
 	      "      --syslog          log to syslog instead of standard error\n"
 	      "  -l, --listen [ADDR:]PORT   one PROXY port, without a config file\n"
 	      "  -b, --backend HOST:PORT|[V6]:PORT|unix:PATH   where -l's connections go\n"
 	      "      --send-proxy v1|v2    pass the client on in a PROXY header (default: none)\n"
-	      "      --trusted CIDR    a trusted sender for -l (repeatable; default loopback)\n"
+	      "      --trusted CIDR    a trusted sender for -l (repeatable; default 127.0.0.1\n"
+	      "                        and ::1)\n"
 	      "      --setup-routing   install the policy routing transparent services need\n"
 	      "                        (ip rule/route, table 7001), then exit\n"
 	      "  -h, --help            this help\n"
-	      "      --version         the version\n"
+	      "  -v, --version         the version\n"
+	      "  -V                    the version and how it was built\n"
 	      "\n"
-	      "signals: SIGHUP reloads the config, SIGTERM and SIGINT stop.\n",
+	      "signals: SIGHUP reloads the config, SIGTERM and SIGINT stop; SIGUSR1 and\n"
+	      "SIGUSR2 are logged and otherwise ignored.\n",
 	      out);
 }
 
 /* A Lua string literal for s: every byte that is not plain becomes \ddd. */
-static void lua_quote(char *out, size_t cap, const char *s)
+static void lua_quote(FILE *out, const char *s)
 {
-	size_t w = 0;
-
-	out[w++] = '"';
-	for (; *s && w + 6 < cap; s++) {
+	fputc('"', out);
+	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		    strchr(".:[]/_-", c))
-			out[w++] = (char)c;
+			fputc(c, out);
 		else
-			w += (size_t)snprintf(out + w, cap - w, "\\%03u", c);
+			fprintf(out, "\\%03u", c);
 	}
-	out[w++] = '"';
-	out[w] = '\0';
+	fputc('"', out);
 }
 
 /*
  * The config for -l/-b, written as Lua so that it goes through the same
- * checks as a file. Returns 0, or -1 with a message printed.
+ * checks as a file; its size is the command line's. Returns the text (free
+ * it), or NULL with a message printed.
  */
-static int cli_config(char *out, size_t cap, const char *listen, const char *backend,
-		      const char *send_proxy, char **trusted, int ntrusted)
+static char *cli_config(const char *listen, const char *backend, const char *send_proxy,
+			char **trusted, int ntrusted)
 {
 	const char *colon = strrchr(listen, ':');
 	const char *port_text = colon ? colon + 1 : listen;
-	char *end;
+	char *end, *text = NULL;
 	long port = strtol(port_text, &end, 10);
-	char q_listen[300], q_backend[600], q_item[300];
+	size_t len = 0;
+	FILE *out;
 
 	if (*port_text == '\0' || *end != '\0' || port < 1 || port > 65535) {
 		fprintf(stderr, PROG ": -l %s: expected [ADDR:]PORT with a port from 1 to 65535\n",
 			listen);
-		return -1;
+		return NULL;
 	}
-	lua_quote(q_listen, sizeof(q_listen), listen);
-	lua_quote(q_backend, sizeof(q_backend), backend);
-	size_t n = (size_t)snprintf(out, cap,
-				    "proxy_ports = { %s }\n"
-				    "proxy_port_mappings = { [%ld] = \"backend\" }\n"
-				    "services = { backend = { connect = %s",
-				    colon ? q_listen : port_text, port, q_backend);
-	if (send_proxy) {
-		lua_quote(q_item, sizeof(q_item), send_proxy);
-		n += (size_t)snprintf(out + n, cap - n, ", send_proxy = %s", q_item);
+	if (send_proxy && strcmp(send_proxy, "v1") != 0 && strcmp(send_proxy, "v2") != 0) {
+		fprintf(stderr, PROG ": --send-proxy %s: expected v1 or v2\n", send_proxy);
+		return NULL;
 	}
-	n += (size_t)snprintf(out + n, cap - n, " } }\n");
+	out = open_memstream(&text, &len);
+	if (!out) {
+		fprintf(stderr, PROG ": %s\n", strerror(errno));
+		return NULL;
+	}
+	fputs("proxy_ports = { ", out);
+	if (colon)
+		lua_quote(out, listen);
+	else
+		fprintf(out, "%ld", port);
+	fprintf(out, " }\nproxy_port_mappings = { [%ld] = \"backend\" }\n"
+		     "services = { backend = { connect = ", port);
+	lua_quote(out, backend);
+	if (send_proxy)
+		fprintf(out, ", send_proxy = \"%s\"", send_proxy);
+	fputs(" } }\n", out);
 	if (ntrusted > 0) {
-		n += (size_t)snprintf(out + n, cap - n, "proxy_trusted_proxies = {");
+		fputs("proxy_trusted_proxies = {", out);
 		for (int i = 0; i < ntrusted; i++) {
-			lua_quote(q_item, sizeof(q_item), trusted[i]);
-			n += (size_t)snprintf(out + n, cap - n, " %s,", q_item);
+			fputc(' ', out);
+			lua_quote(out, trusted[i]);
+			fputc(',', out);
 		}
-		n += (size_t)snprintf(out + n, cap - n, " }\n");
+		fputs(" }\n", out);
 	}
-	if (n >= cap) {
-		fprintf(stderr, PROG ": command line too long\n");
-		return -1;
+	if (fclose(out) != 0) {
+		free(text);
+		fprintf(stderr, PROG ": %s\n", strerror(errno));
+		return NULL;
 	}
-	return 0;
+	return text;
+}
+
+/*
+ * A message about the config that -l/-b wrote, in the command line's terms:
+ * "command line:3: services.backend.connect: ..." becomes "-b: ...".
+ * Returns msg itself when no flag is named, else out.
+ */
+static const char *cli_message(char *out, size_t cap, const char *msg)
+{
+	static const struct {
+		const char *key, *flag;
+	} flags[] = {
+		{"proxy_ports[1]: ", "-l"},
+		{"services.backend.connect: ", "-b"},
+		{"services.backend.send_proxy: ", "--send-proxy"},
+		{"proxy_trusted_proxies[", "--trusted"},
+	};
+	const char *p = strstr(msg, ": ");
+
+	for (size_t i = 0; p && i < sizeof(flags) / sizeof(flags[0]); i++) {
+		size_t klen = strlen(flags[i].key);
+
+		if (strncmp(p + 2, flags[i].key, klen) != 0)
+			continue;
+		const char *rest = p + 2 + klen;
+		if (flags[i].key[klen - 1] == '[' && strstr(rest, "]: ")) /* "proxy_trusted_proxies[2]: " */
+			rest = strstr(rest, "]: ") + 3;
+		snprintf(out, cap, "%s: %s", flags[i].flag, rest);
+		return out;
+	}
+	return msg;
 }
 
 /* Where the config comes from, for start-up and every reload. */
@@ -123,7 +169,15 @@ struct source {
 	const char *path; /* a file, or NULL */
 	const char *lua;  /* else Lua source: the default or the command line's */
 	const char *name;
+	bool cli;	  /* lua is the command line's: messages name its flags */
 };
+
+/* The loader's error for src, in the terms its user wrote it in. */
+static const char *error_text(const struct source *src, const struct npd_config_diag *diag,
+			      char *buf, size_t cap)
+{
+	return src->cli ? cli_message(buf, cap, diag->error) : diag->error;
+}
 
 static void warn_to_log(void *ctx, const char *text)
 {
@@ -137,15 +191,27 @@ static void warn_to_stderr(void *ctx, const char *text)
 	fprintf(stderr, PROG ": warning: %s\n", text);
 }
 
-static struct npd_config *load(const struct source *src, void (*warn)(void *, const char *))
+/*
+ * The config of src, evaluated apart first (trial.h) so that no config can
+ * hang the daemon, then loaded here. Returns it, or NULL with the cause
+ * logged; *stop_sig is set when a signal of stop_sigs ended the trial.
+ */
+static struct npd_config *load(const struct source *src, void (*warn)(void *, const char *),
+			       const sigset_t *stop_sigs, int *stop_sig)
 {
 	struct npd_config_diag diag = {.warn = warn};
 	struct npd_config *cfg = NULL;
-	int r = src->path ? npd_config_load_file(src->path, &cfg, &diag)
-			  : npd_config_load_string(src->name, src->lua, &cfg, &diag);
+	char buf[sizeof(diag.error)];
+	int r = npd_config_trial(src->path, src->name, src->lua, stop_sigs, stop_sig, diag.error,
+				 sizeof(diag.error));
 
+	if (r == NPD_TRIAL_STOPPED)
+		return NULL;
+	if (r == NPD_TRIAL_OK)
+		r = src->path ? npd_config_load_file(src->path, &cfg, &diag)
+			      : npd_config_load_string(src->name, src->lua, &cfg, &diag);
 	if (r != 0) {
-		npd_log(NPD_LOG_ERROR, "%s", diag.error);
+		npd_log(NPD_LOG_ERROR, "%s", error_text(src, &diag, buf, sizeof(buf)));
 		return NULL;
 	}
 	return cfg;
@@ -320,9 +386,6 @@ static bool any_transparent(const struct npd_config *cfg, bool or_mark)
  */
 static void check_privileges_and_routing(const struct npd_config *cfg)
 {
-	if (geteuid() == 0 && !cfg->user[0])
-		npd_log(NPD_LOG_WARN, "running as root: set user (and group) in the config to "
-				      "drop privileges after binding");
 	if (any_transparent(cfg, true) && !npd_privs_have_net_admin())
 		npd_log(NPD_LOG_WARN, "transparent services and marks need CAP_NET_ADMIN, which this "
 				      "process lacks: their connections will fail (see netproxyd(8), "
@@ -350,14 +413,19 @@ static void check_privileges_and_routing(const struct npd_config *cfg)
 	free(text);
 }
 
-static void reload(const struct source *src, struct npd_worker *workers, int nworkers,
-		   struct npd_gen **gen, struct sockets *socks)
+/* Returns 0, or the stop signal that came while the new config was evaluated. */
+static int reload(const struct source *src, const sigset_t *stop_sigs, struct npd_worker *workers,
+		  int nworkers, struct npd_gen **gen, struct sockets *socks)
 {
+	int stop_sig = 0;
+
 	npd_log(NPD_LOG_INFO, "SIGHUP: reloading %s", src->name);
-	struct npd_config *cfg = load(src, warn_to_log);
+	struct npd_config *cfg = load(src, warn_to_log, stop_sigs, &stop_sig);
 	if (!cfg) {
+		if (stop_sig)
+			return stop_sig;
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
-		return;
+		return 0;
 	}
 	if (worker_count(cfg) != nworkers)
 		npd_log(NPD_LOG_WARN, "workers changed: takes effect at the next start (running %d)",
@@ -367,7 +435,7 @@ static void reload(const struct source *src, struct npd_worker *workers, int nwo
 	if (open_sockets(cfg, nworkers, socks, &fresh) != 0) {
 		npd_config_free(cfg);
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
-		return;
+		return 0;
 	}
 	apply_log_settings(cfg);
 	check_privileges_and_routing(cfg);
@@ -383,15 +451,21 @@ static void reload(const struct source *src, struct npd_worker *workers, int nwo
 	*gen = g;
 	npd_log(NPD_LOG_INFO, "reloaded: generation %u", g->number);
 	log_description(cfg);
+	return 0;
+}
+
+static const char *sig_name(int sig)
+{
+	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
 int main(int argc, char **argv)
 {
-	enum { OPT_SYSLOG = 256, OPT_VERSION, OPT_SEND_PROXY, OPT_TRUSTED, OPT_SETUP_ROUTING };
+	enum { OPT_SYSLOG = 256, OPT_SEND_PROXY, OPT_TRUSTED, OPT_SETUP_ROUTING };
 	static const struct option options[] = {
 		{"config", required_argument, NULL, 'c'},
 		{"test", no_argument, NULL, 't'},
-		{"verbose", no_argument, NULL, 'v'},
+		{"debug", no_argument, NULL, 'd'},
 		{"syslog", no_argument, NULL, OPT_SYSLOG},
 		{"listen", required_argument, NULL, 'l'},
 		{"backend", required_argument, NULL, 'b'},
@@ -399,15 +473,19 @@ int main(int argc, char **argv)
 		{"trusted", required_argument, NULL, OPT_TRUSTED},
 		{"setup-routing", no_argument, NULL, OPT_SETUP_ROUTING},
 		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, OPT_VERSION},
+		{"version", no_argument, NULL, 'v'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *config_path = NULL, *listen = NULL, *backend = NULL, *send_proxy = NULL;
-	char *trusted[32];
+	char **trusted = calloc((size_t)argc, sizeof(*trusted)); /* at most one per argument */
 	int ntrusted = 0, verbose = 0, opt;
 	bool test = false, use_syslog = false, setup_routing = false;
 
-	while ((opt = getopt_long(argc, argv, "c:tvl:b:h", options, NULL)) != -1) {
+	if (!trusted) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	while ((opt = getopt_long(argc, argv, "c:tdl:b:hvV", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
@@ -415,7 +493,7 @@ int main(int argc, char **argv)
 		case 't':
 			test = true;
 			break;
-		case 'v':
+		case 'd':
 			verbose++;
 			break;
 		case OPT_SYSLOG:
@@ -434,17 +512,18 @@ int main(int argc, char **argv)
 			send_proxy = optarg;
 			break;
 		case OPT_TRUSTED:
-			if (ntrusted == (int)(sizeof(trusted) / sizeof(trusted[0]))) {
-				fprintf(stderr, PROG ": too many --trusted\n");
-				return 2;
-			}
 			trusted[ntrusted++] = optarg;
 			break;
 		case 'h':
 			usage(stdout);
 			return 0;
-		case OPT_VERSION:
+		case 'v':
 			printf(PROG " " NP_VERSION_STRING "\n");
+			return 0;
+		case 'V':
+			printf(PROG " " NP_VERSION_STRING "\nbuilt with %s, " LUA_RELEASE
+			       ", libcap; compiler " __VERSION__ "\n",
+			       "libnetproxy " NP_VERSION_STRING);
 			return 0;
 		default:
 			fprintf(stderr, "Try '" PROG " --help'.\n");
@@ -464,14 +543,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	char cli_lua[4096];
 	struct source src = {.path = config_path, .name = config_path};
 	if (listen) {
-		if (cli_config(cli_lua, sizeof(cli_lua), listen, backend, send_proxy, trusted,
-			       ntrusted) != 0)
+		src.lua = cli_config(listen, backend, send_proxy, trusted, ntrusted);
+		if (!src.lua)
 			return 2;
-		src.lua = cli_lua;
 		src.name = "command line";
+		src.cli = true;
 	} else if (!config_path) {
 		src.lua = npd_config_default_lua;
 		src.name = "built-in default";
@@ -480,10 +558,15 @@ int main(int argc, char **argv)
 	if (test || setup_routing) {
 		struct npd_config_diag diag = {.warn = warn_to_stderr};
 		struct npd_config *cfg = NULL;
-		int r = src.path ? npd_config_load_file(src.path, &cfg, &diag)
-				 : npd_config_load_string(src.name, src.lua, &cfg, &diag);
+		int r = npd_config_trial(src.path, src.name, src.lua, NULL, NULL, diag.error,
+					 sizeof(diag.error));
+		if (r == 0)
+			r = src.path ? npd_config_load_file(src.path, &cfg, &diag)
+				     : npd_config_load_string(src.name, src.lua, &cfg, &diag);
 		if (r != 0) {
-			fprintf(stderr, PROG ": %s\n", diag.error);
+			char buf[sizeof(diag.error)];
+
+			fprintf(stderr, PROG ": %s\n", error_text(&src, &diag, buf, sizeof(buf)));
 			return 1;
 		}
 		char why[256];
@@ -503,31 +586,51 @@ int main(int argc, char **argv)
 	cli_log.syslog = use_syslog;
 	cli_log.verbose = verbose;
 	npd_log_setup(use_syslog, NPD_LOG_INFO + verbose);
-	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
-	struct npd_config *cfg = load(&src, warn_to_log);
-	if (!cfg)
-		return 1;
-	apply_log_settings(cfg);
-	raise_fd_limit();
-
-	/* Signals are taken by sigwaitinfo() below, in this thread only. */
-	sigset_t sigs;
-	sigemptyset(&sigs);
+	/*
+	 * Signals are taken by sigwaitinfo() below, in this thread only (the
+	 * workers inherit the mask), and by the config's trial while it waits.
+	 */
+	sigset_t sigs, stop_sigs;
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	sigs = stop_sigs;
 	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+
+	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
+	int stop_sig = 0;
+	struct npd_config *cfg = load(&src, warn_to_log, &stop_sigs, &stop_sig);
+	if (!cfg) {
+		if (!stop_sig)
+			return 1;
+		npd_log(NPD_LOG_INFO, "%s: stopping", sig_name(stop_sig));
+		return 0;
+	}
+	apply_log_settings(cfg);
+	raise_fd_limit();
 
 	int nworkers = worker_count(cfg);
 	struct sockets socks;
 	if (open_sockets(cfg, nworkers, NULL, &socks) != 0)
 		return 1;
 	char why[256];
+	bool was_root = geteuid() == 0;
 	if (npd_privs_drop(cfg, why, sizeof(why)) != 0) {
 		npd_log(NPD_LOG_ERROR, "%s: %s", src.name, why);
 		return 1;
 	}
+	if (was_root && !cfg->user[0])
+		npd_log(NPD_LOG_INFO, "started as root without user: running as nobody (set user "
+				      "and group in the config to choose)");
+	/* A reload reads the file again, as the user netproxyd has become. */
+	if (src.path && access(src.path, R_OK) != 0)
+		npd_log(NPD_LOG_WARN, "%s: %s, now that netproxyd runs as uid %u: reloads will fail; "
+				      "make it readable by this user or group (set user and group)",
+			src.path, strerror(errno), (unsigned)geteuid());
 	check_privileges_and_routing(cfg);
 	struct npd_gen *gen = npd_gen_new(cfg, 1);
 	struct npd_worker *workers = calloc((size_t)nworkers, sizeof(*workers));
@@ -560,11 +663,21 @@ int main(int argc, char **argv)
 		int sig = sigwaitinfo(&sigs, &si);
 		if (sig < 0)
 			continue; /* EINTR */
-		if (sig == SIGHUP) {
-			reload(&src, workers, nworkers, &gen, &socks);
+		if (sig == SIGHUP)
+			sig = reload(&src, &stop_sigs, workers, nworkers, &gen, &socks);
+		if (sig == 0)
+			continue;
+		if (sig == SIGUSR1 || sig == SIGUSR2) {
+			/*
+			 * nginx reopens its logs on SIGUSR1 and HAProxy stops softly: a
+			 * signal sent out of habit must not kill, as its default would.
+			 */
+			npd_log(NPD_LOG_INFO, "%s: ignored (SIGHUP reloads, SIGTERM stops; the log "
+					      "is standard error or syslog, with nothing to reopen)",
+				sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
 			continue;
 		}
-		npd_log(NPD_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		npd_log(NPD_LOG_INFO, "%s: stopping", sig_name(sig));
 		break;
 	}
 	for (int k = 0; k < nworkers; k++)

@@ -8,7 +8,8 @@
  * interfaces from "<name>_interfaces", else "local_interfaces" for a private
  * service (one meant for this host only), else "interfaces", else every
  * address ("*" and "::", as use_ipv4 and use_ipv6 allow). netproxyd
- * connects where Prosody listens: the first interface and the first port.
+ * connects where Prosody listens: the first port, on the first interface
+ * of each address family, so that a client reaches Prosody over its own.
  */
 #ifndef NPD_PROSODY_H
 #define NPD_PROSODY_H
@@ -32,7 +33,9 @@ extern const char npd_prosody_service_names[];
 /*
  * The host to connect to for an interface Prosody listens on: the wildcards
  * "*" and "0.0.0.0" are reached at 127.0.0.1, "::" at ::1, and any other
- * interface at itself. Returns a pointer to a constant or to iface.
+ * interface at itself. ("*" is IPv4 alone in Prosody: LuaSocket binds it
+ * as 0.0.0.0, and "::" with IPV6_V6ONLY.) Returns a pointer to a constant
+ * or to iface.
  */
 const char *npd_prosody_connect_host(const char *iface);
 

@@ -115,7 +115,7 @@ static void visit_rule(const struct nlmsghdr *h, void *ctx)
 		else if (a->rta_type == FRA_SRC && n <= 16)
 			memcpy(r->src, v, n);
 		else if (a->rta_type == FRA_IIFNAME)
-			r->iif_lo = strncmp(v, "lo", n) == 0 && (n == 2 || ((const char *)v)[2] == 0);
+			r->iif_lo = npd_routing_is_lo(v, n);
 		else if (a->rta_type == FRA_SPORT_RANGE && n >= sizeof(struct fib_rule_port_range)) {
 			const struct fib_rule_port_range *p = v;
 			r->sport = p->start == p->end ? p->start : 0;
@@ -170,15 +170,17 @@ static size_t wanted_rules(const struct npd_config *cfg, struct rule *out, size_
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < cfg->nservices; i++) {
-		const struct npd_service *s = &cfg->services[i];
+	/* Each address of a service: a connection goes to the one of its client's family. */
+	for (size_t t = 0; t < cfg->nservices * NPD_TARGETS_MAX; t++) {
+		const struct npd_service *svc = &cfg->services[t / NPD_TARGETS_MAX];
+		const struct npd_target *s = &svc->target[t % NPD_TARGETS_MAX];
 		struct rule w;
 		uint8_t v4[4];
 
 		memset(&w, 0, sizeof(w)); /* padding too: rules are compared with memcmp */
 		w.table = NPD_ROUTING_TABLE;
 
-		if (!s->transparent)
+		if (!svc->transparent || (int)(t % NPD_TARGETS_MAX) >= svc->ntargets)
 			continue;
 		if (s->addr.ss_family == AF_INET) {
 			const struct sockaddr_in *in = (const void *)&s->addr;
@@ -312,13 +314,41 @@ bool npd_routing_check(const struct npd_config *cfg, FILE *out)
 	return v4 == 0 && v6 == 0;
 }
 
+bool npd_routing_is_lo(const void *name, size_t len)
+{
+	/* The kernel's attribute holds the name and its NUL; never read past len. */
+	return (len == 2 || (len > 2 && ((const char *)name)[2] == '\0')) &&
+	       memcmp(name, "lo", 2) == 0;
+}
+
+/*
+ * ip(8) from the system's own directories, never from PATH: --setup-routing
+ * runs as root, and a PATH that someone else chose must not pick the program.
+ */
+static const char *ip_program(void)
+{
+	static const char *const places[] = {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"};
+
+	for (size_t i = 0; i < sizeof(places) / sizeof(places[0]); i++)
+		if (access(places[i], X_OK) == 0)
+			return places[i];
+	return NULL;
+}
+
 /* Run one "ip ..." command line (words separated by single spaces). */
 static int run(const char *cmd, void *ctx)
 {
+	static char *const env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL};
+	const char *ip = ip_program();
 	char copy[160], *argv[20], *save;
 	int argc = 0, status;
 
 	(void)ctx;
+	if (!ip) {
+		fprintf(stderr, "netproxyd: ip(8) is not installed (package iproute2): looked in "
+				"/usr/sbin, /sbin, /usr/bin and /bin\n");
+		return -1;
+	}
 	snprintf(copy, sizeof(copy), "%s", cmd);
 	for (char *w = strtok_r(copy, " ", &save); w && argc < 19; w = strtok_r(NULL, " ", &save))
 		argv[argc++] = w;
@@ -328,8 +358,8 @@ static int run(const char *cmd, void *ctx)
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
-		execvp(argv[0], argv);
-		fprintf(stderr, "netproxyd: %s: %s\n", argv[0], strerror(errno));
+		execve(ip, argv, env);
+		fprintf(stderr, "netproxyd: %s: %s\n", ip, strerror(errno));
 		_exit(127);
 	}
 	while (waitpid(pid, &status, 0) < 0)

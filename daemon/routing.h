@@ -33,4 +33,10 @@ bool npd_routing_check(const struct npd_config *cfg, FILE *out);
  */
 int npd_routing_setup(const struct npd_config *cfg);
 
+/*
+ * Whether a rule's FRA_IIFNAME attribute, len bytes at name (the kernel
+ * counts its NUL), names the loopback device "lo". Reads nothing past len.
+ */
+bool npd_routing_is_lo(const void *name, size_t len);
+
 #endif /* NPD_ROUTING_H */

@@ -322,6 +322,32 @@ NP_EXPORT int np_header_from_sockaddr(struct np_header *hdr, const struct sockad
 				       const struct sockaddr *dst);
 
 /*
+ * Address blocks, as in a list of trusted senders ("127.0.0.1", "::1",
+ * "192.0.2.0/24", "2001:db8::/32"). One meaning wherever netproxy reads such
+ * a list: a bare address is one host; an IPv4 peer, also one that a
+ * dual-stack socket shows as ::ffff:a.b.c.d, is matched by IPv4 blocks only,
+ * an IPv6 peer by IPv6 blocks only.
+ */
+struct np_cidr {
+	uint8_t family;	  /* NP_AF_INET or NP_AF_INET6 */
+	uint8_t prefix;	  /* 0..32 or 0..128 */
+	uint8_t addr[16]; /* network order, host bits zero; IPv4 in the first 4 bytes */
+};
+
+/*
+ * Parse text[0..len), an address in the v1 grammar (a dotted quad without
+ * leading zeros, or IPv6 hex groups; no zone id) with an optional "/n"
+ * prefix of 1 to 3 digits; host bits are cleared. Returns 0 with *out
+ * filled; NP_EADDRESS for the address, NP_EINVAL for the prefix (or a NULL
+ * argument), NP_EFAMILY for a block inside ::ffff:0:0/96, which no peer can
+ * match: write it as IPv4.
+ */
+NP_EXPORT int np_cidr_parse(const char *text, size_t len, struct np_cidr *out);
+
+/* 1 when sa, an AF_INET or AF_INET6 address, is inside c; else 0. */
+NP_EXPORT int np_cidr_match(const struct np_cidr *c, const struct sockaddr *sa);
+
+/*
  * Read exactly one header from the connected socket fd into buf[0..cap),
  * waiting at most timeout_ms milliseconds in all (-1: no limit; 0: take only
  * what has already arrived). Works on

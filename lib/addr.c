@@ -182,3 +182,102 @@ int np_header_from_sockaddr(struct np_header *hdr, const struct sockaddr *src,
 	hdr->tlv_len = 0;
 	return 0;
 }
+
+/*
+ * Address blocks: who may send headers. The text is copied so that the
+ * address grammar, which stops at the first byte that cannot continue an
+ * address, always finds a terminator within the block's own bytes.
+ */
+int np_cidr_parse(const char *text, size_t len, struct np_cidr *out)
+{
+	uint8_t buf[64], addr[16] = {0};
+	const uint8_t *p;
+	size_t alen = 0;
+	unsigned prefix, max;
+	uint8_t family;
+
+	if (!text || !out)
+		return NP_EINVAL;
+	while (alen < len && text[alen] != '/')
+		alen++;
+	if (alen == 0 || alen >= sizeof(buf))
+		return NP_EADDRESS;
+	memcpy(buf, text, alen);
+	buf[alen] = '\0';
+	if (memchr(buf, ':', alen)) {
+		family = NP_AF_INET6;
+		max = 128;
+		p = np__scan_ip6(buf, addr);
+	} else {
+		family = NP_AF_INET;
+		max = 32;
+		p = np__scan_ip4(buf, addr);
+	}
+	if (!p || p != buf + alen)
+		return NP_EADDRESS;
+	prefix = max;
+	if (alen < len) {
+		size_t i = alen + 1;
+
+		/* One to three digits, no leading zero: "/08" is a typo, not a prefix. */
+		if (i == len || len - i > 3 || (text[i] == '0' && len - i > 1))
+			return NP_EINVAL;
+		for (prefix = 0; i < len; i++) {
+			if (text[i] < '0' || text[i] > '9')
+				return NP_EINVAL;
+			prefix = prefix * 10 + (unsigned)(text[i] - '0');
+		}
+		if (prefix > max)
+			return NP_EINVAL;
+	}
+	/*
+	 * A peer's v4-mapped address is matched as the IPv4 address it is, so a
+	 * block inside ::ffff:0:0/96 could never match: it is refused, and its
+	 * IPv4 form is what the user meant.
+	 */
+	if (family == NP_AF_INET6 && prefix >= 96 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)addr))
+		return NP_EFAMILY;
+	/* Host bits are cleared, so that a match compares whole bytes and one masked byte. */
+	if (prefix % 8)
+		addr[prefix / 8] &= (uint8_t)(0xff << (8 - prefix % 8));
+	for (unsigned i = (prefix + 7) / 8; i < 16; i++)
+		addr[i] = 0;
+	out->family = family;
+	out->prefix = (uint8_t)prefix;
+	memcpy(out->addr, addr, 16);
+	return 0;
+}
+
+int np_cidr_match(const struct np_cidr *c, const struct sockaddr *sa)
+{
+	const uint8_t *a;
+	unsigned whole, rest;
+
+	if (!c || !sa)
+		return 0;
+	if (sa->sa_family == AF_INET) {
+		if (c->family != NP_AF_INET)
+			return 0;
+		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		/* A dual-stack socket shows an IPv4 peer as ::ffff:a.b.c.d: it is that IPv4 peer. */
+		if (IN6_IS_ADDR_V4MAPPED(in6)) {
+			if (c->family != NP_AF_INET)
+				return 0;
+			a = in6->s6_addr + 12;
+		} else {
+			if (c->family != NP_AF_INET6)
+				return 0;
+			a = in6->s6_addr;
+		}
+	} else {
+		return 0;
+	}
+	whole = c->prefix / 8;
+	rest = c->prefix % 8;
+	if (memcmp(a, c->addr, whole) != 0)
+		return 0;
+	return rest == 0 || ((a[whole] ^ c->addr[whole]) & (0xff << (8 - rest))) == 0;
+}

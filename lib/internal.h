@@ -59,5 +59,12 @@ size_t np__format_ip4(char *out, const uint8_t ip[4]);
 size_t np__format_ip6(char *out, const uint8_t ip[16]);
 /* Decimal digits of v (at most 5 for a port), no NUL. */
 size_t np__format_u16(char *out, uint16_t v);
+/*
+ * The v1 address grammar (v1.c): the address at p, which must be followed by
+ * a byte that cannot continue it (a NUL will do). Returns the byte after it,
+ * or NULL.
+ */
+const uint8_t *np__scan_ip4(const uint8_t *p, uint8_t out[4]);
+const uint8_t *np__scan_ip6(const uint8_t *p, uint8_t out[16]);
 
 #endif /* NP_INTERNAL_H */

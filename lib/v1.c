@@ -171,6 +171,17 @@ expand:
 	return p;
 }
 
+/* The address grammar above, for np_cidr_parse() (addr.c): one grammar for every address text. */
+const uint8_t *np__scan_ip4(const uint8_t *p, uint8_t out[4])
+{
+	return parse_ip4(p, out);
+}
+
+const uint8_t *np__scan_ip6(const uint8_t *p, uint8_t out[16])
+{
+	return parse_ip6(p, out);
+}
+
 /*
  * The offset of the first CR or LF in p[0..n), or n when there is none.
  * With SSE2 (every x86-64) 16 bytes are compared at a time; the last block

@@ -101,10 +101,15 @@ def wait_port(port, host="127.0.0.1", timeout=5.0):
 class Netproxyd:
     """netproxyd with a Lua config (written to a temp file) or plain arguments."""
 
-    def __init__(self, config=None, args=(), ready=r"running: \d+ workers?,", env=None):
+    def __init__(self, config=None, args=(), ready=r"running: \d+ workers?,", env=None,
+                 prefix=()):
+        """prefix: a command to run netproxyd under, as ["prlimit", "--nofile=64:64", "--"]
+        (started as root without user, netproxyd is nobody once running: limits are
+        set from the start, and what it reads on a reload must be readable to it)."""
         self.tmp = tempfile.TemporaryDirectory(prefix="npd-test-")
+        os.chmod(self.tmp.name, 0o755)
         self.config_path = None
-        cmd = [tool("netproxyd")]
+        cmd = [*prefix, tool("netproxyd")]
         if config is not None:
             self.config_path = Path(self.tmp.name) / "netproxyd.conf.lua"
             self.config_path.write_text(config)
@@ -205,6 +210,8 @@ class _Server:
         if path is not None:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.bind(str(path))
+            # netproxyd connects as the user it has become (nobody, started as root).
+            os.chmod(path, 0o777)
             self.port = None
         else:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET

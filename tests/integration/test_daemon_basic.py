@@ -21,8 +21,8 @@ def config(port, backend_port, send_proxy=None, extra=""):
 def test_check_default_config():
     out = subprocess.run([tool("netproxyd"), "-t"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0, out.stderr
-    assert "0.0.0.0:15222 -> c2s (127.0.0.1:5222" in out.stdout
-    assert "0.0.0.0:15269 -> s2s (127.0.0.1:5269" in out.stdout
+    assert "0.0.0.0:15222 -> c2s (127.0.0.1:5222 and [::1]:5222 " in out.stdout
+    assert "0.0.0.0:15269 -> s2s (127.0.0.1:5269 and [::1]:5269 " in out.stdout
 
 
 # mod_net_proxy's README lines, in the global section of a Prosody config.
@@ -48,15 +48,20 @@ def test_check_debian_prosody_config(tmp_path):
                          text=True, timeout=10)
     assert out.returncode == 0 and out.stderr == "", out.stderr
     lines = out.stdout.splitlines()
+    # Prosody listens on "*" and "::" by default: an address per family.
     assert lines[:6] == [
-        "listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 from Prosody's defaults for c2s, plain)",
-        "listen [::]:15222 -> c2s (127.0.0.1:5222 from Prosody's defaults for c2s, plain)",
-        "listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults for s2s, plain)",
-        "listen [::]:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults for s2s, plain)",
-        "listen 0.0.0.0:15223 -> c2s_direct_tls (127.0.0.1:5223 from Prosody's "
-        "c2s_direct_tls_ports and default interfaces, plain)",
-        "listen [::]:15223 -> c2s_direct_tls (127.0.0.1:5223 from Prosody's "
-        "c2s_direct_tls_ports and default interfaces, plain)",
+        "listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 and [::1]:5222 from Prosody's defaults "
+        "for c2s, plain)",
+        "listen [::]:15222 -> c2s (127.0.0.1:5222 and [::1]:5222 from Prosody's defaults "
+        "for c2s, plain)",
+        "listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 and [::1]:5269 from Prosody's defaults "
+        "for s2s, plain)",
+        "listen [::]:15269 -> s2s (127.0.0.1:5269 and [::1]:5269 from Prosody's defaults "
+        "for s2s, plain)",
+        "listen 0.0.0.0:15223 -> c2s_direct_tls (127.0.0.1:5223 and [::1]:5223 from "
+        "Prosody's c2s_direct_tls_ports and default interfaces, plain)",
+        "listen [::]:15223 -> c2s_direct_tls (127.0.0.1:5223 and [::1]:5223 from "
+        "Prosody's c2s_direct_tls_ports and default interfaces, plain)",
     ], out.stdout
     assert "trusted: 127.0.0.1/32 ::1/128 192.168.10.1/32" in lines
     assert re.fullmatch(r"a Prosody config: (\d+) files read, (\d+) of Prosody's own "
@@ -70,10 +75,10 @@ def test_check_debian_prosody_config(tmp_path):
     out = subprocess.run([tool("netproxyd"), "-t", "-c", str(own)], capture_output=True,
                          text=True, timeout=10)
     assert out.returncode == 0 and out.stderr == "", out.stderr
-    assert ("listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 from Prosody's defaults for c2s, "
-            "plain, transparent)") in out.stdout.splitlines()
-    assert ("listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 from Prosody's defaults for s2s, "
-            "send_proxy v2)") in out.stdout.splitlines()
+    assert ("listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 and [::1]:5222 from Prosody's "
+            "defaults for c2s, plain, transparent)") in out.stdout.splitlines()
+    assert ("listen 0.0.0.0:15269 -> s2s (127.0.0.1:5269 and [::1]:5269 from Prosody's "
+            "defaults for s2s, send_proxy v2)") in out.stdout.splitlines()
 
 
 @pytest.mark.parametrize("send_proxy,expect", [

@@ -8,16 +8,21 @@ Transparent delivery needs policy routing, so the whole stack runs in a
 network namespace made here (lo up), and `netproxyd --setup-routing` installs
 the routing there; the host's routing is never touched. In the namespace:
 
-    client 127.0.0.5 --> HAProxy 127.0.0.1:25222 25269 25223 (send-proxy-v2)
-                                 127.0.0.1:35222 35269 35223 (send-proxy)
+    client 127.0.0.5     --> HAProxy 127.0.0.1:25222 25269 25223 (send-proxy-v2)
+                                     127.0.0.1:35222 35269 35223 (send-proxy)
+    client 2001:db8::5   --> HAProxy [::1]:25222 ...  [::1]:35222 ...
       --> netproxyd 127.0.0.1:15222 15269 15223 (proxy_port_mappings)
       --> Prosody   127.0.0.1:5222  5269  5223  (c2s, s2s, c2s_direct_tls)
+                    [::1]:5222      5269  5223
 
 Prosody's config (xmpp.py) leaves c2s_ports and s2s_ports out, so that
 netproxyd must know Prosody's defaults (5222, 5269), and sets
-`c2s_direct_tls_ports = { 5223 }` and `interfaces = { "127.0.0.1" }`; it
-carries the module's `proxy_port_mappings`, which Prosody ignores. netproxyd's
-own file says only what Prosody's cannot, the delivery:
+`c2s_direct_tls_ports = { 5223 }` and `interfaces = { "127.0.0.1", "::1" }`;
+it carries the module's `proxy_port_mappings`, which Prosody ignores. Each
+service of netproxyd gets both of Prosody's addresses, and a client reaches
+Prosody over its own family: an IPv6 client, whose header HAProxy sends over
+IPv4 (PROXY TCP6, or v2 INET6), is delivered from its IPv6 address to ::1.
+netproxyd's own file says only what Prosody's cannot, the delivery:
 
     Include "<dir>/prosody.cfg.lua"
     services = { c2s = { transparent = true }, ... }
@@ -30,8 +35,8 @@ One namespace, Prosody, netproxyd and HAProxy serve the module; each test
 runs its exchanges against them. The client logs the test account in over
 STARTTLS on c2s, after a TLS handshake on the direct TLS port (through
 HAProxy and netproxyd, which relay the TLS bytes untouched), and opens a
-stream on s2s; Prosody's debug log must name 127.0.0.5 and the client's own
-port, on the port the client reached.
+stream on s2s; Prosody's debug log must name 127.0.0.5 (or 2001:db8::5) and the
+client's own port, on the port the client reached.
 
 The control runs netproxyd on Prosody's config alone, where delivery is plain:
 the stream works but Prosody sees 127.0.0.1, so the address checks can fail.
@@ -46,7 +51,7 @@ import pytest
 
 from netns import Lab, NsNetproxyd, in_ns, netproxyd_cmd, ns_exec, sh, why_no_netns
 from npd import tool
-from xmpp import (CLIENT_IP, TIMEOUT, c2s_login, prosody_stack, s2s_open,
+from xmpp import (CLIENT_IP, CLIENT_IP6, TIMEOUT, c2s_login, prosody_stack, s2s_open,
                   skip_reason as xmpp_skip_reason)
 
 _SKIP = why_no_netns() or xmpp_skip_reason()
@@ -82,30 +87,31 @@ class Setup:
     def __init__(self, ns, st, npd):
         self.ns, self.st, self.npd = ns, st, npd
 
-    def exchange(self, version, svc):
-        """From CLIENT_IP in the namespace, through HAProxy's front for (version,
-        svc): a login on c2s and c2s_direct_tls, a stream on s2s. Returns (the
-        client's port, the Login or Prosody's s2s reply); XmppError when it fails."""
+    def exchange(self, version, svc, client=CLIENT_IP):
+        """From client (CLIENT_IP, or CLIENT_IP6 to HAProxy's [::1]) in the
+        namespace, through HAProxy's front for (version, svc): a login on c2s
+        and c2s_direct_tls, a stream on s2s. Returns (the client's port, the
+        Login or Prosody's s2s reply); XmppError when it fails."""
         front = self.st.fronts[version, svc]
+        host = "::1" if ":" in client else "127.0.0.1"
         if svc == "s2s":
-            return in_ns(self.ns, s2s_open, "127.0.0.1", front)
-        login = in_ns(self.ns, c2s_login, "127.0.0.1", front, self.st.cert,
+            return in_ns(self.ns, s2s_open, host, front, source=client)
+        login = in_ns(self.ns, c2s_login, host, front, self.st.cert, source=client,
                       direct_tls=svc == "c2s_direct_tls")
         return login.cport, login
 
-    def client_line(self, svc, version, cport, before, timeout=TIMEOUT):
+    def client_line(self, svc, version, cport, before, timeout=TIMEOUT, client=CLIENT_IP):
         """Prosody's 'New connection' line for the client whose port was cport,
         among the lines after the first `before` on svc's port. netproxyd's
         close line names the client; its own port is kept unless netproxyd
         says it is in use here, which it is when the client shares the
-        namespace: then the line must still name CLIENT_IP, and be the only
-        new one that does."""
+        namespace: then the line must still name the client's address, and be
+        the only new one that does."""
+        addr = re.escape(f"[{client}]:{cport}" if ":" in client else f"{client}:{cport}")
         self.npd.wait_log(rf"port={PROXY_PORTS[svc]} service={svc} peer=127\.0\.0\.1:\d+ "
-                          rf"client={re.escape(CLIENT_IP)}:{cport} .*proxy={version} ",
-                          TIMEOUT)
-        moved = re.search(rf"client {re.escape(CLIENT_IP)}:{cport}: its port is in use here",
-                          self.npd.log())
-        new = self.st.wait_connections(CLIENT_IP, self.st.ports[svc], since=before,
+                          rf"client={addr} .*proxy={version} ", TIMEOUT)
+        moved = re.search(rf"client {addr}: its port is in use here", self.npd.log())
+        new = self.st.wait_connections(client, self.st.ports[svc], since=before,
                                        timeout=timeout)
         assert len(new) == 1 and (moved or new[0][1] == cport), \
             f"client port {cport}, moved: {bool(moved)}, Prosody saw: {new}{self.st.debug()}"
@@ -113,19 +119,20 @@ class Setup:
         assert self.npd.proc.poll() is None, self.npd.log()
         return new[0][2] + ("" if moved else "   (the client's own port)")
 
-    def exchange_seen(self, version, svc):
+    def exchange_seen(self, version, svc, client=CLIENT_IP):
         """exchange(), then Prosody's line for the client; (result, line)."""
         before = len(self.st.connections(self.st.ports[svc]))
-        cport, result = self.exchange(version, svc)
-        return result, self.client_line(svc, version, cport, before)
+        cport, result = self.exchange(version, svc, client)
+        return result, self.client_line(svc, version, cport, before, client=client)
 
 
 @contextmanager
 def netproxyd_setup(lab, role, transparent):
     """A namespace of lab's with the stack and netproxyd in it: a Setup."""
     ns = lab.ns(role)
+    sh("ip", "-n", ns, "addr", "add", f"{CLIENT_IP6}/128", "dev", "lo")
     with prosody_stack(PORTS, targets=PROXY_PORTS, fronts=FRONTS, prefix=ns_exec(ns),
-                       extra=MAPPINGS, haproxy=False) as st:
+                       extra=MAPPINGS, haproxy=False, ipv6=True) as st:
         config = netproxyd_conf(st, transparent)
         if transparent:
             r = netproxyd_cmd(lab, ns, config, "--setup-routing")
@@ -171,6 +178,11 @@ def test_t_prints_the_table_from_prosodys_config(setup, lab):
         out, table = describe(path)
         print(f"\nnetproxyd -t -c {path.name}:\n{out}")
         assert {svc: row[:2] for svc, row in table.items()} == want, out
+        # Both of Prosody's interfaces, one per family, and the proxy ports on both.
+        assert all(row[2].startswith(f"and [::1]:{PORTS[svc]} from Prosody's ")
+                   for svc, row in table.items()), out
+        assert all(f"listen [::1]:{port} -> {svc} " in out
+                   for svc, port in PROXY_PORTS.items()), out
         assert all(("transparent" in row[2]) == transparent for row in table.values()), out
         assert re.search(r"^trusted: 127\.0\.0\.1/32 ::1/128$", out, re.M), out
     # Prosody runs without mod_net_proxy: netproxyd has the proxy ports.
@@ -198,6 +210,21 @@ def test_direct_tls_login_through_netproxyd(setup, version):
     login, line = setup.exchange_seen(version, "c2s_direct_tls")
     assert login.tls and login.jid.startswith("test@localhost/"), vars(login)
     print(f"\nProsody, direct TLS ({login.tls}) through HAProxy {version} and netproxyd: "
+          f"{line}")
+
+
+@pytest.mark.parametrize("svc", PORTS)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_ipv6_client_through_netproxyd(setup, version, svc):
+    """A client of HAProxy's over IPv6: HAProxy sends a header naming it (PROXY
+    TCP6, or v2 INET6) over IPv4 to netproxyd's port, which serves both
+    families; netproxyd connects from the client's IPv6 address to Prosody's
+    ::1, and Prosody logs the client's IPv6 address."""
+    result, line = setup.exchange_seen(version, svc, client=CLIENT_IP6)
+    if svc != "s2s":
+        assert result.jid.startswith("test@localhost/"), vars(result)
+    assert re.search(rf"\({re.escape(CLIENT_IP6)}, \d+, ::1, {PORTS[svc]}\)", line), line
+    print(f"\nProsody, {svc} from an IPv6 client through HAProxy {version} and netproxyd: "
           f"{line}")
 
 

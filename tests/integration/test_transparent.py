@@ -514,6 +514,60 @@ backend be6
         assert all(c["proxy"] == "v2" and c["reason"] == "done" for c in lines), d.log()
 
 
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed")
+def test_three_host_one_port_for_both_families_through_haproxy(three):
+    """HAProxy reached over IPv4 and over IPv6 sends every client to one
+    netproxyd port, whose service has an address per family: each client
+    reaches the server over its own family, from its own address."""
+    backend = Backend(three.lab, three.server, f"{three.S4}:8000", f"[{three.S6}]:8000")
+    cfg = config({9004: ("127.0.0.1:9004", "srv")},
+                 {"srv": f'connect = {{ "{three.S4}:8000", "[{three.S6}]:8000" }}, '
+                         'transparent = true, connect_timeout = 1'})
+    three.setup_routing(cfg)
+    assert re.search(r"from 192\.0\.2\.20 ipproto tcp sport 8000 lookup 7001",
+                     rules(three.proxy))
+    assert re.search(r"from 2001:db8:2::20 ipproto tcp sport 8000 lookup 7001",
+                     rules(three.proxy, six=True))
+    hcfg = three.lab.file("haproxy-dual.cfg", f"""
+global
+    maxconn 256
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 10s
+    timeout server 10s
+frontend fe4
+    bind {three.P4C}:8080
+    default_backend v2
+frontend fe6
+    bind [{three.P6C}]:8086
+    default_backend v2
+frontend fe6v1
+    bind [{three.P6C}]:8087
+    default_backend v1
+backend v2
+    server npd 127.0.0.1:9004 send-proxy-v2
+backend v1
+    server npd 127.0.0.1:9004 send-proxy
+""")
+    three.lab.popen(three.proxy, ["haproxy", "-db", "-f", str(hcfg)],
+                    stdout=three.lab.output("haproxy-dual.out"))
+    for port in (8080, 8086, 8087):
+        wait_listening(three.proxy, port)
+    with NsNetproxyd(three.proxy, cfg) as d:
+        for host, port, want in ((three.P4C, 8080, three.C4), (three.P6C, 8086, three.C6),
+                                 (three.P6C, 8087, three.C6)):
+            got, how, me = in_ns(three.client, exchange, host, port, b"one port\n")
+            assert me.startswith(f"[{want}]:" if ":" in want else f"{want}:")
+            assert how == "eof", (got, d.log())
+            assert got == f"peer={me}\n".encode() + b"one port\n", d.log()
+            assert backend.peers()[-1] == me
+        lines = d.closed(3)
+        assert [c["proxy"] for c in lines] == ["v2", "v2", "v1"], d.log()
+        assert all(c["port"] == "9004" and c["reason"] == "done" for c in lines), d.log()
+        assert lines[1]["client"].startswith(f"[{three.C6}]:"), d.log()
+
+
 @pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed")
 def test_three_host_unmodified_nginx_sees_the_client(three):
     tmp = three.lab.tmp
@@ -762,6 +816,52 @@ def test_mixed_families_close_cleanly(routed, case):
         assert got == f"peer={ok[1]}\n".encode() + b"y"
         d.wait_log(rf'client={re.escape(ok[1])} .*reason="done"')
         assert d.proc.poll() is None
+
+
+# A service that listens on both families (Prosody's interfaces = { "127.0.0.1",
+# "::1" }): one address per family, so one PROXY port serves both.
+DUAL = config({S_V4: ("127.0.0.1:9000", "dual")},
+              {"dual": 'connect = { "127.0.0.1:8000", "[::1]:8000" }, transparent = true'})
+
+
+def test_one_port_serves_both_families_of_a_dual_stack_service(lab):
+    """An IPv4 and an IPv6 client on one proxy port, v1 and v2 headers, each
+    delivered from its own address over its own family; LOCAL health checks
+    to the first address; -t shows both; the routing covers both families."""
+    single = Single(lab)
+    r = netproxyd_cmd(lab, single.ns, DUAL, "-t")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("listen 127.0.0.1:9000 -> dual (127.0.0.1:8000 and [::1]:8000, plain, "
+            "transparent)") in r.stdout, r.stdout
+    with single.daemon(DUAL) as d:      # the warning names what both families need
+        assert_commands_logged(d.log(), SINGLE_COMMANDS)
+    single.setup_routing(DUAL)
+    cases = [(proxy_v2("203.0.113.7", "127.0.0.1", 51234, 443), "203.0.113.7:51234", "v2"),
+             (proxy_v2("2001:db8::7", "::1", 51234, 443), "[2001:db8::7]:51234", "v2"),
+             (proxy_v1("203.0.113.8", "127.0.0.1", 51235, 443), "203.0.113.8:51235", "v1"),
+             (proxy_v1("2001:db8::8", "::1", 51235, 443, "TCP6"), "[2001:db8::8]:51235", "v1"),
+             # A v4-mapped client is IPv4 on the wire: it goes to the IPv4 address.
+             (proxy_v2("::ffff:203.0.113.9", "::1", 51236, 443), "203.0.113.9:51236", "v2")]
+    with single.daemon(DUAL) as d:
+        for header, peer, version in cases:
+            got, how, _ = single.talk(S_V4, header + b"both families")
+            assert how == "eof" and got == f"peer={peer}\n".encode() + b"both families", \
+                (peer, got, d.log())
+            assert single.backend.peers()[-1] == peer
+            line = d.close_line(rf'proxy={version} .*reason="done"')
+            assert " service=dual " in line
+        # Health checks name no client: the first address, from the daemon's own.
+        for header, kind in ((proxy_v2("0.0.0.0", "0.0.0.0", 0, 0, command=0), "v2-local"),
+                             (b"PROXY UNKNOWN\r\n", "v1-unknown")):
+            got, how, _ = single.talk(S_V4, header + b"ping")
+            peer = single.backend.peers()[-1]
+            assert peer.startswith("127.0.0.1:") and got == f"peer={peer}\n".encode() + b"ping"
+        lines = d.closed(len(cases) + 2)
+        claimed = [p for _, p, _ in cases[:-1]] + ["[::ffff:203.0.113.9]:51236"]
+        assert [c["client"] for c in lines] == claimed + ["-", "-"], d.log()
+        assert [c["reason"] for c in lines] == ["done"] * (len(cases) + 2), d.log()
+        assert "connected to dual ([::1]:8000)" in d.log()
+        assert "connected to dual (127.0.0.1:8000)" in d.log()
 
 
 def test_v4_mapped_backend(routed):

@@ -49,6 +49,9 @@ from npd import build_dir, find_exe, stop_pid, text_of, wait_for
 TIMEOUT = 10.0        # seconds: socket timeouts and ordinary waits
 START_TIMEOUT = 15.0  # seconds: Prosody's start-up (Lua, certificates)
 CLIENT_IP = "127.0.0.5"
+# An IPv6 client, for a stack on both families; its address must be made
+# local (`ip addr add 2001:db8::5/128 dev lo`) where the client runs.
+CLIENT_IP6 = "2001:db8::5"
 DOMAIN = "localhost"
 ACCOUNT = ("test", "testpass")    # registered on DOMAIN by prosodyctl
 
@@ -146,11 +149,12 @@ def proc_uid(pid):
 class Stack:
     """Paths, ports and processes of one Prosody + HAProxy run.
 
-    ports:   {service: port} Prosody listens on, at 127.0.0.1
+    ports:   {service: port} Prosody listens on, at 127.0.0.1 (and ::1 with ipv6)
     targets: {service: port} at 127.0.0.1 that HAProxy's backends send to
-    fronts:  {(version, service): port} HAProxy listens on, at 127.0.0.1,
-             version "v2" (send-proxy-v2) or "v1" (send-proxy)
-    ipv6:    Prosody and HAProxy listen on ::1 too, on the same ports
+    fronts:  {(version, service): port} HAProxy listens on, at 127.0.0.1
+             (and [::1] with ipv6), version "v2" (send-proxy-v2) or "v1"
+             (send-proxy)
+    ipv6:    Prosody's interfaces and HAProxy's fronts on ::1 as well
     trusted: NETPROXY_TRUSTED under the shim
     """
 
@@ -159,11 +163,16 @@ class Stack:
         self.root = Path(root)
         self.ports, self.targets, self.fronts = dict(ports), dict(targets), dict(fronts)
         self.prefix, self.shim, self.extra = list(prefix), shim, extra
-        self.ipv6, self.trusted = ipv6, trusted
+        self.hosts = ["127.0.0.1", "::1"] if ipv6 else ["127.0.0.1"]
+        self.trusted = trusted
+        # As Debian lays them out: the config root's (group prosody, mode 640, in
+        # a directory of root's), which netproxyd insists on; what Prosody
+        # writes in var/, its own.
         self.cfg = self.root / "prosody.cfg.lua"
+        self.var = self.root / "var"
         self.cert = self.root / "certs" / f"{DOMAIN}.crt"
         self.key = self.root / "certs" / f"{DOMAIN}.key"
-        self.log = self.root / "prosody.log"
+        self.log = self.var / "prosody.log"
         self.out = self.root / "prosody.out"
         self.err = self.root / "prosody.err"                   # NETPROXY_DEBUG lines
         self.hcfg = self.root / "haproxy.cfg"
@@ -201,7 +210,7 @@ class Stack:
             raise AssertionError(f"{e}{self.debug()}") from None
 
     def write_prosody_files(self):
-        (self.root / "data").mkdir()
+        (self.var / "data").mkdir(parents=True)
         (self.root / "certs").mkdir()
         # A SAN, so that the client verifies Prosody's certificate by name (its
         # own: HAProxy and netproxyd only relay TCP here). In the certificates
@@ -217,10 +226,10 @@ class Stack:
         ports = "".join(f"{PORT_KEYS[svc]} = {{ {port} }}\n" for svc, port in self.ports.items()
                         if port != PROSODY_DEFAULT_PORTS.get(svc))
         self.cfg.write_text(f"""\
-pidfile = "{self.root}/prosody.pid"
-data_path = "{self.root}/data"
+pidfile = "{self.var}/prosody.pid"
+data_path = "{self.var}/data"
 certificates = "{self.root}/certs"
-interfaces = {{ {'"127.0.0.1", "::1"' if self.ipv6 else '"127.0.0.1"'} }}
+interfaces = {{ {", ".join(f'"{h}"' for h in self.hosts)} }}
 {ports}log = {{ debug = "{self.log}" }}
 -- As libnetproxy_preload(8) advises for Prosody: a refused or parked connection
 -- makes accept() say EAGAIN, which Prosody takes for an error and pauses the
@@ -231,8 +240,11 @@ modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping" }}
 VirtualHost "{DOMAIN}"
 """)
         user = prosody_user()
-        for p in [self.root, *self.root.rglob("*")]:
-            os.chown(p, user.pw_uid, user.pw_gid)
+        for d in (self.var, self.root / "certs"):
+            for p in [d, *d.rglob("*")]:
+                os.chown(p, user.pw_uid, user.pw_gid)
+        os.chown(self.cfg, 0, user.pw_gid)
+        os.chmod(self.cfg, 0o640)
 
     def write_haproxy_cfg(self):
         """The original README's config on loopback ports: a frontend per PROXY
@@ -254,8 +266,8 @@ defaults
             name = "xmpp" if version == "v2" else f"xmpp-{version}"
             mine = sorted((port, svc) for (v, svc), port in self.fronts.items() if v == version)
             text += f"frontend {name}\n    bind " + ",".join(
-                f"127.0.0.1:{port}" + (f",[::1]:{port}" if self.ipv6 else "")
-                for port, _ in mine) + "\n"
+                f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
+                for h in self.hosts for port, _ in mine) + "\n"
             text += "".join(f"    use_backend {name}-{svc} if {{ dst_port eq {port} }}\n"
                             for port, svc in mine)
             text += "".join(f"backend {name}-{svc}\n    server xmpp1 127.0.0.1:"
@@ -380,9 +392,9 @@ def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", hapro
                   ipv6=False, trusted="127.0.0.1"):
     """Prosody (as the prosody user, under the shim or not, with the account
     registered) and, unless haproxy is False (then the caller starts it with
-    st.start_haproxy() once its targets are up), HAProxy in front. Both are
-    stopped by PID, and the private dir removed, whatever happens. ipv6 and
-    trusted: as for Stack."""
+    st.start_haproxy() once its targets are up), HAProxy in front; with ipv6,
+    both on ::1 as well as 127.0.0.1; trusted: as for Stack. Both are stopped
+    by PID, and the private dir removed, whatever happens."""
     root = tempfile.mkdtemp(prefix="netproxy-prosody-")
     os.chmod(root, 0o755)
     st = Stack(root, ports, targets, fronts, prefix, shim, extra, ipv6, trusted)

@@ -366,6 +366,22 @@ static void run_sockaddr(unsigned long *work)
 	}
 }
 
+static void run_cidr(unsigned long *work)
+{
+	static const char *const blocks[] = {"127.0.0.1", "10.0.0.0/8", "2001:db8::/32", "::1",
+					     "::ffff:1.2.3.4", "1.2.3.4/33", "nonsense"};
+	struct sockaddr_in6 peer6 = {.sin6_family = AF_INET6};
+	struct sockaddr_in peer4 = {.sin_family = AF_INET};
+	struct np_cidr c;
+
+	for (size_t i = 0; i < sizeof(blocks) / sizeof(blocks[0]); i++) {
+		if (np_cidr_parse(blocks[i], strlen(blocks[i]), &c) != 0)
+			continue;
+		*work += 1 + np_cidr_match(&c, (struct sockaddr *)&peer4) +
+			 np_cidr_match(&c, (struct sockaddr *)&peer6);
+	}
+}
+
 static void run_errors(unsigned long *work)
 {
 	/* Every code, and a few that are none, for the "unknown" answers. */
@@ -407,6 +423,7 @@ static struct phase phases[] = {
 	{"np_build_v2 with NP_BUILD_CRC32C", run_build_v2_crc, 0, 0, 0},
 	{"np_format_addr", run_format, 0, 0, 0},
 	{"np_endpoint_to_sockaddr / np_header_from_sockaddr", run_sockaddr, 0, 0, 0},
+	{"np_cidr_parse / np_cidr_match", run_cidr, 0, 0, 0},
 	{"np_strerror / np_errname", run_errors, 0, 0, 0},
 	{"np_recv_header", run_recv, 0, 0, 0},
 };

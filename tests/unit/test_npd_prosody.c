@@ -45,13 +45,26 @@ static struct npd_config *load_file(const char *name)
 	return load_from(path, NULL);
 }
 
-/* The address text of service name, or "(none)". */
+/* The addresses of s as -t shows them, "127.0.0.1:5222 and [::1]:5222"; "(none)" for NULL. */
+static const char *addrs(const struct npd_service *s)
+{
+	static char text[2 * NPD_ADDR_TEXT + 8];
+
+	if (!s)
+		return "(none)";
+	snprintf(text, sizeof(text), "%s", s->target[0].text);
+	if (s->ntargets > 1)
+		snprintf(text + strlen(text), sizeof(text) - strlen(text), " and %s",
+			 s->target[1].text);
+	return text;
+}
+
+static const struct npd_service *service(const struct npd_config *cfg, const char *name);
+
+/* The addresses of service name, or "(none)". */
 static const char *addr_of(const struct npd_config *cfg, const char *name)
 {
-	for (size_t i = 0; cfg && i < cfg->nservices; i++)
-		if (strcmp(cfg->services[i].name, name) == 0)
-			return cfg->services[i].addr_text;
-	return "(none)";
+	return addrs(service(cfg, name));
 }
 
 static const struct npd_service *service(const struct npd_config *cfg, const char *name)
@@ -67,31 +80,45 @@ static const struct {
 	const char *lua;
 	const char *service, *addr, *from;
 } addresses[] = {
-	{"", "c2s", "127.0.0.1:5222", "Prosody's defaults for c2s"},
-	{"", "s2s", "127.0.0.1:5269", "Prosody's defaults for s2s"},
-	{"", "http", "127.0.0.1:5280", "Prosody's defaults for http"},
-	{"", "https", "127.0.0.1:5281", "Prosody's defaults for https"},
-	{"", "proxy65", "127.0.0.1:5000", "Prosody's defaults for proxy65"},
+	{"", "c2s", "127.0.0.1:5222 and [::1]:5222", "Prosody's defaults for c2s"},
+	{"", "s2s", "127.0.0.1:5269 and [::1]:5269", "Prosody's defaults for s2s"},
+	{"", "http", "127.0.0.1:5280 and [::1]:5280", "Prosody's defaults for http"},
+	{"", "https", "127.0.0.1:5281 and [::1]:5281", "Prosody's defaults for https"},
+	{"", "proxy65", "127.0.0.1:5000 and [::1]:5000", "Prosody's defaults for proxy65"},
 	/* A single value stands for a list; ports may be strings, as tonumber() takes them. */
-	{"c2s_ports = 5300\n", "c2s", "127.0.0.1:5300",
+	{"c2s_ports = 5300\n", "c2s", "127.0.0.1:5300 and [::1]:5300",
 	 "Prosody's c2s_ports and default interfaces"},
-	{"c2s_ports = { \"5301\", 5302 }\n", "c2s", "127.0.0.1:5301", "*"},
-	{"c2s_direct_tls_ports = { 5223 }\n", "c2s_direct_tls", "127.0.0.1:5223",
+	{"c2s_ports = { \"5301\", 5302 }\n", "c2s", "127.0.0.1:5301 and [::1]:5301", "*"},
+	{"c2s_direct_tls_ports = { 5223 }\n", "c2s_direct_tls", "127.0.0.1:5223 and [::1]:5223",
 	 "Prosody's c2s_direct_tls_ports and default interfaces"},
-	{"s2s_direct_tls_ports = 5270\n", "s2s_direct_tls", "127.0.0.1:5270", "*"},
-	{"legacy_ssl_ports = { 5223 }\n", "legacy_ssl", "127.0.0.1:5223", "*"},
-	{"proxy65_ports = { 5001 }\n", "proxy65", "127.0.0.1:5001", "*"},
-	/* The first interface; a wildcard is reached on loopback. */
+	{"s2s_direct_tls_ports = 5270\nuse_ipv6 = false\n", "s2s_direct_tls", "127.0.0.1:5270",
+	 "*"},
+	{"legacy_ssl_ports = { 5223 }\nuse_ipv4 = false\n", "legacy_ssl", "[::1]:5223", "*"},
+	{"proxy65_ports = { 5001 }\n", "proxy65", "127.0.0.1:5001 and [::1]:5001", "*"},
+	/*
+	 * The first interface of each family, a wildcard reached on loopback: as
+	 * in Prosody, "*" is IPv4 only, and "::" IPv6 only.
+	 */
 	{"interfaces = { \"::\" }\n", "c2s", "[::1]:5222", "Prosody's default port and interfaces"},
 	{"interfaces = \"192.0.2.1\"\n", "s2s", "192.0.2.1:5269", "*"},
-	{"interfaces = { \"0.0.0.0\", \"::\" }\n", "c2s", "127.0.0.1:5222", "*"},
+	{"interfaces = { \"0.0.0.0\", \"::\" }\n", "c2s", "127.0.0.1:5222 and [::1]:5222", "*"},
+	{"interfaces = { \"::\", \"*\" }\n", "c2s", "[::1]:5222 and 127.0.0.1:5222", "*"},
+	{"interfaces = { \"127.0.0.1\", \"::1\" }\n", "c2s", "127.0.0.1:5222 and [::1]:5222", "*"},
+	{"interfaces = { \"192.0.2.1\", \"192.0.2.2\", \"2001:db8::1\", \"::1\" }\n", "c2s",
+	 "192.0.2.1:5222 and [2001:db8::1]:5222", "*"},
 	{"interfaces = { \"2001:db8::1\" }\n", "c2s", "[2001:db8::1]:5222", "*"},
+	{"interfaces = { \"::ffff:127.0.0.1\", \"127.0.0.2\" }\n", "c2s", "[::ffff:127.0.0.1]:5222",
+	 "*"},
 	{"interfaces = { \"::\" }\nc2s_interfaces = { \"*\" }\n", "c2s", "127.0.0.1:5222",
 	 "Prosody's default port and c2s_interfaces"},
 	{"use_ipv4 = false\n", "c2s", "[::1]:5222", "Prosody's defaults for c2s"},
 	{"use_ipv6 = false\n", "c2s", "127.0.0.1:5222", "*"},
+	/* use_ipv4 and use_ipv6 only shape Prosody's defaults. */
+	{"use_ipv6 = false\ninterfaces = { \"*\", \"::\" }\n", "c2s", "127.0.0.1:5222 and [::1]:5222",
+	 "*"},
 	/* http is private: local_interfaces, not interfaces. */
-	{"interfaces = { \"192.0.2.1\" }\n", "http", "127.0.0.1:5280", "Prosody's defaults for http"},
+	{"interfaces = { \"192.0.2.1\" }\n", "http", "127.0.0.1:5280 and [::1]:5280",
+	 "Prosody's defaults for http"},
 	{"interfaces = { \"192.0.2.1\" }\n", "https", "192.0.2.1:5281", "*"},
 	{"local_interfaces = { \"::1\" }\nhttp_ports = { 8080 }\n", "http", "[::1]:8080",
 	 "Prosody's http_ports and local_interfaces"},
@@ -121,11 +148,11 @@ static void test_addresses(void)
 		snprintf(name, sizeof(name), "%s", addresses[i].lua);
 		for (char *nl = strchr(name, '\n'); nl; nl = strchr(nl, '\n'))
 			*nl = ' '; /* one line a test point */
-		if (!ok(s && strcmp(s->addr_text, addresses[i].addr) == 0 &&
+		if (!ok(s && strcmp(addrs(s), addresses[i].addr) == 0 &&
 				matches(s->prosody, addresses[i].from) && warned.count == 0 &&
 				cfg->nservices == 1 && cfg->listeners[0].service == 0,
 			"%s%s at %s", name, addresses[i].service, addresses[i].addr))
-			diag("  got %s from \"%s\"%s%s", s ? s->addr_text : "(none)",
+			diag("  got %s from \"%s\"%s%s", addrs(s),
 			     s ? s->prosody : "", cfg ? warned.text : dg.error, "");
 		npd_config_free(cfg);
 	}
@@ -185,13 +212,13 @@ static void test_services(void)
 		   "\tx = { connect = \"127.0.0.1:7000\" },\n"
 		   "}\n");
 	s = service(cfg, "c2s");
-	if (!ok(s && strcmp(s->addr_text, "127.0.0.1:5400") == 0 && s->transparent &&
+	if (!ok(s && strcmp(addrs(s), "127.0.0.1:5400 and [::1]:5400") == 0 && s->transparent &&
 			s->idle_timeout_ms == 60000 &&
 			strcmp(s->prosody, "Prosody's c2s_ports and default interfaces") == 0,
 		"services.c2s without connect: Prosody's address, netproxyd's options"))
-		diag("  %s", cfg ? (s ? s->addr_text : "no c2s") : dg.error);
+		diag("  %s", cfg ? addrs(s) : dg.error);
 	s = service(cfg, "s2s");
-	ok(s && strcmp(s->addr_text, "127.0.0.1:6000") == 0 && s->prosody[0] == '\0' &&
+	ok(s && strcmp(addrs(s), "127.0.0.1:6000") == 0 && s->prosody[0] == '\0' &&
 		   s->send_proxy == NPD_SEND_V2,
 	   "connect wins over Prosody's keys");
 	ok(cfg && cfg->nservices == 3 && cfg->nlisteners == 8 && warned.count == 0,
@@ -277,7 +304,8 @@ static void test_sections(void)
 		   "host \"e.example\"\n"
 		   "Host \"f.example\"\n"
 		   "\tservices = { }\n");
-	if (!ok(cfg && strcmp(addr_of(cfg, "c2s"), "127.0.0.1:5000") == 0 && cfg->nlisteners == 2 &&
+	if (!ok(cfg && strcmp(addr_of(cfg, "c2s"), "127.0.0.1:5000 and [::1]:5000") == 0 &&
+			cfg->nlisteners == 2 &&
 			cfg->prosody,
 		"a host's options are its own; { options } return to the global section"))
 		diag("  %s", cfg ? addr_of(cfg, "c2s") : dg.error);
@@ -321,15 +349,15 @@ static void test_prosody_keys(void)
 	cfg = load("admins = { }\npidfile = \"x\"\nproxy_port_mapping = { }\n"
 		   "proxy_port_mappings = { [15222] = \"c2s\" }\n"
 		   "services = { c2s = { transparent = true } }\nVirtualHost \"localhost\"\n");
-	ok(cfg && cfg->services[0].transparent && cfg->prosody_skipped == 2 &&
-		   strcmp(warned.text, "t.lua:3: unknown key proxy_port_mapping (ignored)\n") == 0,
-	   "services inside prosody.cfg.lua: Prosody's options skipped, a proxy_ typo warned");
+	ok(!cfg && strcmp(dg.error, "t.lua:3: unknown key proxy_port_mapping (did you mean "
+				    "proxy_port_mappings?)") == 0,
+	   "services inside prosody.cfg.lua: Prosody's options skipped, a proxy_ typo an error");
 	npd_config_free(cfg);
 
 	/* Without VirtualHost, Component or modules_enabled: netproxyd's, typos warned. */
 	cfg = load("proxy_port_mappings = { [15222] = \"c2s\" }\nadmins = { }\n");
-	ok(cfg && !cfg->prosody && strcmp(warned.text, "t.lua:2: unknown key admins (ignored)\n") == 0,
-	   "not a Prosody config: unknown keys warned about");
+	ok(!cfg && strcmp(dg.error, "t.lua:2: unknown key admins") == 0,
+	   "not a Prosody config: an unknown key is an error");
 	npd_config_free(cfg);
 
 	cfg = load("modules_enabled = {\n\t\"roster\",\n\t\"net_proxy\",\n}\n"
@@ -345,8 +373,8 @@ static void test_prosody_keys(void)
 	unsetenv("NPD_TEST_UNSET");
 	cfg = load("proxy_port_mappings = { [15222] = \"c2s\", [15269] = \"s2s\" }\n"
 		   "c2s_ports = { ENV_NPD_TEST_C2S_PORT }\ns2s_ports = ENV_NPD_TEST_UNSET\n");
-	ok(cfg && strcmp(addr_of(cfg, "c2s"), "127.0.0.1:6222") == 0 &&
-		   strcmp(addr_of(cfg, "s2s"), "127.0.0.1:5269") == 0,
+	ok(cfg && strcmp(addr_of(cfg, "c2s"), "127.0.0.1:6222 and [::1]:6222") == 0 &&
+		   strcmp(addr_of(cfg, "s2s"), "127.0.0.1:5269 and [::1]:5269") == 0,
 	   "ENV_: set, and unset (nil)");
 	npd_config_free(cfg);
 
@@ -404,10 +432,10 @@ static void test_include(void)
 	put("sub/second.lua", "s2s_ports = { 6100 }\n");
 	put("sub/global.lua", "proxy_interfaces = { \"127.0.0.1\" }\n");
 	cfg = load_file("main.lua");
-	if (!ok(cfg && strcmp(addr_of(cfg, "c2s"), "127.0.0.1:6001") == 0,
+	if (!ok(cfg && strcmp(addr_of(cfg, "c2s"), "127.0.0.1:6001 and [::1]:6001") == 0,
 		"conf.d/*.cfg.lua: both files, in sorted order, not the hidden one"))
 		diag("  %s", cfg ? addr_of(cfg, "c2s") : dg.error);
-	ok(cfg && strcmp(addr_of(cfg, "s2s"), "127.0.0.1:6100") == 0,
+	ok(cfg && strcmp(addr_of(cfg, "s2s"), "127.0.0.1:6100 and [::1]:6100") == 0,
 	   "a relative path is relative to the including file");
 	ok(cfg && cfg->nlisteners == 2 && strcmp(cfg->listeners[0].addr_text,
 						 "127.0.0.1:15222") == 0,
@@ -427,20 +455,26 @@ static void test_include(void)
 	free(text);
 	npd_config_free(cfg);
 
-	/* netproxyd's own file including Prosody's: only its own typos are warned about. */
+	/* netproxyd's own file including Prosody's: Prosody's options skipped, its own typos errors. */
 	put("prosody/prosody.cfg.lua", "admins = { }\nproxy_port_mappings = { [15222] = \"c2s\" }\n"
 				       "VirtualHost \"localhost\"\n");
 	snprintf(want, sizeof(want),
-		 "Include \"%s/prosody/prosody.cfg.lua\"\nservices = { c2s = { transparent = true } }\n"
-		 "servces = { }\n",
+		 "Include \"%s/prosody/prosody.cfg.lua\"\nservices = { c2s = { transparent = true } }\n",
 		 dir);
 	put("netproxyd.lua", want);
 	cfg = load_file("netproxyd.lua");
-	snprintf(want, sizeof(want), "%s/netproxyd.lua:3: unknown key servces (ignored)\n", dir);
 	if (!ok(cfg && cfg->services[0].transparent &&
-			strcmp(cfg->services[0].addr_text, "127.0.0.1:5222") == 0 &&
-			strcmp(warned.text, want) == 0 && cfg->prosody_skipped == 1,
-		"an absolute Include; netproxyd's file warned about, Prosody's not"))
+			strcmp(addrs(&cfg->services[0]), "127.0.0.1:5222 and [::1]:5222") == 0 &&
+			warned.count == 0 && cfg->prosody_skipped == 1,
+		"an absolute Include; Prosody's options skipped without a word"))
+		diag("%s%s", warned.text, cfg ? "" : dg.error);
+	npd_config_free(cfg);
+	snprintf(want + strlen(want), sizeof(want) - strlen(want), "servces = { }\n");
+	put("netproxyd.lua", want);
+	cfg = load_file("netproxyd.lua");
+	snprintf(want, sizeof(want), "%s/netproxyd.lua:3: unknown key servces (did you mean services?)",
+		 dir);
+	if (!ok(!cfg && strcmp(dg.error, want) == 0, "and netproxyd's own file's typo is an error"))
 		diag("%s%s", warned.text, cfg ? "" : dg.error);
 	npd_config_free(cfg);
 
@@ -450,7 +484,8 @@ static void test_include(void)
 			 "Include \"sub/second.lua\"\n"
 			 "proxy_port_mappings = { [15222] = \"c2s\", [15269] = \"s2s\" }\n");
 	cfg = load_file("pcall.lua");
-	if (!ok(cfg && strcmp(addr_of(cfg, "s2s"), "127.0.0.1:6100") == 0 && warned.count == 0,
+	if (!ok(cfg && strcmp(addr_of(cfg, "s2s"), "127.0.0.1:6100 and [::1]:6100") == 0 &&
+			warned.count == 0,
 		"pcall(Include) that fails: still the global section, still 16 deep to go"))
 		diag("  %s%s", cfg ? "" : dg.error, warned.text);
 	npd_config_free(cfg);
@@ -467,7 +502,7 @@ static void test_include(void)
 	npd_config_free(cfg);
 
 	/* Patterns match in time linear-ish in their length, not exponential. */
-	put("glob/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "x = 1\n");
+	put("glob/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "local x = 1\n");
 	put("globbed.lua", "Include \"glob/*a*a*a*a*a*a*a*a*a*a*a*a*b\"\n"
 			   "Include \"glob/*a*a*a\"\nproxy_port_mappings = { [1] = \"c2s\" }\n");
 	cfg = load_file("globbed.lua");
