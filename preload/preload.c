@@ -42,6 +42,7 @@
  * also records its real peer, so a descriptor closed behind the shim's back
  * (by libc's own close, say) and reused never reports a stale address.
  */
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -149,12 +150,9 @@ static struct {
 	pthread_mutex_t big_lock;
 	uint16_t ports[MAX_PORTS];
 	size_t nports;
-	struct {
-		int family;
-		uint8_t addr[16];
-		int bits;
-	} trusted[MAX_TRUSTED];
+	struct np_cidr trusted[MAX_TRUSTED];
 	size_t ntrusted;
+	bool anyone;	      /* NETPROXY_TRUSTED set and empty: every sender is trusted */
 	struct fd_entry *table;
 	size_t table_size;
 	pthread_mutex_t lock; /* the queue and the watcher's state */
@@ -214,78 +212,82 @@ static int64_t now_ms(void)
 
 /* --- configuration ------------------------------------------------------- */
 
-static bool parse_cidr(const char *text, size_t len)
+/*
+ * An entry of NETPROXY_TRUSTED, read by libnetproxy, as netproxyd reads
+ * proxy_trusted_proxies. Returns 1 when read, 0 when it cannot be, -1 when
+ * it was refused with a message of its own.
+ */
+static int parse_cidr(const char *text, size_t len)
 {
-	char buf[64];
-	struct np_header h;
-	char line[160];
-
-	if (shim.ntrusted == MAX_TRUSTED || len == 0 || len >= sizeof(buf))
-		return false;
-	memcpy(buf, text, len);
-	buf[len] = '\0';
-	char *slash = strchr(buf, '/');
-	int bits = -1;
-	if (slash) {
-		*slash = '\0';
-		char *end;
-		long b = strtol(slash + 1, &end, 10);
-		if (*end || slash[1] == '\0' || b < 0 || b > 128)
-			return false;
-		bits = (int)b;
+	if (shim.ntrusted == MAX_TRUSTED)
+		return 0;
+	int r = np_cidr_parse(text, len, &shim.trusted[shim.ntrusted]);
+	if (r == NP_EFAMILY) {
+		/*
+		 * Inside ::ffff:0:0/96: a v4-mapped peer is matched as the IPv4
+		 * address it is, so no peer would ever match. Say what to write.
+		 */
+		char a[64], v4[INET_ADDRSTRLEN] = "?";
+		struct in6_addr in6;
+		size_t alen = strcspn(text, "/");
+		alen = alen < len ? alen : len;
+		unsigned prefix = alen < len ? (unsigned)atoi(text + alen + 1) : 128;
+		if (alen < sizeof(a)) {
+			memcpy(a, text, alen);
+			a[alen] = '\0';
+			if (inet_pton(AF_INET6, a, &in6) == 1) {
+				uint32_t mask = prefix >= 128 ? 0xFFFFFFFFu : ~(0xFFFFFFFFu >> (prefix - 96));
+				uint32_t host;
+				memcpy(&host, &in6.s6_addr[12], 4);
+				host = htonl(ntohl(host) & mask);
+				inet_ntop(AF_INET, &host, v4, sizeof(v4));
+			}
+		}
+		char block[16];
+		snprintf(block, sizeof(block), "/%u", prefix - 96);
+		fprintf(stderr, "netproxy_preload: NETPROXY_TRUSTED: '%.*s' is an IPv4-mapped block, "
+				"which no sender matches (an IPv4 sender is matched as IPv4): write "
+				"'%s%s'; the shim is off\n", (int)len, text, v4,
+			prefix < 128 ? block : "");
+		return -1;
 	}
-	/* The library's strict v1 grammar reads the address for us. */
-	bool v6 = strchr(buf, ':') != NULL;
-	snprintf(line, sizeof(line), "PROXY %s %s %s 0 0\r\n", v6 ? "TCP6" : "TCP4", buf, buf);
-	if (np_parse(line, strlen(line), &h) <= 0)
-		return false;
-	if (bits < 0)
-		bits = v6 ? 128 : 32;
-	if (bits > (v6 ? 128 : 32))
-		return false;
-	const uint8_t *a = h.src.ip6;
-	if (v6 && bits >= 96 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)a)) {
-		/* ::ffff:10.0.0.0/104 is 10.0.0.0/8: peers are compared as IPv4. */
-		v6 = false;
-		a += 12;
-		bits -= 96;
-	}
-	shim.trusted[shim.ntrusted].family = v6 ? AF_INET6 : AF_INET;
-	memcpy(shim.trusted[shim.ntrusted].addr, a, v6 ? 16 : 4);
-	shim.trusted[shim.ntrusted].bits = bits;
+	if (r != 0)
+		return 0;
 	shim.ntrusted++;
-	return true;
+	return 1;
 }
 
-static bool parse_list(const char *name, const char *value, bool (*item)(const char *, size_t))
+/* A list separated by commas or spaces; false, said on stderr, when an item cannot be read. */
+static bool parse_list(const char *name, const char *value, int (*item)(const char *, size_t))
 {
 	for (const char *p = value; *p;) {
 		size_t n = strcspn(p, ", ");
-		if (n && !item(p, n)) {
+		int r = n ? item(p, n) : 1;
+		if (r == 0)
 			fprintf(stderr, "netproxy_preload: %s: cannot read '%.*s'; the shim is off\n", name,
 				(int)n, p);
+		if (r <= 0)
 			return false;
-		}
 		p += n;
 		p += strspn(p, ", ");
 	}
 	return true;
 }
 
-static bool parse_port(const char *text, size_t len)
+static int parse_port(const char *text, size_t len)
 {
 	char buf[8];
 	char *end;
 
 	if (len >= sizeof(buf) || shim.nports == MAX_PORTS)
-		return false;
+		return 0;
 	memcpy(buf, text, len);
 	buf[len] = '\0';
 	long p = strtol(buf, &end, 10);
 	if (*end || p < 1 || p > 65535)
-		return false;
+		return 0;
 	shim.ports[shim.nports++] = (uint16_t)p;
-	return true;
+	return 1;
 }
 
 static uint64_t cookie_of(int fd);
@@ -367,12 +369,14 @@ static void init(void)
 		debug("NETPROXY_PORTS is not set: the shim does nothing");
 		return;
 	}
+	/* Unset: the host itself, as netproxyd's default. Set and empty: anyone. */
 	const char *trusted = getenv("NETPROXY_TRUSTED");
-	if (!trusted || !*trusted)
-		trusted = "127.0.0.0/8,::1";
+	if (!trusted)
+		trusted = "127.0.0.1,::1";
 	if (!parse_list("NETPROXY_PORTS", ports, parse_port) ||
 	    !parse_list("NETPROXY_TRUSTED", trusted, parse_cidr))
 		return;
+	shim.anyone = shim.ntrusted == 0;
 
 	/* Sockets are told apart by SO_COOKIE (Linux 4.12): without it, stay out of the way. */
 	int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -414,8 +418,11 @@ static void init(void)
 	}
 	pthread_atfork(before_fork, after_fork_parent, reset_after_fork);
 	shim.active = true;
+	if (shim.anyone)
+		fprintf(stderr, "netproxy_preload: WARNING: NETPROXY_TRUSTED is set and empty: ANY "
+				"host can send PROXY headers and claim any address\n");
 	debug("PROXY ports: %s; trusted: %s; header timeout %d ms; header up to %zu bytes", ports,
-	      trusted, shim.timeout_ms, shim.max_header);
+	      shim.anyone ? "anyone" : trusted, shim.timeout_ms, shim.max_header);
 }
 
 static inline void ensure_init(void)
@@ -461,32 +468,14 @@ static struct fd_entry *proxied_entry(int fd)
 	return e;
 }
 
+/* Whether the sender, the peer the kernel reports, may send a header. */
 static bool is_trusted(const struct sockaddr *sa)
 {
-	const uint8_t *addr;
-	int family = sa->sa_family;
-
-	if (family == AF_INET) {
-		addr = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-	} else if (family == AF_INET6) {
-		addr = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
-		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)addr)) {
-			family = AF_INET;
-			addr += 12;
-		}
-	} else {
-		return family == AF_UNIX;
-	}
-	for (size_t i = 0; i < shim.ntrusted; i++) {
-		if (shim.trusted[i].family != family)
-			continue;
-		int bits = shim.trusted[i].bits, full = bits / 8, rest = bits % 8;
-		if (memcmp(addr, shim.trusted[i].addr, (size_t)full) != 0)
-			continue;
-		if (rest && ((addr[full] ^ shim.trusted[i].addr[full]) & (0xFF << (8 - rest))))
-			continue;
+	if (shim.anyone)
 		return true;
-	}
+	for (size_t i = 0; i < shim.ntrusted; i++)
+		if (np_cidr_match(&shim.trusted[i], sa))
+			return true;
 	return false;
 }
 

@@ -864,6 +864,82 @@ def test_max_header_out_of_range_turns_the_shim_off(value):
                    f"to 65551; the shim is off\n"), err
 
 
+# --- trusted senders: one meaning, netproxyd's and the original module's -----------------
+
+
+UNTRUSTED = "untrusted sender (not in NETPROXY_TRUSTED)"
+
+
+def test_default_trusts_exactly_127_0_0_1_and_ipv6_loopback(tmp_path):
+    """NETPROXY_TRUSTED unset: 127.0.0.1 and ::1, nothing else of 127.0.0.0/8."""
+    port = free_port_both()
+    with ShimServer(tmp_path, "epoll", [("127.0.0.1", port), ("::1", port)]) as srv:
+        for host, source in (("127.0.0.1", "127.0.0.1"), ("::1", "::1")):
+            ans, _, _ = exchange(port, header("v2") + b"trusted", host=host, source=source)
+            assert (ans["accept"], ans["head"]) == (list(CLIENT), "trusted"), srv.debug()
+        for source in ("127.0.0.5", "127.0.0.2"):
+            refused(port, header("v2") + b"from another loopback address", source=source)
+        err = text_of(srv.err)
+        assert "trusted: 127.0.0.1,::1;" in err, err
+        assert err.count(f"refused: {UNTRUSTED}") == 2, srv.debug()
+        assert len(srv.events("accept")) == 2
+        srv.assert_no_errors()
+
+
+@pytest.mark.parametrize("value", ["", " , ,"], ids=["empty", "separators"])
+def test_empty_trusted_means_anyone_with_a_warning(value, tmp_path):
+    """NETPROXY_TRUSTED set and empty (or only separators): any sender, with
+    a warning on stderr at start, NETPROXY_DEBUG or not, once per process."""
+    port = free_port()
+    with ShimServer(tmp_path, "prefork", [("127.0.0.1", port)], NETPROXY_TRUSTED=value,
+                    NETPROXY_DEBUG=0) as srv:
+        for i, source in enumerate(("127.0.0.5", "127.0.0.1", "127.0.0.77")):
+            src = ("203.0.113.7", 40000 + i)
+            ans, _, _ = exchange(port, header("v1", src) + b"anyone", source=source)
+            assert ans["accept"] == list(src), srv.debug()
+        warning = ("netproxy_preload: WARNING: NETPROXY_TRUSTED is set and empty: ANY host "
+                   "can send PROXY headers and claim any address\n")
+        # Four processes, forked after the shim started: one warning.
+        assert text_of(srv.err) == warning, srv.debug()
+
+
+@pytest.mark.parametrize("block,write", [("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+                                         ("::ffff:127.0.0.1", "127.0.0.1"),
+                                         ("::ffff:192.0.2.77/120", "192.0.2.0/24"),
+                                         ("::ffff:0:0/96", "0.0.0.0/0")])
+def test_ipv4_mapped_block_is_a_configuration_error(block, write):
+    """A block inside ::ffff:0:0/96 could match no sender, an IPv4 sender being
+    matched as IPv4: refused, naming the IPv4 form to write; the shim is off."""
+    err = shim_start_error(NETPROXY_TRUSTED=f"127.0.0.1,{block}")
+    assert err == (f"netproxy_preload: NETPROXY_TRUSTED: '{block}' is an IPv4-mapped block, "
+                   f"which no sender matches (an IPv4 sender is matched as IPv4): write "
+                   f"'{write}'; the shim is off\n"), err
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "127.0.0.1/08", "::1/129", "localhost",
+                                   "10.0.0.01", "fe80::1%lo"])
+def test_unreadable_trusted_entry_turns_the_shim_off(value):
+    err = shim_start_error(NETPROXY_TRUSTED=f"127.0.0.1 {value}")
+    assert err == f"netproxy_preload: NETPROXY_TRUSTED: cannot read '{value}'; the shim is off\n"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_v4_mapped_sender_matched_as_ipv4(shape, tmp_path):
+    """On a dual-stack listener (::) an IPv4 sender shows as ::ffff:a.b.c.d:
+    it is matched by IPv4 blocks, and by no IPv6 block."""
+    port = free_port("::")
+    with ShimServer(tmp_path, shape, [("::", port)],
+                    NETPROXY_TRUSTED="127.0.0.5/32,::1,::/0") as srv:
+        ans, _, _ = exchange(port, header("v2") + b"mapped", source="127.0.0.5")
+        assert ans["accept"] == MAPPED, srv.debug()
+        # ::/0 holds every IPv6 address, ::ffff:127.0.0.6 too, but it is an IPv4 sender.
+        refused(port, header("v2") + b"no IPv4 block", source="127.0.0.6")
+        ans, _, _ = exchange(port, header("v2") + b"v6", host="::1", source="::1")
+        assert ans["accept"] == MAPPED, srv.debug()
+        assert text_of(srv.err).count(f"refused: {UNTRUSTED}") == 1, srv.debug()
+        srv.assert_no_errors()
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_ports_not_listed_are_untouched(shape, tmp_path):
     port, plain = free_port(), free_port()
