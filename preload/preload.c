@@ -542,8 +542,13 @@ static void store_addr(const struct np_header *h, const struct np_endpoint *ep,
 
 	np_endpoint_to_sockaddr(h, ep, &ss);
 	memset(out, 0, sizeof(*out));
-	*len = h->family == NP_AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-	memcpy(out, &ss, *len);
+	if (h->family == NP_AF_INET) {
+		memcpy(out, &ss, sizeof(struct sockaddr_in));
+		*len = sizeof(struct sockaddr_in);
+	} else {
+		memcpy(out, &ss, sizeof(struct sockaddr_in6));
+		*len = sizeof(struct sockaddr_in6);
+	}
 }
 
 /* An IPv4 address as the kernel reports one on an IPv6 socket: v4-mapped. */
@@ -583,56 +588,52 @@ static int other_family(const struct fd_entry *e, int sock_family, bool v6only)
  * 2 for a wake-up connection, -1 when the connection must go (*why says why).
  * fin: the peer has closed, so an incomplete header will never complete.
  */
-static int read_header(int fd, struct fd_entry *e, bool fin, const char **why, uint8_t *buf,
-		       size_t cap);
-
 static int try_header(int fd, struct fd_entry *e, bool fin, const char **why)
 {
-	uint8_t buf[STACK_HEADER];
-
-	return read_header(fd, e, fin, why, buf, sizeof(buf));
-}
-
-/* try_header() with buf[cap] to peek into. */
-static int read_header(int fd, struct fd_entry *e, bool fin, const char **why, uint8_t *buf,
-		       size_t cap)
-{
+	uint8_t stack_buf[STACK_HEADER], *buf = stack_buf;
+	size_t cap = sizeof(stack_buf);
 	struct np_header h;
-	ssize_t n = recv(fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
+	int ret = -1;
 
+again:;
+	ssize_t n = recv(fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
 	if (n == 0) {
 		*why = "closed before its header was complete";
-		return -1;
+		goto out;
 	}
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return 0;
-		*why = strerror(errno);
-		return -1;
+			ret = 0;
+		else
+			*why = strerror(errno);
+		goto out;
 	}
-	if ((size_t)n >= sizeof(WAKE_MAGIC) - 1 && memcmp(buf, WAKE_MAGIC, sizeof(WAKE_MAGIC) - 1) == 0)
-		return 2;
+	if ((size_t)n >= sizeof(WAKE_MAGIC) - 1 && memcmp(buf, WAKE_MAGIC, sizeof(WAKE_MAGIC) - 1) == 0) {
+		ret = 2;
+		goto out;
+	}
 	int r = np_parse_max(buf, (size_t)n, shim.max_header, &h);
-	if (r == NP_EAGAIN && (size_t)n == cap && cap < shim.max_header) {
+	if (r == NP_EAGAIN && (size_t)n == cap && buf == stack_buf && cap < shim.max_header) {
 		/*
 		 * Longer than the stack's buffer, as NETPROXY_MAX_HEADER allows: the
 		 * process's buffer of that size, one caller at a time. Such headers
 		 * are rare, and a thread's stack may be too small for them.
 		 */
 		pthread_mutex_lock(&shim.big_lock);
-		r = read_header(fd, e, fin, why, shim.big, shim.max_header);
-		pthread_mutex_unlock(&shim.big_lock);
-		return r;
+		buf = shim.big;
+		cap = shim.max_header;
+		goto again;
 	}
 	if (r == NP_EAGAIN) {
 		if (!fin)
-			return 0;
-		*why = "closed before its header was complete";
-		return -1;
+			ret = 0;
+		else
+			*why = "closed before its header was complete";
+		goto out;
 	}
 	if (r < 0) {
 		*why = r == NP_ETOOBIG ? shim.too_big : np_strerror(r);
-		return -1;
+		goto out;
 	}
 	/* Only a stream's addresses are ones this TCP connection can stand for. */
 	e->has_client = h.command == NP_CMD_PROXY && h.transport == NP_TRANSPORT_STREAM &&
@@ -642,11 +643,14 @@ static int read_header(int fd, struct fd_entry *e, bool fin, const char **why, u
 		store_addr(&h, &h.dst, &e->dst, &e->dst_len);
 	}
 	/* The bytes were peeked, so they are there: this takes exactly the header. */
-	if (recv(fd, buf, (size_t)r, MSG_DONTWAIT) != r) {
+	if (recv(fd, buf, (size_t)r, MSG_DONTWAIT) != r)
 		*why = "the header could not be consumed";
-		return -1;
-	}
-	return 1;
+	else
+		ret = 1;
+out:
+	if (buf != stack_buf)
+		pthread_mutex_unlock(&shim.big_lock);
+	return ret;
 }
 
 /* --- the queue of parked and ready connections, and the watcher ---------- */
