@@ -489,26 +489,13 @@ def test_without_dst_getsockname_is_the_real_one(shape, tmp_path):
         srv.assert_no_errors()
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_ipv6_listener_v4_and_v6_clients(shape, tmp_path):
-    port = free_port("::1")
-    mapped = ["::ffff:203.0.113.7", CLIENT[1]]
-    mapped_dst = ["::ffff:192.0.2.1", DST[1]]
-    cases = [  # (connect to, header, expected peer, expected sock)
-        ("127.0.0.1", header("v1"), mapped, mapped_dst),
-        ("127.0.0.1", header("v2"), mapped, mapped_dst),
-        ("::1", header("v2"), mapped, mapped_dst),
-        ("::1", header("v1", CLIENT6, DST6), list(CLIENT6), list(DST6)),
-        ("::1", header("v2", CLIENT6, DST6), list(CLIENT6), list(DST6)),
-        ("127.0.0.1", header("v2", CLIENT6, DST6), list(CLIENT6), list(DST6)),
-    ]
-    with ShimServer(tmp_path, shape, [("::", port)], NETPROXY_DST=1) as srv:
-        for host, hdr, peer, sock in cases:
-            ans, _, _ = exchange(port, hdr + b"hello over v6", host=host)
-            assert (ans["accept"], ans["peer"], ans["sock"]) == (peer, peer, sock), \
-                (host, hdr, ans, srv.debug())
-            assert ans["head"] == "hello over v6"
-        srv.assert_no_errors()
+def free_port_dual():
+    """A port for a dual-stack listener on ::, free in both families (a port
+    free on ::1 may be taken on 127.0.0.1 by another test meanwhile)."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        return s.getsockname()[1]
 
 
 def free_port_both():
@@ -526,6 +513,26 @@ def free_port_both():
 
 MAPPED = ["::ffff:203.0.113.7", CLIENT[1]]
 MAPPED_DST = ["::ffff:192.0.2.1", DST[1]]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ipv6_listener_v4_and_v6_clients(shape, tmp_path):
+    port = free_port_dual()
+    cases = [  # (connect to, header, expected peer, expected sock)
+        ("127.0.0.1", header("v1"), MAPPED, MAPPED_DST),
+        ("127.0.0.1", header("v2"), MAPPED, MAPPED_DST),
+        ("::1", header("v2"), MAPPED, MAPPED_DST),
+        ("::1", header("v1", CLIENT6, DST6), list(CLIENT6), list(DST6)),
+        ("::1", header("v2", CLIENT6, DST6), list(CLIENT6), list(DST6)),
+        ("127.0.0.1", header("v2", CLIENT6, DST6), list(CLIENT6), list(DST6)),
+    ]
+    with ShimServer(tmp_path, shape, [("::", port)], NETPROXY_DST=1) as srv:
+        for host, hdr, peer, sock in cases:
+            ans, _, _ = exchange(port, hdr + b"hello over v6", host=host)
+            assert (ans["accept"], ans["peer"], ans["sock"]) == (peer, peer, sock), \
+                (host, hdr, ans, srv.debug())
+            assert ans["head"] == "hello over v6"
+        srv.assert_no_errors()
 
 
 @pytest.mark.parametrize("shape", SHAPES + ["prefork"])
@@ -927,7 +934,7 @@ def test_unreadable_trusted_entry_turns_the_shim_off(value):
 def test_v4_mapped_sender_matched_as_ipv4(shape, tmp_path):
     """On a dual-stack listener (::) an IPv4 sender shows as ::ffff:a.b.c.d:
     it is matched by IPv4 blocks, and by no IPv6 block."""
-    port = free_port("::")
+    port = free_port_dual()
     with ShimServer(tmp_path, shape, [("::", port)],
                     NETPROXY_TRUSTED="127.0.0.5/32,::1,::/0") as srv:
         ans, _, _ = exchange(port, header("v2") + b"mapped", source="127.0.0.5")
