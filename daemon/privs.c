@@ -111,8 +111,15 @@ int npd_privs_check(const struct npd_config *cfg, char *why, size_t cap)
 		snprintf(why, cap, "group: it needs user too");
 		return -1;
 	}
-	if (cfg->user[0] && !getpwnam(cfg->user)) {
+	const struct passwd *pw = cfg->user[0] ? getpwnam(cfg->user) : NULL;
+
+	if (cfg->user[0] && !pw) {
 		snprintf(why, cap, "user: there is no user %s", cfg->user);
+		return -1;
+	}
+	if (pw && pw->pw_uid == 0) {
+		snprintf(why, cap, "user: %s is root: netproxyd does not run as root after binding; "
+				   "choose an unprivileged user", cfg->user);
 		return -1;
 	}
 	if (cfg->group[0] && !getgrnam(cfg->group)) {
