@@ -9,7 +9,8 @@
 #   make bench      the library's ns-per-call table
 #   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
-#   make install    PREFIX (/usr/local) and DESTDIR honoured
+#   make install    PREFIX (/usr/local) and DESTDIR honoured; the systemd
+#                   units too (UNITDIR, SYSUSERSDIR, SYSCONFDIR)
 #
 # GNU make. Objects go to $(BUILD); nothing is written in the source tree.
 
@@ -23,6 +24,13 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+# systemd's own search paths include /usr/local/lib/systemd/system and
+# /usr/local/lib/sysusers.d. The units name the config in SYSCONFDIR, which
+# nothing installs: the admin writes it (Debian's package ships one).
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+SYSCONFDIR ?= /etc
+NPD_CONFIG ?= $(SYSCONFDIR)/netproxyd/netproxyd.conf.lua
 
 CC      ?= cc
 SAN_CC  ?= clang
@@ -83,7 +91,7 @@ MAN_PAGES := $(wildcard man/*.[1-8])
 MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
 .PHONY: all deps check check-all unit unit-asan replay integration tsan lint-man fuzz \
-        bench bench-compare run install uninstall clean
+        bench bench-compare run install uninstall clean install-systemd uninstall-systemd
 .DELETE_ON_ERROR:
 
 all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD)
@@ -269,7 +277,7 @@ run:
 
 # --- installing ------------------------------------------------------------
 
-install: all
+install: all install-systemd
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(BINDIR) $(addprefix $(DESTDIR)$(MANDIR)/man,$(MAN_SECTIONS))
 	install -m 0755 $(SHARED) $(PRELOAD) $(DESTDIR)$(LIBDIR)/
@@ -286,13 +294,34 @@ install: all
 		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/"; \
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
 
-uninstall:
+uninstall: uninstall-systemd
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libnetproxy.so $(DESTDIR)$(LIBDIR)/libnetproxy.a \
 		$(DESTDIR)$(LIBDIR)/libnetproxy_preload.so \
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	@for m in $(MAN_PAGES:man/%=%); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
+
+# The units (systemd/*.in name where netproxyd and its config are), the
+# socket example and the system user. After an install to / run
+# systemd-sysusers and systemctl daemon-reload (netproxyd(8), SYSTEMD).
+SYSTEMD_UNITS := $(patsubst systemd/%.in,%,$(wildcard systemd/*.service.in)) netproxyd.socket
+
+install-systemd:
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	@set -e; for u in $(SYSTEMD_UNITS); do \
+		if [ -f systemd/$$u.in ]; then \
+			echo "sed systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u"; \
+			sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@CONFIG@|$(NPD_CONFIG)|g' \
+				systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u; \
+			chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
+		else \
+			install -m 0644 systemd/$$u $(DESTDIR)$(UNITDIR)/; \
+		fi; done
+	install -m 0644 systemd/netproxyd.sysusers $(DESTDIR)$(SYSUSERSDIR)/netproxyd.conf
+
+uninstall-systemd:
+	rm -f $(SYSTEMD_UNITS:%=$(DESTDIR)$(UNITDIR)/%) $(DESTDIR)$(SYSUSERSDIR)/netproxyd.conf
 
 clean:
 	rm -rf $(BUILD)

@@ -492,3 +492,121 @@ def test_restart_under_load_refuses_nothing():
     assert all(t0 < gone_at for t0, _, o, _ in results if o != "ok"), report
     assert cut_by_stop <= 16, report
     assert served_by_second > 0, report
+
+
+# --- the unit files ----------------------------------------------------------------
+
+def analyze():
+    exe = find_exe("systemd-analyze")
+    if not exe:
+        pytest.skip("systemd-analyze is not installed (Debian's systemd package)")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def units(tmp_path_factory):
+    """The units as make install writes them, naming the build's netproxyd and a
+    config of the test's; the directory of the installed units."""
+    stage = tmp_path_factory.mktemp("units")
+    conf_dir = Path(tempfile.mkdtemp(prefix="npd-unitconf-"))
+    os.chmod(conf_dir, 0o755)
+    subprocess.run(["make", "--no-print-directory", "install-systemd", f"DESTDIR={stage}",
+                    "PREFIX=/usr", f"BINDIR={Path(tool('netproxyd')).parent}",
+                    f"NPD_CONFIG={conf_dir}/netproxyd.conf.lua"],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    yield stage / "usr/lib/systemd/system", conf_dir / "netproxyd.conf.lua"
+    shutil.rmtree(conf_dir)
+
+
+def test_units_verify(units):
+    unit_dir, _ = units
+    names = sorted(p.name for p in unit_dir.iterdir())
+    assert names == ["netproxyd-routing.service", "netproxyd.service", "netproxyd.socket"]
+    # --man=no: the man pages they name are not installed here (test_deb checks with them).
+    r = subprocess.run([analyze(), "verify", "--man=no", *names], cwd=unit_dir,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    sysusers = unit_dir.parent.parent / "sysusers.d/netproxyd.conf"
+    assert re.match(r"u netproxyd - ", sysusers.read_text().splitlines()[-1])
+
+
+def exposure(unit_file, cwd):
+    r = subprocess.run([analyze(), "security", "--offline=yes", unit_file], cwd=cwd,
+                       capture_output=True, text=True)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    return float(m.group(1)), m.group(2)
+
+
+def test_security_score(units, tmp_path):
+    """systemd-analyze security: 2.5 at most for the plain unit (lower is
+    better; 10 is a unit with no sandbox), and what transparent.conf costs."""
+    unit_dir, _ = units
+    plain, verdict = exposure("netproxyd.service", unit_dir)
+    # The drop-in's settings after the unit's, as systemd merges them.
+    merged = tmp_path / "netproxyd.service"
+    merged.write_text((unit_dir / "netproxyd.service").read_text() +
+                      (REPO / "systemd/transparent.conf").read_text())
+    transparent, _ = exposure("netproxyd.service", tmp_path)
+    routing, _ = exposure("netproxyd-routing.service", unit_dir)
+    print(f"exposure: plain {plain} {verdict}, with transparent.conf {transparent}, "
+          f"netproxyd-routing.service {routing}")
+    assert plain <= 2.5 and verdict == "OK"
+    assert transparent <= 3.5 and routing <= 3.5
+
+
+def unit_commands(unit, key):
+    return [line.split("=", 1)[1].split() for line in unit.read_text().splitlines()
+            if line.startswith(key + "=")]
+
+
+# What the unit's User=, CapabilityBoundingSet= and NoNewPrivileges= make of a
+# process (nobody stands in for the netproxyd user).
+AS_UNIT = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+           "--bounding-set=-all", "--no-new-privs", "--"]
+
+
+def test_unit_reload_as_systemd_252_runs_it(units, notify):
+    """ExecStart and the two ExecReload lines, run as systemd 252 runs them:
+    a good file is checked, then SIGHUP brings RELOADING=1 and READY=1; a
+    broken one fails the first line, so `systemctl reload` fails and the
+    running config stays."""
+    if not find_exe("setpriv"):
+        pytest.skip("setpriv is not installed (util-linux)")
+    unit_dir, conf = units
+    unit = unit_dir / "netproxyd.service"
+    [start] = unit_commands(unit, "ExecStart")
+    check, kill = unit_commands(unit, "ExecReload")
+    assert check[1:] == ["-t", "-c", str(conf)] and kill[1:] == ["-HUP", "$MAINPID"]
+    with EchoServer() as echo:
+        port = free_port()
+        conf.write_text(config(port, echo.port))
+        log = conf.parent / "log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(AS_UNIT + start, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "NOTIFY_SOCKET": notify.env},
+                                    start_new_session=True)
+        try:
+            assert notify.next()["READY"] == "1", text_of(log)
+            assert roundtrip(port)
+
+            def reload_unit():
+                r = subprocess.run(AS_UNIT + check, capture_output=True, text=True)
+                if r.returncode != 0:
+                    return r
+                return subprocess.run(kill[:1] + ["-HUP", str(proc.pid)], capture_output=True,
+                                      text=True)
+            conf.write_text(config(port, echo.port, extra="proxy_header_timeout = 3\n"))
+            assert reload_unit().returncode == 0
+            assert notify.next()["RELOADING"] == "1"
+            assert notify.next()["STATUS"].startswith("running generation 2")
+
+            conf.write_text(config(port, echo.port, extra="proxy_header_timeot = 3\n"))
+            r = reload_unit()
+            assert r.returncode == 1 and "proxy_header_timeot" in r.stderr, r
+            with pytest.raises(AssertionError, match="no notify message"):
+                notify.next(timeout=0.5)
+            assert roundtrip(port)
+        finally:
+            stop_pid(proc, 10)
+        assert proc.returncode == 0, text_of(log)
