@@ -11,6 +11,7 @@
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
 #   make install    PREFIX (/usr/local) and DESTDIR honoured; the systemd
 #                   units too (UNITDIR, SYSUSERSDIR, SYSCONFDIR)
+#   make deb        Debian packages, with Debian's tools, in $(BUILD)/deb
 #
 # GNU make. Objects go to $(BUILD); nothing is written in the source tree.
 
@@ -91,7 +92,7 @@ MAN_PAGES := $(wildcard man/*.[1-8])
 MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
 .PHONY: all deps check check-all unit unit-asan replay integration tsan lint-man fuzz \
-        bench bench-compare run install uninstall clean install-systemd uninstall-systemd
+        bench bench-compare run install uninstall clean install-systemd uninstall-systemd deb check-deb
 .DELETE_ON_ERROR:
 
 all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD)
@@ -322,6 +323,25 @@ install-systemd:
 
 uninstall-systemd:
 	rm -f $(SYSTEMD_UNITS:%=$(DESTDIR)$(UNITDIR)/%) $(DESTDIR)$(SYSUSERSDIR)/netproxyd.conf
+
+# Debian's packages (debian/), built by dpkg-buildpackage in a copy of the
+# tree under $(BUILD)/deb/src, unsigned; the .debs and lintian's report end
+# up in $(BUILD)/deb. Needs root or fakeroot, and debhelper (scripts/deps.sh
+# installs it with DEB=1). Not part of check: tests/integration/test_deb.py
+# runs it (make check-deb).
+DEB_DIR := $(BUILD)/deb
+
+deb:
+	@DEB=1 scripts/deps.sh
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	git ls-files -z --cached --others --exclude-standard | \
+		grep -zv '^$(BUILD)/' | xargs -0 cp --parents -t $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && dpkg-buildpackage -us -uc -b
+	lintian --info --display-info $(DEB_DIR)/*.changes | tee $(DEB_DIR)/lintian.txt
+	@ls $(DEB_DIR)/*.deb
+
+check-deb:
+	NETPROXY_BUILD=$(abspath $(BUILD)) NETPROXY_DEB=1 $(PYTHON) -m pytest -q tests/integration/test_deb.py
 
 clean:
 	rm -rf $(BUILD)
