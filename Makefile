@@ -9,8 +9,9 @@
 #   make bench      the library's ns-per-call table
 #   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
-#   make install    PREFIX (/usr/local) and DESTDIR honoured; the systemd
-#                   units too (UNITDIR, SYSUSERSDIR, SYSCONFDIR)
+#   make install    PREFIX (/usr/local) and DESTDIR honoured; ldconfig runs
+#                   when DESTDIR is empty (the files are where they run from);
+#                   the systemd units too (UNITDIR, SYSUSERSDIR, SYSCONFDIR)
 #   make deb        Debian packages, with Debian's tools, in $(BUILD)/deb
 #
 # GNU make. Objects go to $(BUILD); nothing is written in the source tree.
@@ -32,6 +33,7 @@ UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 SYSCONFDIR ?= /etc
 NPD_CONFIG ?= $(SYSCONFDIR)/netproxyd/netproxyd.conf.lua
+LDCONFIG   ?= /sbin/ldconfig
 
 CC      ?= cc
 SAN_CC  ?= clang
@@ -294,6 +296,7 @@ install: all install-systemd
 	@set -e; for m in $(MAN_PAGES); do \
 		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/"; \
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
+	$(run-ldconfig)
 
 uninstall: uninstall-systemd
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
@@ -302,6 +305,20 @@ uninstall: uninstall-systemd
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	@for m in $(MAN_PAGES:man/%=%); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
+	$(run-ldconfig)
+
+# Installed to the real root (no DESTDIR), the loader's cache must learn of
+# the library (or forget it), or programs linked with it do not start. Into
+# a DESTDIR the files are not yet where they will run: a package's
+# postinst runs ldconfig there. Without root it cannot write the cache; the
+# files are installed all the same, and the message says what is left.
+define run-ldconfig
+@if [ -z "$(DESTDIR)" ]; then \
+	echo "$(LDCONFIG)"; \
+	$(LDCONFIG) || echo "make: $(LDCONFIG) failed: run it as root, or programs" \
+		"may not find $(SONAME) in $(LIBDIR)" >&2; \
+fi
+endef
 
 # The units (systemd/*.in name where netproxyd and its config are), the
 # socket example and the system user. After an install to / run

@@ -26,6 +26,8 @@ extern "C" {
 #endif
 
 #define NP_VERSION_STRING "0.1.0"
+/* The same as one number, major * 10000 + minor * 100 + patch: 0.1.0 is 100. */
+#define NP_VERSION_NUMBER 100
 
 #if defined(__GNUC__) && defined(NP_BUILDING_LIBRARY)
 #define NP_EXPORT __attribute__((visibility("default")))
@@ -256,6 +258,16 @@ NP_EXPORT int np_tlv_azure_link_id(const struct np_tlv *tlv, uint32_t *link_id);
 NP_EXPORT int np_tlv_gcp_psc_id(const struct np_tlv *tlv, uint64_t *psc_id);
 
 /*
+ * TLV names, as PROXY protocol documents and HAProxy spell them: "ALPN",
+ * "AUTHORITY", "CRC32C", "NOOP", "UNIQUE_ID", "SSL", "NETNS", and the vendor
+ * types "AWS", "AZURE", "GCP". np_tlv_name() returns the name of type, or
+ * NULL for a type without one; np_tlv_type() the type named by
+ * name[0..len), case ignored, or NP_EINVAL. The list may grow.
+ */
+NP_EXPORT const char *np_tlv_name(uint8_t type);
+NP_EXPORT int np_tlv_type(const char *name, size_t len);
+
+/*
  * CRC32C (Castagnoli) as used by PP2_TYPE_CRC32C. np_crc32c() continues a
  * running value: start with 0. It uses SSE4.2 where the CPU has it and a
  * table otherwise; both give the same answers.
@@ -322,6 +334,18 @@ NP_EXPORT int np_header_from_sockaddr(struct np_header *hdr, const struct sockad
 				       const struct sockaddr *dst);
 
 /*
+ * Write the socket address sa, of len bytes, as text into out[0..cap):
+ * "192.0.2.1:443", "[2001:db8::1]:443" (the address as np_format_addr()
+ * writes it), "unix:/run/x.sock", "unix:@name" for an abstract one, "unix:"
+ * for an unnamed one. Returns the length written, not counting the NUL;
+ * NP_ENOSPC when it does not fit; NP_EINVAL for another family or a len
+ * too short for its family. NP_SOCKADDRSTRLEN bytes suffice for INET and
+ * INET6.
+ */
+#define NP_SOCKADDRSTRLEN (NP_ADDRSTRLEN + 8) /* "[", "]:", 5 digits */
+NP_EXPORT int np_format_sockaddr(char *out, size_t cap, const struct sockaddr *sa, socklen_t len);
+
+/*
  * Address blocks, as in a list of trusted senders ("127.0.0.1", "::1",
  * "192.0.2.0/24", "2001:db8::/32"). One meaning wherever netproxy reads such
  * a list: a bare address is one host; an IPv4 peer, also one that a
@@ -346,6 +370,9 @@ NP_EXPORT int np_cidr_parse(const char *text, size_t len, struct np_cidr *out);
 
 /* 1 when sa, an AF_INET or AF_INET6 address, is inside c; else 0. */
 NP_EXPORT int np_cidr_match(const struct np_cidr *c, const struct sockaddr *sa);
+
+/* NP_VERSION_NUMBER of the library loaded at run time, which may be newer than the header. */
+NP_EXPORT unsigned np_version(void);
 
 /*
  * Read exactly one header from the connected socket fd into buf[0..cap),

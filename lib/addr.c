@@ -281,3 +281,64 @@ int np_cidr_match(const struct np_cidr *c, const struct sockaddr *sa)
 		return 0;
 	return rest == 0 || ((a[whole] ^ c->addr[whole]) & (0xff << (8 - rest))) == 0;
 }
+
+int np_format_sockaddr(char *out, size_t cap, const struct sockaddr *sa, socklen_t len)
+{
+	char text[NP_UNIX_PATH_LEN + 8];
+	size_t n = 0;
+
+	if (!out || !sa || len < (socklen_t)sizeof(sa_family_t))
+		return NP_EINVAL;
+	switch (sa->sa_family) {
+	case AF_INET: {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+		if (len < (socklen_t)sizeof(*sin))
+			return NP_EINVAL;
+		n = np__format_ip4(text, (const uint8_t *)&sin->sin_addr);
+		text[n++] = ':';
+		n += np__format_u16(text + n, ntohs(sin->sin_port));
+		break;
+	}
+	case AF_INET6: {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+		if (len < (socklen_t)sizeof(*sin6))
+			return NP_EINVAL;
+		text[n++] = '[';
+		n += np__format_ip6(text + n, sin6->sin6_addr.s6_addr);
+		text[n++] = ']';
+		text[n++] = ':';
+		n += np__format_u16(text + n, ntohs(sin6->sin6_port));
+		break;
+	}
+	case AF_UNIX: {
+		const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
+		size_t plen = (size_t)len - offsetof(struct sockaddr_un, sun_path);
+
+		if (plen > sizeof(sun->sun_path))
+			plen = sizeof(sun->sun_path);
+		memcpy(text, "unix:", 5);
+		n = 5;
+		if (plen > 0 && sun->sun_path[0] == '\0') {
+			/* Abstract: the name is every byte after the NUL, as len says. */
+			text[n++] = '@';
+			memcpy(text + n, sun->sun_path + 1, plen - 1);
+			n += plen - 1;
+		} else {
+			size_t l = strnlen(sun->sun_path, plen);
+
+			memcpy(text + n, sun->sun_path, l);
+			n += l;
+		}
+		break;
+	}
+	default:
+		return NP_EINVAL;
+	}
+	if (n >= cap)
+		return NP_ENOSPC;
+	memcpy(out, text, n);
+	out[n] = '\0';
+	return (int)n;
+}

@@ -27,3 +27,8 @@ const char *np_errname(int err)
 	}
 	return "NP_UNKNOWN";
 }
+
+unsigned np_version(void)
+{
+	return NP_VERSION_NUMBER;
+}

@@ -159,3 +159,43 @@ int np_tlv_gcp_psc_id(const struct np_tlv *tlv, uint64_t *psc_id)
 	*psc_id = (uint64_t)np__load32(tlv->value) << 32 | np__load32(tlv->value + 4);
 	return 0;
 }
+
+static const struct {
+	const char *name;
+	uint8_t type;
+} tlv_names[] = {
+	{"ALPN", NP_TLV_ALPN},	 {"AUTHORITY", NP_TLV_AUTHORITY}, {"CRC32C", NP_TLV_CRC32C},
+	{"NOOP", NP_TLV_NOOP},	 {"UNIQUE_ID", NP_TLV_UNIQUE_ID}, {"SSL", NP_TLV_SSL},
+	{"NETNS", NP_TLV_NETNS}, {"AWS", NP_TLV_AWS},		   {"AZURE", NP_TLV_AZURE},
+	{"GCP", NP_TLV_GCP},
+};
+
+const char *np_tlv_name(uint8_t type)
+{
+	for (size_t i = 0; i < sizeof(tlv_names) / sizeof(tlv_names[0]); i++)
+		if (tlv_names[i].type == type)
+			return tlv_names[i].name;
+	return NULL;
+}
+
+/* ASCII only: the names are, and the C library's tolower() would read the locale. */
+static int upper(int c)
+{
+	return c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c;
+}
+
+int np_tlv_type(const char *name, size_t len)
+{
+	if (!name)
+		return NP_EINVAL;
+	for (size_t i = 0; i < sizeof(tlv_names) / sizeof(tlv_names[0]); i++) {
+		const char *n = tlv_names[i].name;
+		size_t k = 0;
+
+		while (k < len && n[k] && upper((unsigned char)name[k]) == n[k])
+			k++;
+		if (k == len && n[k] == '\0')
+			return tlv_names[i].type;
+	}
+	return NP_EINVAL;
+}

@@ -216,38 +216,6 @@ static const char *v1_proto_name(uint8_t p)
 	return NULL;
 }
 
-static const char *tlv_name(uint8_t type)
-{
-	switch (type) {
-	case NP_TLV_ALPN:
-		return "ALPN";
-	case NP_TLV_AUTHORITY:
-		return "AUTHORITY";
-	case NP_TLV_CRC32C:
-		return "CRC32C";
-	case NP_TLV_NOOP:
-		return "NOOP";
-	case NP_TLV_UNIQUE_ID:
-		return "UNIQUE_ID";
-	case NP_TLV_SSL:
-		return "SSL";
-	case NP_TLV_NETNS:
-		return "NETNS";
-	case NP_TLV_GCP:
-		return "GCP";
-	case NP_TLV_AWS:
-		return "AWS";
-	case NP_TLV_AZURE:
-		return "AZURE";
-	}
-	if (type >= 0xE0 && type <= 0xEF)
-		return "CUSTOM";
-	if (type >= 0xF0 && type <= 0xF7)
-		return "EXPERIMENT";
-	if (type >= 0xF8)
-		return "FUTURE";
-	return "UNASSIGNED";
-}
 
 static const char *ssl_sub_name(uint8_t type)
 {
@@ -502,6 +470,21 @@ static void text_ssl(const struct np_tlv *t)
 		text_value(sub.value, sub.len);
 		putchar('\n');
 	}
+}
+
+
+/* The type's name, else the range of the specification it falls in. */
+static const char *tlv_name(uint8_t type)
+{
+	if (np_tlv_name(type))
+		return np_tlv_name(type);
+	if (type >= 0xE0 && type <= 0xEF)
+		return "CUSTOM";
+	if (type >= 0xF0 && type <= 0xF7)
+		return "EXPERIMENT";
+	if (type >= 0xF8)
+		return "FUTURE";
+	return "UNASSIGNED";
 }
 
 static void text_tlv(const struct np_tlv *t)

@@ -327,21 +327,6 @@ static int parse_timeout(const char *s, int *ms)
 	return 0;
 }
 
-static const struct {
-	const char *name;
-	uint8_t type;
-} tlv_names[] = {
-	{"ALPN", NP_TLV_ALPN},
-	{"AUTHORITY", NP_TLV_AUTHORITY},
-	{"CRC32C", NP_TLV_CRC32C},
-	{"NOOP", NP_TLV_NOOP},
-	{"UNIQUE_ID", NP_TLV_UNIQUE_ID},
-	{"SSL", NP_TLV_SSL},
-	{"NETNS", NP_TLV_NETNS},
-	{"GCP", NP_TLV_GCP},
-	{"AWS", NP_TLV_AWS},
-	{"AZURE", NP_TLV_AZURE},
-};
 
 static int parse_tlv_type(const char *s, size_t n, uint8_t *type)
 {
@@ -352,11 +337,9 @@ static int parse_tlv_type(const char *s, size_t n, uint8_t *type)
 		return -1;
 	memcpy(text, s, n);
 	text[n] = '\0';
-	for (size_t i = 0; i < sizeof(tlv_names) / sizeof(tlv_names[0]); i++) {
-		if (strcasecmp(text, tlv_names[i].name) == 0) {
-			*type = tlv_names[i].type;
-			return 0;
-		}
+	if (np_tlv_type(text, n) >= 0) {
+		*type = (uint8_t)np_tlv_type(text, n);
+		return 0;
 	}
 	if (text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
 		if (text[2] == '\0')
@@ -411,23 +394,12 @@ static int parse_tlv(const char *arg, struct np_tlv *t)
 
 /* --- addresses as text ---------------------------------------------------- */
 
-#define SA_TEXT (INET6_ADDRSTRLEN + 8) /* "[" addr "]:" port */
+#define SA_TEXT NP_SOCKADDRSTRLEN
 
 static void sa_text(const struct sockaddr *sa, char *out, size_t cap)
 {
-	char ip[INET6_ADDRSTRLEN];
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-		snprintf(out, cap, "%s:%u", ip, (unsigned)ntohs(sin->sin_port));
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-		snprintf(out, cap, "[%s]:%u", ip, (unsigned)ntohs(sin6->sin6_port));
-	} else {
+	if (np_format_sockaddr(out, cap, sa, sizeof(struct sockaddr_storage)) < 0)
 		snprintf(out, cap, "(family %d)", (int)sa->sa_family);
-	}
 }
 
 static const char *family_text(int family)

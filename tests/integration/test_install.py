@@ -1,7 +1,14 @@
 """`make install` and `make uninstall`: what a packager and a user of the
 library get. Installs into temporary directories, with PREFIX and with
 DESTDIR, then builds and runs a program against the installed library, found
-through pkg-config, both shared and static."""
+through pkg-config, both shared and static.
+
+Installed to the real root (DESTDIR empty), `make install` runs ldconfig, or
+a program linked with the new library does not start: the loader's cache
+does not know it yet. Where PREFIX is a temporary directory, LDCONFIG is a
+stand-in that records its calls, so the host's cache is never touched; the
+real thing runs in a sandbox of its own (mount namespace: /usr/local an
+empty tmpfs, /etc an overlay), as a new user's `make install` would."""
 import os
 import re
 import shutil
@@ -43,6 +50,16 @@ def make(*args, **env):
                           env={**os.environ, **env})
 
 
+def recorder(directory):
+    """An ldconfig stand-in that appends its arguments to a file; returns
+    (its path, a function that reads the calls recorded)."""
+    log = directory / "ldconfig.calls"
+    exe = directory / "ldconfig"
+    exe.write_text(f"#!/bin/sh\necho \"ldconfig $*\" >> {log}\n")
+    exe.chmod(0o755)
+    return exe, lambda: log.read_text().splitlines() if log.exists() else []
+
+
 def files_under(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
 
@@ -54,8 +71,11 @@ def exported_functions():
 
 @pytest.fixture(scope="module")
 def prefix(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prefix") / "usr"
-    make("install", f"PREFIX={root}")
+    tmp = tmp_path_factory.mktemp("prefix")
+    root = tmp / "usr"
+    ldconfig, calls = recorder(tmp)
+    make("install", f"PREFIX={root}", f"LDCONFIG={ldconfig}")
+    assert calls() == ["ldconfig "], calls()
     return root
 
 
@@ -117,12 +137,74 @@ def test_static(prefix, tmp_path):
 
 def test_destdir_and_uninstall(tmp_path):
     stage = tmp_path / "stage"
-    make("install", f"DESTDIR={stage}", "PREFIX=/opt/np")
+    ldconfig, calls = recorder(tmp_path)
+    make("install", f"DESTDIR={stage}", "PREFIX=/opt/np", f"LDCONFIG={ldconfig}")
+    assert calls() == [], "ldconfig ran for a DESTDIR install"
     installed = files_under(stage)
     assert "opt/np/lib/libnetproxy.a" in installed
     assert all(f.startswith("opt/np/") for f in installed), installed
     pc = (stage / "opt/np/lib/pkgconfig/libnetproxy.pc").read_text()
     assert "prefix=/opt/np" in pc and str(stage) not in pc
-    make("uninstall", f"DESTDIR={stage}", "PREFIX=/opt/np")
+    make("uninstall", f"DESTDIR={stage}", "PREFIX=/opt/np", f"LDCONFIG={ldconfig}")
     assert files_under(stage) == []
+    assert calls() == [], "ldconfig ran for a DESTDIR uninstall"
     shutil.rmtree(stage)
+
+
+def test_uninstall_without_destdir_runs_ldconfig(tmp_path):
+    root = tmp_path / "usr"
+    ldconfig, calls = recorder(tmp_path)
+    make("install", f"PREFIX={root}", f"LDCONFIG={ldconfig}")
+    make("uninstall", f"PREFIX={root}", f"LDCONFIG={ldconfig}")
+    assert calls() == ["ldconfig ", "ldconfig "], calls()
+    assert files_under(root) == []
+
+
+def why_no_sandbox():
+    if os.geteuid() != 0:
+        return "needs root: make install to /usr/local runs in a mount namespace"
+    r = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True, timeout=30)
+    return None if r.returncode == 0 else f"unshare -m fails here: {r.stderr.strip()}"
+
+
+# In the sandbox: make install as a user would, then the README's way to
+# build a program (pkg-config's default search path, no rpath) and run it.
+ROOT_INSTALL = r"""
+set -e
+mount -t tmpfs tmpfs "$SB"
+mkdir "$SB/upper" "$SB/work"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$SB/upper,workdir=$SB/work" /etc
+mount -t tmpfs tmpfs /usr/local
+make -s --no-print-directory -C "$REPO" BUILD="$BUILD" $EXTRA install >/dev/null
+cd "$SB"
+cc -std=c11 -Wall -Werror -o prog "$PROG" $(pkg-config --cflags --libs libnetproxy)
+ldd ./prog | grep libnetproxy
+exec ./prog
+"""
+INSTALLED = "libnetproxy.so.0 => /usr/local/lib/libnetproxy.so.0"
+
+
+@pytest.mark.skipif(why_no_sandbox() is not None, reason=str(why_no_sandbox()))
+@pytest.mark.parametrize("ldconfig", ["ldconfig", "none"])
+def test_installed_to_the_root_a_program_starts(tmp_path, ldconfig):
+    """make install with no DESTDIR, PREFIX /usr/local: a program built with
+    pkg-config starts, with the library just installed, because install ran
+    ldconfig. The control installs with LDCONFIG=true (what the Makefile did
+    before): the loader then does not find that library, and the program
+    does not start (or, where another libnetproxy.so.0 is installed on the
+    host, starts with that one)."""
+    src = tmp_path / "prog.c"
+    src.write_text(PROGRAM)
+    sb = tmp_path / "sandbox"
+    sb.mkdir()
+    env = {**os.environ, "SB": str(sb), "REPO": str(REPO), "BUILD": str(BUILD.resolve()),
+           "PROG": str(src), "EXTRA": "" if ldconfig == "ldconfig" else "LDCONFIG=true"}
+    r = subprocess.run(["unshare", "-m", "bash", "-c", ROOT_INSTALL], env=env,
+                       capture_output=True, text=True, timeout=120)
+    if ldconfig == "ldconfig":
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert INSTALLED in r.stdout, r.stdout
+        assert r.stdout.endswith("45 192.0.2.1 56324\n"), r.stdout
+    else:
+        assert INSTALLED not in r.stdout, r.stdout + r.stderr
+        assert r.returncode != 0 or "=> /usr/local/lib/" not in r.stdout, r.stdout + r.stderr

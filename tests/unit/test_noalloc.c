@@ -382,6 +382,18 @@ static void run_cidr(unsigned long *work)
 	}
 }
 
+static void run_names(unsigned long *work)
+{
+	struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+	char out[NP_SOCKADDRSTRLEN];
+
+	for (unsigned t = 0; t < 256; t++)
+		*work += np_tlv_name((uint8_t)t) != NULL;
+	*work += np_tlv_type("unique_id", 9) == NP_TLV_UNIQUE_ID;
+	*work += np_format_sockaddr(out, sizeof(out), (struct sockaddr *)&in6, sizeof(in6)) > 0;
+	*work += np_version() > 0;
+}
+
 static void run_errors(unsigned long *work)
 {
 	/* Every code, and a few that are none, for the "unknown" answers. */
@@ -424,6 +436,7 @@ static struct phase phases[] = {
 	{"np_format_addr", run_format, 0, 0, 0},
 	{"np_endpoint_to_sockaddr / np_header_from_sockaddr", run_sockaddr, 0, 0, 0},
 	{"np_cidr_parse / np_cidr_match", run_cidr, 0, 0, 0},
+	{"np_tlv_name / np_tlv_type / np_format_sockaddr / np_version", run_names, 0, 0, 0},
 	{"np_strerror / np_errname", run_errors, 0, 0, 0},
 	{"np_recv_header", run_recv, 0, 0, 0},
 };
