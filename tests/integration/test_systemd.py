@@ -547,6 +547,9 @@ def test_security_score(units, tmp_path):
     merged = tmp_path / "netproxyd.service"
     merged.write_text((unit_dir / "netproxyd.service").read_text() +
                       (REPO / "systemd/transparent.conf").read_text())
+    r = subprocess.run([analyze(), "verify", "--man=no", "netproxyd.service"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
     transparent, _ = exposure("netproxyd.service", tmp_path)
     routing, _ = exposure("netproxyd-routing.service", unit_dir)
     print(f"exposure: plain {plain} {verdict}, with transparent.conf {transparent}, "
