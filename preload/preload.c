@@ -15,19 +15,26 @@
  * reads the parked headers as they arrive, edge-triggered, and when one is
  * complete it connects to the listener itself and sends WAKE_MAGIC: that
  * wake-up connection makes the listener readable, so an event loop calls
- * accept() again, where the shim drops the wake-up (it knows it by what it
- * says, so a wake-up that lands in another process sharing the listener is
- * dropped there too) and hands over the parked connection instead. A
- * blocked accept() returns the same way. Wake-ups repeat while a ready
- * connection waits; headers that do not complete in NETPROXY_TIMEOUT_MS,
- * and ready connections nobody takes in that time, are closed.
+ * accept() again, and a blocked accept() returns. Every accept() hands over
+ * the ready connections first, before it takes anything from the kernel, so
+ * one wake-up that waits in the backlog keeps the listener readable while
+ * any number of them wait; accept() drops it (it knows it by what it says,
+ * so a wake-up that lands in another process sharing the listener is
+ * dropped there too) once none is left. Headers that do not complete in
+ * NETPROXY_TIMEOUT_MS, and ready connections nobody takes in that time, are
+ * closed.
  *
  * Processes that share a listener (pre-forked workers, nginx's) cannot say
  * which of them a wake-up reaches: the kernel may give every one to the same
  * idle worker. So a listener made in this process tree (listen() is wrapped)
  * gets a mailbox, a datagram socketpair its children inherit: a connection
  * whose header came late is passed into it (SCM_RIGHTS) with its addresses,
- * and whichever process accepts the wake-up takes it out and hands it over.
+ * and whichever process accepts next takes it out and hands it over. How
+ * many a mailbox holds is a counter in memory the processes share, so that
+ * accept() knows without a system call whether to look there. A client of
+ * a family its socket cannot report (IPv6 on an IPv4 socket, IPv4 on an
+ * IPv6-only one) goes the same way to the process's listener of its family
+ * on that port, when there is one.
  *
  * Nothing is allocated per connection: the state of each descriptor lives in
  * a table sized from RLIMIT_NOFILE and mapped lazily. close(), dup2(), dup3()
@@ -35,6 +42,7 @@
  * also records its real peer, so a descriptor closed behind the shim's back
  * (by libc's own close, say) and reused never reports a stale address.
  */
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -66,7 +74,7 @@
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_PORTS 64
 #define MAX_TRUSTED 64
-#define MAX_HEADER 4096 /* enough for any header a load balancer sends; larger is refused */
+#define STACK_HEADER 4096 /* the default cap: headers up to this long are read on the stack */
 #define TABLE_MAX (1u << 22) /* entries; a larger RLIMIT_NOFILE is capped */
 
 /* What the shim knows of one descriptor. */
@@ -79,6 +87,27 @@ enum fd_kind {
 	FD_READY,    /* header read, waiting for its listener's accept() */
 };
 
+/*
+ * How many connections a mailbox holds, in memory shared by every process
+ * that has the mailbox (MAP_SHARED, inherited across fork()). It is a hint,
+ * read without the lock: counted up before a connection is sent into the
+ * mailbox and down after each one is received, it may say one waits for the
+ * moment one is in flight, never that none waits while one is there.
+ * Counters come from pages of SLAB_SLOTS, handed out by a shared index and
+ * never reused or unmapped, so that no process can see a counter change
+ * meaning and a stale pointer still points to a counter: 64 bytes per
+ * mailbox ever made.
+ */
+struct mail_count {
+	_Alignas(64) atomic_int waiting;
+};
+#define SLAB_SLOTS 63
+struct mail_slab {
+	_Alignas(64) atomic_uint used;
+	struct mail_count slot[SLAB_SLOTS];
+};
+_Static_assert(sizeof(struct mail_slab) <= 4096, "a slab fits in a page");
+
 /* What a wake-up connection says; no PROXY header starts like this. */
 static const char WAKE_MAGIC[] = "NETPROXY-PRELOAD-WAKE\n";
 #define WAKE_EVERY_MS 100 /* while a ready connection waits */
@@ -88,11 +117,15 @@ struct fd_entry {
 	_Atomic uint64_t cookie; /* 0: unused; a listener's SO_COOKIE; IN_USE for the rest */
 	uint8_t kind;
 	bool has_client;  /* the header named the addresses; else the real ones apply */
+	bool v6only;	  /* FD_LISTENER: an IPv6 socket with IPV6_V6ONLY */
 	int flags;	  /* the SOCK_NONBLOCK and SOCK_CLOEXEC it has now */
 	int listener;	  /* FD_PARKED, FD_READY: the listening fd it came from */
 	int next;	  /* FD_PARKED, FD_READY: the next queued fd, or -1 */
 	int64_t deadline_ms;
-	int64_t wake_ms;  /* FD_READY: when to send the next wake-up */
+	union {
+		int64_t wake_ms; /* FD_READY: when to send the next wake-up */
+		struct mail_count *_Atomic mail; /* FD_LISTENER: its mailbox's count, or NULL */
+	};
 	struct sockaddr_in6 client, dst; /* big enough for AF_INET too */
 	socklen_t client_len, dst_len;
 	struct sockaddr_in6 peer; /* the real peer, as accept() saw it: tells the socket apart */
@@ -111,14 +144,15 @@ static struct {
 	bool active;
 	bool debug, report_dst;
 	int timeout_ms;
+	size_t max_header;    /* NETPROXY_MAX_HEADER */
+	char too_big[64];     /* the reason a header longer than that is refused */
+	uint8_t *big;	      /* a buffer of max_header bytes, when that is over STACK_HEADER */
+	pthread_mutex_t big_lock;
 	uint16_t ports[MAX_PORTS];
 	size_t nports;
-	struct {
-		int family;
-		uint8_t addr[16];
-		int bits;
-	} trusted[MAX_TRUSTED];
+	struct np_cidr trusted[MAX_TRUSTED];
 	size_t ntrusted;
+	bool anyone;	      /* NETPROXY_TRUSTED set and empty: every sender is trusted */
 	struct fd_entry *table;
 	size_t table_size;
 	pthread_mutex_t lock; /* the queue and the watcher's state */
@@ -131,8 +165,13 @@ static struct {
 		uint64_t cookie; /* the listener's */
 		int fds[2];	 /* a datagram socketpair: [0] to receive, [1] to send */
 		int64_t woken_ms; /* the last wake-up sent for it by this process */
+		bool wake_wanted; /* accept() asks the watcher for a wake-up */
+		struct mail_count *count;
+		int family;	  /* the listener's */
+		uint16_t port;
 	} mailboxes[MAX_MAILBOXES];
 	size_t nmailboxes;
+	struct mail_slab *slab; /* where the next counter comes from */
 	atomic_int queued;    /* how many: read without the lock by accept() */
 	int (*real_accept)(int, struct sockaddr *, socklen_t *);
 	int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
@@ -142,8 +181,8 @@ static struct {
 	int (*real_listen)(int, int);
 	int (*real_dup2)(int, int);
 	int (*real_dup3)(int, int, int);
-} shim = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1,
-	   .pokefd = -1, .queue_head = -1};
+} shim = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER,
+	   .big_lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .pokefd = -1, .queue_head = -1};
 
 __attribute__((format(printf, 1, 2))) static void debug(const char *fmt, ...)
 {
@@ -173,78 +212,82 @@ static int64_t now_ms(void)
 
 /* --- configuration ------------------------------------------------------- */
 
-static bool parse_cidr(const char *text, size_t len)
+/*
+ * An entry of NETPROXY_TRUSTED, read by libnetproxy, as netproxyd reads
+ * proxy_trusted_proxies. Returns 1 when read, 0 when it cannot be, -1 when
+ * it was refused with a message of its own.
+ */
+static int parse_cidr(const char *text, size_t len)
 {
-	char buf[64];
-	struct np_header h;
-	char line[160];
-
-	if (shim.ntrusted == MAX_TRUSTED || len == 0 || len >= sizeof(buf))
-		return false;
-	memcpy(buf, text, len);
-	buf[len] = '\0';
-	char *slash = strchr(buf, '/');
-	int bits = -1;
-	if (slash) {
-		*slash = '\0';
-		char *end;
-		long b = strtol(slash + 1, &end, 10);
-		if (*end || slash[1] == '\0' || b < 0 || b > 128)
-			return false;
-		bits = (int)b;
+	if (shim.ntrusted == MAX_TRUSTED)
+		return 0;
+	int r = np_cidr_parse(text, len, &shim.trusted[shim.ntrusted]);
+	if (r == NP_EFAMILY) {
+		/*
+		 * Inside ::ffff:0:0/96: a v4-mapped peer is matched as the IPv4
+		 * address it is, so no peer would ever match. Say what to write.
+		 */
+		char a[64], v4[INET_ADDRSTRLEN] = "?";
+		struct in6_addr in6;
+		size_t alen = strcspn(text, "/");
+		alen = alen < len ? alen : len;
+		unsigned prefix = alen < len ? (unsigned)atoi(text + alen + 1) : 128;
+		if (alen < sizeof(a)) {
+			memcpy(a, text, alen);
+			a[alen] = '\0';
+			if (inet_pton(AF_INET6, a, &in6) == 1) {
+				uint32_t mask = prefix >= 128 ? 0xFFFFFFFFu : ~(0xFFFFFFFFu >> (prefix - 96));
+				uint32_t host;
+				memcpy(&host, &in6.s6_addr[12], 4);
+				host = htonl(ntohl(host) & mask);
+				inet_ntop(AF_INET, &host, v4, sizeof(v4));
+			}
+		}
+		char block[16];
+		snprintf(block, sizeof(block), "/%u", prefix - 96);
+		fprintf(stderr, "netproxy_preload: NETPROXY_TRUSTED: '%.*s' is an IPv4-mapped block, "
+				"which no sender matches (an IPv4 sender is matched as IPv4): write "
+				"'%s%s'; the shim is off\n", (int)len, text, v4,
+			prefix < 128 ? block : "");
+		return -1;
 	}
-	/* The library's strict v1 grammar reads the address for us. */
-	bool v6 = strchr(buf, ':') != NULL;
-	snprintf(line, sizeof(line), "PROXY %s %s %s 0 0\r\n", v6 ? "TCP6" : "TCP4", buf, buf);
-	if (np_parse(line, strlen(line), &h) <= 0)
-		return false;
-	if (bits < 0)
-		bits = v6 ? 128 : 32;
-	if (bits > (v6 ? 128 : 32))
-		return false;
-	const uint8_t *a = h.src.ip6;
-	if (v6 && bits >= 96 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)a)) {
-		/* ::ffff:10.0.0.0/104 is 10.0.0.0/8: peers are compared as IPv4. */
-		v6 = false;
-		a += 12;
-		bits -= 96;
-	}
-	shim.trusted[shim.ntrusted].family = v6 ? AF_INET6 : AF_INET;
-	memcpy(shim.trusted[shim.ntrusted].addr, a, v6 ? 16 : 4);
-	shim.trusted[shim.ntrusted].bits = bits;
+	if (r != 0)
+		return 0;
 	shim.ntrusted++;
-	return true;
+	return 1;
 }
 
-static bool parse_list(const char *name, const char *value, bool (*item)(const char *, size_t))
+/* A list separated by commas or spaces; false, said on stderr, when an item cannot be read. */
+static bool parse_list(const char *name, const char *value, int (*item)(const char *, size_t))
 {
 	for (const char *p = value; *p;) {
 		size_t n = strcspn(p, ", ");
-		if (n && !item(p, n)) {
+		int r = n ? item(p, n) : 1;
+		if (r == 0)
 			fprintf(stderr, "netproxy_preload: %s: cannot read '%.*s'; the shim is off\n", name,
 				(int)n, p);
+		if (r <= 0)
 			return false;
-		}
 		p += n;
 		p += strspn(p, ", ");
 	}
 	return true;
 }
 
-static bool parse_port(const char *text, size_t len)
+static int parse_port(const char *text, size_t len)
 {
 	char buf[8];
 	char *end;
 
 	if (len >= sizeof(buf) || shim.nports == MAX_PORTS)
-		return false;
+		return 0;
 	memcpy(buf, text, len);
 	buf[len] = '\0';
 	long p = strtol(buf, &end, 10);
 	if (*end || p < 1 || p > 65535)
-		return false;
+		return 0;
 	shim.ports[shim.nports++] = (uint16_t)p;
-	return true;
+	return 1;
 }
 
 static uint64_t cookie_of(int fd);
@@ -258,6 +301,27 @@ static void *next_symbol(const char *name)
 		abort();
 	}
 	return f;
+}
+
+/* A whole number from lo to hi, or dflt when unset or empty; anything else is refused. */
+static bool parse_number(const char *name, const char *unit, long lo, long hi, long dflt,
+			 long *out)
+{
+	const char *v = getenv(name);
+	char *end;
+
+	*out = dflt;
+	if (!v || !*v)
+		return true;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (*end || errno || n < lo || n > hi) {
+		fprintf(stderr, "netproxy_preload: %s=%s: expected %s from %ld to %ld; the shim is off\n",
+			name, v, unit, lo, hi);
+		return false;
+	}
+	*out = n;
+	return true;
 }
 
 /* A switch: unset, "" or "0" is off, "1" is on; anything else is refused. */
@@ -290,30 +354,29 @@ static void init(void)
 	if (!parse_switch("NETPROXY_DEBUG", &shim.debug) ||
 	    !parse_switch("NETPROXY_DST", &shim.report_dst))
 		return;
-	const char *v = getenv("NETPROXY_TIMEOUT_MS");
-	shim.timeout_ms = 5000;
-	if (v && *v) {
-		char *end;
-		long ms = strtol(v, &end, 10);
-		if (*end || ms < 1 || ms > 3600000) {
-			fprintf(stderr, "netproxy_preload: NETPROXY_TIMEOUT_MS=%s: expected "
-					"milliseconds from 1 to 3600000; the shim is off\n", v);
-			return;
-		}
-		shim.timeout_ms = (int)ms;
-	}
+	long ms, max;
+	if (!parse_number("NETPROXY_TIMEOUT_MS", "milliseconds", 1, 3600000, 5000, &ms) ||
+	    !parse_number("NETPROXY_MAX_HEADER", "bytes", NP_V2_MIN_LEN, NP_V2_MAX_LEN, STACK_HEADER,
+			  &max))
+		return;
+	shim.timeout_ms = (int)ms;
+	shim.max_header = (size_t)max;
+	snprintf(shim.too_big, sizeof(shim.too_big), "header larger than NETPROXY_MAX_HEADER (%zu bytes)",
+		 shim.max_header);
 
 	const char *ports = getenv("NETPROXY_PORTS");
 	if (!ports || !*ports) {
 		debug("NETPROXY_PORTS is not set: the shim does nothing");
 		return;
 	}
+	/* Unset: the host itself, as netproxyd's default. Set and empty: anyone. */
 	const char *trusted = getenv("NETPROXY_TRUSTED");
-	if (!trusted || !*trusted)
-		trusted = "127.0.0.0/8,::1";
+	if (!trusted)
+		trusted = "127.0.0.1,::1";
 	if (!parse_list("NETPROXY_PORTS", ports, parse_port) ||
 	    !parse_list("NETPROXY_TRUSTED", trusted, parse_cidr))
 		return;
+	shim.anyone = shim.ntrusted == 0;
 
 	/* Sockets are told apart by SO_COOKIE (Linux 4.12): without it, stay out of the way. */
 	int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -342,9 +405,24 @@ static void init(void)
 	}
 	shim.table = t;
 	shim.table_size = size;
+	if (shim.max_header > STACK_HEADER) {
+		/* Only the pages a header has used are backed. */
+		void *b = mmap(NULL, shim.max_header, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (b == MAP_FAILED) {
+			fprintf(stderr, "netproxy_preload: cannot map a header buffer of %zu bytes: %s\n",
+				shim.max_header, strerror(errno));
+			return;
+		}
+		shim.big = b;
+	}
 	pthread_atfork(before_fork, after_fork_parent, reset_after_fork);
 	shim.active = true;
-	debug("PROXY ports: %s; trusted: %s; header timeout %d ms", ports, trusted, shim.timeout_ms);
+	if (shim.anyone)
+		fprintf(stderr, "netproxy_preload: WARNING: NETPROXY_TRUSTED is set and empty: ANY "
+				"host can send PROXY headers and claim any address\n");
+	debug("PROXY ports: %s; trusted: %s; header timeout %d ms; header up to %zu bytes", ports,
+	      shim.anyone ? "anyone" : trusted, shim.timeout_ms, shim.max_header);
 }
 
 static inline void ensure_init(void)
@@ -390,32 +468,14 @@ static struct fd_entry *proxied_entry(int fd)
 	return e;
 }
 
+/* Whether the sender, the peer the kernel reports, may send a header. */
 static bool is_trusted(const struct sockaddr *sa)
 {
-	const uint8_t *addr;
-	int family = sa->sa_family;
-
-	if (family == AF_INET) {
-		addr = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-	} else if (family == AF_INET6) {
-		addr = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
-		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)addr)) {
-			family = AF_INET;
-			addr += 12;
-		}
-	} else {
-		return family == AF_UNIX;
-	}
-	for (size_t i = 0; i < shim.ntrusted; i++) {
-		if (shim.trusted[i].family != family)
-			continue;
-		int bits = shim.trusted[i].bits, full = bits / 8, rest = bits % 8;
-		if (memcmp(addr, shim.trusted[i].addr, (size_t)full) != 0)
-			continue;
-		if (rest && ((addr[full] ^ shim.trusted[i].addr[full]) & (0xFF << (8 - rest))))
-			continue;
+	if (shim.anyone)
 		return true;
-	}
+	for (size_t i = 0; i < shim.ntrusted; i++)
+		if (np_cidr_match(&shim.trusted[i], sa))
+			return true;
 	return false;
 }
 
@@ -455,9 +515,16 @@ static struct fd_entry *proxy_listener(int lfd)
 	bool proxy = false;
 	for (size_t i = 0; i < shim.nports && !proxy; i++)
 		proxy = shim.ports[i] == port;
+	int v6only = 0;
+	socklen_t olen = sizeof(v6only);
+	if (proxy && ss.ss_family == AF_INET6 &&
+	    getsockopt(lfd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &olen) != 0)
+		v6only = 0;
 	pthread_mutex_lock(&shim.lock);
 	e->kind = proxy ? FD_LISTENER : FD_PLAIN;
+	e->v6only = v6only != 0;
 	e->next = e->listener = -1;
+	atomic_store_explicit(&e->mail, NULL, memory_order_relaxed);
 	atomic_store_explicit(&e->cookie, cookie, memory_order_release);
 	pthread_mutex_unlock(&shim.lock);
 	if (proxy)
@@ -467,21 +534,15 @@ static struct fd_entry *proxy_listener(int lfd)
 
 /* --- reading the header --------------------------------------------------- */
 
-/* addr in the family the server's socket speaks: IPv4 as v4-mapped on an IPv6 socket. */
-static void store_addr(const struct np_header *h, const struct np_endpoint *ep, int sock_family,
+/* An address of the header, in its own family. */
+static void store_addr(const struct np_header *h, const struct np_endpoint *ep,
 		       struct sockaddr_in6 *out, socklen_t *len)
 {
 	struct sockaddr_storage ss;
 
 	np_endpoint_to_sockaddr(h, ep, &ss);
 	memset(out, 0, sizeof(*out));
-	if (h->family == NP_AF_INET && sock_family == AF_INET6) {
-		out->sin6_family = AF_INET6;
-		out->sin6_port = htons(ep->port);
-		out->sin6_addr.s6_addr[10] = out->sin6_addr.s6_addr[11] = 0xFF;
-		memcpy(&out->sin6_addr.s6_addr[12], ep->ip4, 4);
-		*len = sizeof(struct sockaddr_in6);
-	} else if (h->family == NP_AF_INET) {
+	if (h->family == NP_AF_INET) {
 		memcpy(out, &ss, sizeof(struct sockaddr_in));
 		*len = sizeof(struct sockaddr_in);
 	} else {
@@ -490,59 +551,106 @@ static void store_addr(const struct np_header *h, const struct np_endpoint *ep, 
 	}
 }
 
+/* An IPv4 address as the kernel reports one on an IPv6 socket: v4-mapped. */
+static void map_v4(struct sockaddr_in6 *sa, socklen_t *len)
+{
+	struct sockaddr_in in;
+
+	if (sa->sin6_family != AF_INET)
+		return;
+	memcpy(&in, sa, sizeof(in));
+	memset(sa, 0, sizeof(*sa));
+	sa->sin6_family = AF_INET6;
+	sa->sin6_port = in.sin_port;
+	sa->sin6_addr.s6_addr[10] = sa->sin6_addr.s6_addr[11] = 0xFF;
+	memcpy(&sa->sin6_addr.s6_addr[12], &in.sin_addr, 4);
+	*len = sizeof(*sa);
+}
+
+/*
+ * The family of listener a connection with e's addresses needs, when it is
+ * not that of the socket it came from (sock_family): AF_INET6 for an IPv6
+ * client on an IPv4 socket, AF_INET for an IPv4 client on an IPv6-only one.
+ * 0 when its own listener can report it.
+ */
+static int other_family(const struct fd_entry *e, int sock_family, bool v6only)
+{
+	if (!e->has_client || e->client.sin6_family == sock_family)
+		return 0;
+	if (e->client.sin6_family == AF_INET6)
+		return AF_INET6;
+	return v6only ? AF_INET : 0;
+}
+
 /*
  * Read fd's header if it is all there, without waiting and without taking a
  * byte of what follows it. Returns 1 when read (e filled), 0 when incomplete,
  * 2 for a wake-up connection, -1 when the connection must go (*why says why).
  * fin: the peer has closed, so an incomplete header will never complete.
  */
-static int try_header(int fd, struct fd_entry *e, int sock_family, bool fin, const char **why)
+static int try_header(int fd, struct fd_entry *e, bool fin, const char **why)
 {
-	uint8_t buf[MAX_HEADER];
+	uint8_t stack_buf[STACK_HEADER], *buf = stack_buf;
+	size_t cap = sizeof(stack_buf);
 	struct np_header h;
-	ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	int ret = -1;
 
+again:;
+	ssize_t n = recv(fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
 	if (n == 0) {
 		*why = "closed before its header was complete";
-		return -1;
+		goto out;
 	}
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return 0;
-		*why = strerror(errno);
-		return -1;
+			ret = 0;
+		else
+			*why = strerror(errno);
+		goto out;
 	}
-	if ((size_t)n >= sizeof(WAKE_MAGIC) - 1 && memcmp(buf, WAKE_MAGIC, sizeof(WAKE_MAGIC) - 1) == 0)
-		return 2;
-	int r = np_parse_max(buf, (size_t)n, sizeof(buf), &h);
+	if ((size_t)n >= sizeof(WAKE_MAGIC) - 1 && memcmp(buf, WAKE_MAGIC, sizeof(WAKE_MAGIC) - 1) == 0) {
+		ret = 2;
+		goto out;
+	}
+	int r = np_parse_max(buf, (size_t)n, shim.max_header, &h);
+	if (r == NP_EAGAIN && (size_t)n == cap && buf == stack_buf && cap < shim.max_header) {
+		/*
+		 * Longer than the stack's buffer, as NETPROXY_MAX_HEADER allows: the
+		 * process's buffer of that size, one caller at a time. Such headers
+		 * are rare, and a thread's stack may be too small for them.
+		 */
+		pthread_mutex_lock(&shim.big_lock);
+		buf = shim.big;
+		cap = shim.max_header;
+		goto again;
+	}
 	if (r == NP_EAGAIN) {
 		if (!fin)
-			return 0;
-		*why = "closed before its header was complete";
-		return -1;
+			ret = 0;
+		else
+			*why = "closed before its header was complete";
+		goto out;
 	}
 	if (r < 0) {
-		*why = np_strerror(r);
-		return -1;
+		*why = r == NP_ETOOBIG ? shim.too_big : np_strerror(r);
+		goto out;
 	}
 	/* Only a stream's addresses are ones this TCP connection can stand for. */
 	e->has_client = h.command == NP_CMD_PROXY && h.transport == NP_TRANSPORT_STREAM &&
 			(h.family == NP_AF_INET || h.family == NP_AF_INET6);
-	if (e->has_client && h.family == NP_AF_INET6 && sock_family == AF_INET) {
-		/* The server gave an IPv4-sized buffer: an IPv6 address cannot be told. */
-		*why = "an IPv6 client cannot be reported on an IPv4 listener";
-		return -1;
-	}
 	if (e->has_client) {
-		store_addr(&h, &h.src, sock_family, &e->client, &e->client_len);
-		store_addr(&h, &h.dst, sock_family, &e->dst, &e->dst_len);
+		store_addr(&h, &h.src, &e->client, &e->client_len);
+		store_addr(&h, &h.dst, &e->dst, &e->dst_len);
 	}
 	/* The bytes were peeked, so they are there: this takes exactly the header. */
-	if (recv(fd, buf, (size_t)r, MSG_DONTWAIT) != r) {
+	if (recv(fd, buf, (size_t)r, MSG_DONTWAIT) != r)
 		*why = "the header could not be consumed";
-		return -1;
-	}
-	return 1;
+	else
+		ret = 1;
+out:
+	if (buf != stack_buf)
+		pthread_mutex_unlock(&shim.big_lock);
+	return ret;
 }
 
 /* --- the queue of parked and ready connections, and the watcher ---------- */
@@ -561,6 +669,7 @@ static void forget(struct fd_entry *e)
 {
 	atomic_store_explicit(&e->cookie, 0, memory_order_release);
 	e->kind = FD_UNKNOWN;
+	atomic_store_explicit(&e->mail, NULL, memory_order_relaxed);
 }
 
 /* Take fd off the queue (it is on it). Lock held. */
@@ -641,6 +750,88 @@ static bool mail_waiting(const struct mailbox *m);
 static void want_wake(int lfd);
 static struct mailbox *mailbox_of(int lfd);
 
+/* e's addresses as a socket of sock_family reports them: IPv4 as v4-mapped on IPv6. */
+static void in_family(struct fd_entry *e, int sock_family)
+{
+	if (e->has_client && sock_family == AF_INET6) {
+		map_v4(&e->client, &e->client_len);
+		map_v4(&e->dst, &e->dst_len);
+	}
+}
+
+/*
+ * This process's listener of family fam on lfd's port, made to listen through
+ * the shim (it has a mailbox, which is how it is found), or -1. Lock held.
+ */
+static int sibling(int lfd, int fam)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (shim.real_getsockname(lfd, (struct sockaddr *)&ss, &len) != 0 ||
+	    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+		return -1;
+	uint16_t port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						      : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	for (size_t i = 0; i < shim.nmailboxes; i++) {
+		struct mailbox *m = &shim.mailboxes[i];
+		if (m->lfd != lfd && m->family == fam && m->port == port && mailbox_of(m->lfd) == m)
+			return m->lfd;
+	}
+	return -1;
+}
+
+/*
+ * Which listener a connection read on lfd, a socket of sock_family, is for:
+ * lfd itself, or, for a client of a family lfd cannot report, this process's
+ * listener of the client's family on the same port, as the kernel would have
+ * chosen had the client connected itself; its addresses are set as that
+ * listener reports them. -1, *why set, when no listener can report it: an
+ * IPv6 client and no IPv6 listener. (An IPv4 client on an IPv6-only listener
+ * with no IPv4 one beside it is reported v4-mapped there.) Lock held.
+ */
+static int route(int fd, struct fd_entry *e, int lfd, int sock_family, const char **why)
+{
+	const struct fd_entry *l = entry(lfd);
+	int fam = other_family(e, sock_family, l && l->v6only);
+
+	if (fam) {
+		int to = sibling(lfd, fam);
+		if (to >= 0) {
+			debug("fd %d: an IPv%c client, for fd %d, the IPv%c listener of its port", fd,
+			      fam == AF_INET6 ? '6' : '4', to, fam == AF_INET6 ? '6' : '4');
+			return to;
+		}
+		if (fam == AF_INET6) {
+			/* The server expects an IPv4 address from an IPv4 socket, a sockaddr_in. */
+			*why = "an IPv6 client cannot be reported on an IPv4 listener";
+			return -1;
+		}
+	}
+	in_family(e, sock_family);
+	return lfd;
+}
+
+/*
+ * fd's header is read: it is ready for listener lfd, in its mailbox when it
+ * has one and takes it, else in this process's queue, and the watcher is to
+ * wake lfd (the queue's wake_ms, the mailbox's wake_wanted). fd is queued.
+ * Lock held.
+ */
+static void make_ready(int fd, struct fd_entry *e, int lfd)
+{
+	e->kind = FD_READY;
+	e->listener = lfd;
+	e->wake_ms = 0; /* at once */
+	/* A new window, to be accepted in: the header may have used most of the last. */
+	e->deadline_ms = now_ms() + shim.timeout_ms;
+	struct mailbox *m = mailbox_of(lfd);
+	if (m && post(fd, e)) {
+		debug("fd %d: passed to the mailbox of fd %d", fd, lfd);
+		m->wake_wanted = true;
+	}
+}
+
 /* A parked fd has news (or its time is up): read its header if it is complete. Lock held. */
 static void service_parked(int fd, bool fin)
 {
@@ -649,26 +840,25 @@ static void service_parked(int fd, bool fin)
 
 	if (!e || e->kind != FD_PARKED)
 		return;
-	int r = try_header(fd, e, family_of(fd), fin, &why);
+	int r = try_header(fd, e, fin, &why);
 	if (r == 0)
 		return;
 	if (r != 1) {
+		int lfd = e->listener;
 		drop_queued(fd, why ? why : "a wake-up, dropped");
+		/* A wake-up that kept no listener readable: another, if mail waits. */
+		struct mailbox *m = r == 2 ? mailbox_of(lfd) : NULL;
+		if (m && atomic_load_explicit(&m->count->waiting, memory_order_relaxed) > 0)
+			m->wake_wanted = true;
 		return;
 	}
 	debug("fd %d: header read after the accept", fd);
 	epoll_ctl(shim.epfd, EPOLL_CTL_DEL, fd, NULL);
-	e->kind = FD_READY;
-	e->wake_ms = 0; /* at once */
-	/* A new window, to be accepted in: the header may have used most of the last. */
-	e->deadline_ms = now_ms() + shim.timeout_ms;
-	int lfd = e->listener;
-	struct mailbox *m = mailbox_of(lfd);
-	if (m && post(fd, e)) {
-		debug("fd %d: passed to the mailbox of fd %d", fd, lfd);
-		want_wake(lfd);
-		m->woken_ms = now_ms();
-	}
+	int to = route(fd, e, e->listener, family_of(fd), &why);
+	if (to < 0)
+		drop_queued(fd, why);
+	else
+		make_ready(fd, e, to);
 }
 
 /* Expire, and wake listeners for ready connections. Returns ms to the next event, or -1. */
@@ -728,10 +918,17 @@ static int tick(int64_t now)
 		if (next < 0 || due < next)
 			next = due;
 	}
-	/* Mail nobody took: the wake-up may have gone astray; send another. */
 	for (size_t i = 0; i < shim.nmailboxes; i++) {
 		struct mailbox *m = &shim.mailboxes[i];
-		if (!mail_waiting(m))
+		if (m->wake_wanted) {
+			/* An accept() took a wake-up and left mail: keep the listener readable. */
+			m->wake_wanted = false;
+			want_wake(m->lfd);
+			m->woken_ms = now;
+		}
+		/* Mail nobody took: the wake-up may have gone astray; send another. */
+		if (atomic_load_explicit(&m->count->waiting, memory_order_relaxed) <= 0 ||
+		    !mail_waiting(m))
 			continue;
 		if (m->woken_ms + WAKE_EVERY_MS <= now) {
 			want_wake(m->lfd);
@@ -801,21 +998,26 @@ static void reset_after_fork(void)
 	shim.epfd = shim.pokefd = -1;
 	shim.watcher_running = false;
 	nto_wake = 0;
+	for (size_t i = 0; i < shim.nmailboxes; i++)
+		shim.mailboxes[i].wake_wanted = false;
 	pthread_mutex_init(&shim.lock, NULL);
+	pthread_mutex_init(&shim.big_lock, NULL);
 }
 
 static void before_fork(void)
 {
 	pthread_mutex_lock(&shim.lock);
+	pthread_mutex_lock(&shim.big_lock);
 }
 
 static void after_fork_parent(void)
 {
+	pthread_mutex_unlock(&shim.big_lock);
 	pthread_mutex_unlock(&shim.lock);
 }
 
-/* Called with the lock held. Returns false when fd cannot be watched. */
-static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
+/* Start the watcher thread if it is not running. Lock held. */
+static bool start_watcher(void)
 {
 	if (!shim.watcher_running) {
 		pthread_t t;
@@ -842,6 +1044,14 @@ static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
 			return false;
 		shim.watcher_running = true;
 	}
+	return true;
+}
+
+/* Called with the lock held. Returns false when fd cannot be watched. */
+static bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
+{
+	if (!start_watcher())
+		return false;
 	/* Kept out of programs the server may exec while it waits here. */
 	if (!(e->flags & SOCK_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
 		e->flags |= SOCK_CLOEXEC;
@@ -882,7 +1092,10 @@ static struct mailbox *mailbox_of(int lfd)
 	return NULL;
 }
 
-/* Send fd with its mail into a mailbox. The descriptor in flight is a copy: fd stays open. */
+/*
+ * Send fd with its mail into a mailbox, counted. The descriptor in flight is
+ * a copy: fd stays open.
+ */
 static bool send_mail(const struct mailbox *m, const struct mail *mail, int fd)
 {
 	union {
@@ -898,7 +1111,12 @@ static bool send_mail(const struct mailbox *m, const struct mail *mail, int fd)
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	return sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(*mail);
+	/* Counted first: a reader must never find mail that the count does not show. */
+	atomic_fetch_add_explicit(&m->count->waiting, 1, memory_order_release);
+	if (sendmsg(m->fds[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(*mail))
+		return true;
+	atomic_fetch_sub_explicit(&m->count->waiting, 1, memory_order_relaxed);
+	return false;
 }
 
 /* Post a ready connection to its listener's mailbox; true when it went (and fd is closed here). */
@@ -919,10 +1137,10 @@ static bool post(int fd, struct fd_entry *e)
 }
 
 /*
- * The next connection in a mailbox's receiving end, or -1 when there is none.
- * One whose deadline has passed is closed, and the next one looked at.
+ * The next connection in a mailbox, or -1 when there is none. One whose
+ * deadline has passed is closed, and the next one looked at.
  */
-static int receive_mail(int rfd, struct mail *mail)
+static int receive_mail(const struct mailbox *m, struct mail *mail)
 {
 	for (;;) {
 		union {
@@ -932,9 +1150,10 @@ static int receive_mail(int rfd, struct mail *mail)
 		struct iovec iov = {.iov_base = mail, .iov_len = sizeof(*mail)};
 		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
 				     .msg_controllen = sizeof(ctl.buf)};
-		ssize_t n = recvmsg(rfd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		ssize_t n = recvmsg(m->fds[0], &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n < 0)
 			return -1;
+		atomic_fetch_sub_explicit(&m->count->waiting, 1, memory_order_relaxed);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 		if (n != (ssize_t)sizeof(*mail) || !c || c->cmsg_type != SCM_RIGHTS ||
 		    (msg.msg_flags & MSG_CTRUNC)) {
@@ -955,9 +1174,8 @@ static int take_mail(int lfd)
 {
 	pthread_mutex_lock(&shim.lock);
 	struct mailbox *m = mailbox_of(lfd);
-	int rfd = m ? m->fds[0] : -1;
 	struct mail mail;
-	int fd = rfd >= 0 ? receive_mail(rfd, &mail) : -1;
+	int fd = m ? receive_mail(m, &mail) : -1;
 	pthread_mutex_unlock(&shim.lock);
 	if (fd < 0)
 		return -1;
@@ -997,7 +1215,7 @@ static bool mail_waiting(const struct mailbox *m)
 	if (peek.deadline_ms > now_ms())
 		return true;
 	struct mail mail;
-	int fd = receive_mail(m->fds[0], &mail); /* closes the expired ones */
+	int fd = receive_mail(m, &mail); /* closes the expired ones */
 	if (fd >= 0) {
 		/* A live one was behind it: back it goes, for an accept() to take. */
 		bool back = send_mail(m, &mail, fd);
@@ -1005,6 +1223,35 @@ static bool mail_waiting(const struct mailbox *m)
 		return back;
 	}
 	return false;
+}
+
+/* A mailbox's counter, from the shared slab, or NULL when none can be mapped. Lock held. */
+static struct mail_count *new_count(void)
+{
+	unsigned i = shim.slab ? atomic_fetch_add(&shim.slab->used, 1) : SLAB_SLOTS;
+
+	if (i >= SLAB_SLOTS) {
+		/* Full, perhaps by other processes sharing it: a new one, for this process's children. */
+		void *p = mmap(NULL, sizeof(struct mail_slab), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return NULL;
+		shim.slab = p;
+		i = atomic_fetch_add(&shim.slab->used, 1);
+	}
+	return &shim.slab->slot[i];
+}
+
+/* Let go of a mailbox of this process. Lock held. */
+static void free_mailbox(struct mailbox *m)
+{
+	struct fd_entry *le = entry(m->lfd);
+
+	if (le && atomic_load_explicit(&le->mail, memory_order_relaxed) == m->count)
+		atomic_store_explicit(&le->mail, NULL, memory_order_relaxed);
+	shim.real_close(m->fds[0]);
+	shim.real_close(m->fds[1]);
+	*m = shim.mailboxes[--shim.nmailboxes];
 }
 
 EXPORT int listen(int fd, int backlog)
@@ -1029,19 +1276,36 @@ EXPORT int listen(int fd, int backlog)
 			i++;
 			continue;
 		}
-		shim.real_close(old->fds[0]);
-		shim.real_close(old->fds[1]);
-		*old = shim.mailboxes[--shim.nmailboxes];
+		free_mailbox(old);
 	}
-	if (!mailbox_of(fd) && shim.nmailboxes < MAX_MAILBOXES) {
-		struct mailbox *m = &shim.mailboxes[shim.nmailboxes];
-		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, m->fds) == 0) {
+	struct mailbox *m = mailbox_of(fd);
+	if (!m && shim.nmailboxes < MAX_MAILBOXES) {
+		struct mail_count *count = new_count();
+		m = &shim.mailboxes[shim.nmailboxes];
+		if (count && socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, m->fds) == 0) {
 			m->lfd = fd;
 			m->cookie = atomic_load_explicit(&entry(fd)->cookie, memory_order_acquire);
 			m->woken_ms = 0;
+			m->wake_wanted = false;
+			m->count = count;
+			m->family = AF_UNSPEC;
+			m->port = 0;
+			struct sockaddr_storage ss;
+			socklen_t len = sizeof(ss);
+			if (shim.real_getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+				m->family = ss.ss_family;
+				if (ss.ss_family == AF_INET)
+					m->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+				else if (ss.ss_family == AF_INET6)
+					m->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+			}
 			shim.nmailboxes++;
+		} else {
+			m = NULL;
 		}
 	}
+	if (m)
+		atomic_store_explicit(&entry(fd)->mail, m->count, memory_order_relaxed);
 	pthread_mutex_unlock(&shim.lock);
 	return r;
 }
@@ -1091,26 +1355,46 @@ static int pop_ready(int lfd)
 	return -1;
 }
 
+/* Whether listener l's mailbox may hold a connection: no system call. */
+static bool mail_waits(struct fd_entry *l)
+{
+	struct mail_count *c = atomic_load_explicit(&l->mail, memory_order_relaxed);
+
+	return c && atomic_load_explicit(&c->waiting, memory_order_acquire) > 0;
+}
+
+/* Ask the watcher for a wake-up for lfd, to keep it readable while mail waits. */
+static void ask_wake(int lfd)
+{
+	pthread_mutex_lock(&shim.lock);
+	struct mailbox *m = mailbox_of(lfd);
+	if (m && start_watcher()) {
+		m->wake_wanted = true;
+		poke();
+	}
+	pthread_mutex_unlock(&shim.lock);
+}
+
 static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
 	struct fd_entry *l = shim.active ? proxy_listener(lfd) : NULL;
 
 	if (!l)
 		return shim.real_accept4(lfd, addr, addrlen, flags);
-	for (bool again = false;; again = true) {
-		/* A connection whose header came after its accept goes first. */
+	for (;;) {
+		/*
+		 * Connections whose header came after their accept go first, from
+		 * this process's queue, then from the mailbox: so a wake-up waiting
+		 * in the backlog keeps the listener readable until none is left, and
+		 * a thread that blocks in the kernel never leaves one behind.
+		 */
 		int fd = -1;
 		if (atomic_load_explicit(&shim.queued, memory_order_relaxed) > 0) {
 			pthread_mutex_lock(&shim.lock);
 			fd = pop_ready(lfd);
 			pthread_mutex_unlock(&shim.lock);
 		}
-		/*
-		 * After a connection that was not handed over, the mailbox too: the
-		 * wake-up may have been refused (its address untrusted) or parked
-		 * before it had said what it is.
-		 */
-		if (fd < 0 && again)
+		if (fd < 0 && mail_waits(l))
 			fd = take_mail(lfd);
 		if (fd >= 0)
 			return deliver(fd, entry(fd), flags, addr, addrlen);
@@ -1125,8 +1409,9 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		fd = shim.real_accept4(lfd, (struct sockaddr *)&peer, &plen, flags);
 		if (fd < 0) {
 			int err = errno;
-			/* Before saying EAGAIN: a late connection in the mailbox? */
-			if ((err == EAGAIN || err == EWOULDBLOCK) && (fd = take_mail(lfd)) >= 0)
+			/* Before saying EAGAIN: a late connection passed in meanwhile? */
+			if ((err == EAGAIN || err == EWOULDBLOCK) && mail_waits(l) &&
+			    (fd = take_mail(lfd)) >= 0)
 				return deliver(fd, entry(fd), flags, addr, addrlen);
 			errno = err;
 			return -1;
@@ -1146,16 +1431,48 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		else if (!is_trusted((struct sockaddr *)&peer))
 			why = "untrusted sender (not in NETPROXY_TRUSTED)";
 		else
-			r = try_header(fd, e, peer.ss_family, false, &why);
-		if (r == 1) {
+			r = try_header(fd, e, false, &why);
+		if (r == 1 && !other_family(e, peer.ss_family, l->v6only)) {
+			in_family(e, peer.ss_family);
 			atomic_store_explicit(&e->cookie, cookie, memory_order_release);
 			return deliver(fd, e, flags, addr, addrlen);
+		}
+		if (r == 1) {
+			/* Its client is of a family this listener cannot report. */
+			pthread_mutex_lock(&shim.lock);
+			int to = route(fd, e, lfd, peer.ss_family, &why);
+			if (to >= 0 && to != lfd && start_watcher()) {
+				/* Kept out of programs the server may exec while it waits. */
+				if (!(e->flags & SOCK_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
+					e->flags |= SOCK_CLOEXEC;
+				atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+				enqueue(fd);
+				make_ready(fd, e, to);
+				poke(); /* for the wake-up */
+				pthread_mutex_unlock(&shim.lock);
+				continue;
+			}
+			pthread_mutex_unlock(&shim.lock);
+			if (to == lfd) {
+				atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+				return deliver(fd, e, flags, addr, addrlen);
+			}
+			if (to >= 0)
+				why = "cannot watch it for its header";
 		}
 		if (r == 2) { /* a wake-up: what it announces is queued here or in the mailbox */
 			forget(e);
 			shim.real_close(fd);
-			if ((fd = take_mail(lfd)) >= 0)
+			if ((fd = take_mail(lfd)) >= 0) {
+				/*
+				 * Taken before this call looked at the count (a thread
+				 * blocked in the kernel), or with more behind it: another
+				 * wake-up keeps the listener readable for them.
+				 */
+				if (mail_waits(l))
+					ask_wake(lfd);
 				return deliver(fd, entry(fd), flags, addr, addrlen);
+			}
 			continue;
 		}
 		if (r == 0) {
@@ -1226,11 +1543,8 @@ static void let_go(int fd)
 					drop_queued(c, "its listener was closed");
 			}
 			struct mailbox *m = mailbox_of(fd);
-			if (m) {
-				shim.real_close(m->fds[0]);
-				shim.real_close(m->fds[1]);
-				*m = shim.mailboxes[--shim.nmailboxes];
-			}
+			if (m)
+				free_mailbox(m);
 		} else if (e->kind == FD_PARKED || e->kind == FD_READY) {
 			/* Not the server's to close, but it did: the queue lets go of it. */
 			if (e->kind == FD_PARKED)

@@ -307,6 +307,9 @@ listening() {  # COUNT SECONDS: until more than COUNT sockets listen (or not)
 FG=
 fg_stop() {  # a reader's Ctrl-C in the other terminal
 	[ -n "$FG" ] || return 0
+	# Not within a millisecond of the last command, as no reader could: a
+	# SIGTERM that comes while a reload is being evaluated stops it unfinished.
+	sleep 0.3
 	kill -TERM $FG 2>/dev/null
 	local i=0
 	while kill -0 $FG 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done

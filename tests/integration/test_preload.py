@@ -4,7 +4,9 @@ listener, a non-blocking listener driven by epoll), plus a pre-forked one
 (four processes blocking in accept() on one listener), a C program checking
 accept4()'s flags and address handling exactly, and nginx (which knows
 nothing of the PROXY protocol here) behind a real HAProxy sending v2, and
-with four workers receiving late headers directly.
+with four workers receiving late headers directly. Bursts of 500 clients at
+once, half of them with a late header, must all be served, by the Python
+server in its four shapes and by nginx with two workers.
 
 Everything runs on loopback. Every process a test starts is a child of the
 test, in a session of its own, stopped by its PID in a ``finally`` (SIGTERM,
@@ -134,7 +136,8 @@ def a2(a):
     return [a[0], a[1]] if isinstance(a, tuple) else [str(a), None]
 
 def describe(conn, accepted, data, lport):
-    return {"lport": lport, "accept": a2(accepted), "peer": a2(conn.getpeername()),
+    return {"lport": lport[0], "lfam": lport[1], "accept": a2(accepted),
+            "peer": a2(conn.getpeername()),
             "sock": a2(conn.getsockname()), "len": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "head": bytes(data[:300]).decode("latin-1")}
@@ -165,27 +168,29 @@ def accept_loop(lsock, lport):
         try:
             conn, accepted = lsock.accept()
         except OSError as e:
-            emit(event="accept_error", errno=e.errno, error=repr(e), lport=lport)
+            emit(event="accept_error", errno=e.errno, error=repr(e), lport=lport[0])
             if e.errno in (errno.EBADF, errno.EINVAL, errno.ENOTSOCK):
                 return
             time.sleep(0.01)
             continue
-        emit(event="accept", accept=a2(accepted), lport=lport)
+        emit(event="accept", accept=a2(accepted), lport=lport[0], lfam=lport[1])
         serve_blocking(conn, accepted, lport)
 
 def main():
     listeners = []
     for spec in sys.argv[2:]:
+        # host:port, [host]:port, or [host]:port/v6only for an IPv6-only socket
+        spec, v6only = spec.removesuffix("/v6only"), spec.endswith("/v6only")
         host, port = spec.rsplit(":", 1)
         host = host.strip("[]")
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         s = socket.socket(fam, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if fam == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         s.bind((host, int(port)))
         s.listen(1024)
-        listeners.append((s, int(port)))
+        listeners.append((s, (int(port), 6 if fam == socket.AF_INET6 else 4)))
 
     if SHAPE == "prefork":
         # Four processes (this one and three children) blocking in accept()
@@ -236,9 +241,10 @@ def main():
                     except BlockingIOError:
                         break
                     except OSError as e:
-                        emit(event="accept_error", errno=e.errno, error=repr(e), lport=lport)
+                        emit(event="accept_error", errno=e.errno, error=repr(e),
+                             lport=lport[0])
                         break
-                    emit(event="accept", accept=a2(accepted), lport=lport)
+                    emit(event="accept", accept=a2(accepted), lport=lport[0], lfam=lport[1])
                     conn.setblocking(False)
                     sel.register(conn, selectors.EVENT_READ, ("C", accepted, bytearray(), lport))
                 continue
@@ -267,8 +273,9 @@ main()
 
 
 class ShimServer:
-    """The Python server under the shim. listen: [(host, port)]; proxy_ports:
-    the NETPROXY_PORTS (default: every listen port); env: more NETPROXY_*."""
+    """The Python server under the shim. listen: [(host, port)], a host such
+    as "::1/v6only" for an IPv6-only socket; proxy_ports: the NETPROXY_PORTS
+    (default: every listen port); env: more NETPROXY_*."""
 
     def __init__(self, tmp_path, shape, listen, proxy_ports=None, **env):
         self.dir = Path(tmp_path) / f"server-{shape}-{listen[0][1]}"
@@ -279,7 +286,11 @@ class ShimServer:
         self.shape, self.listen = shape, listen
         ports = proxy_ports if proxy_ports is not None else [p for _, p in listen]
         self.env = shim_env(ports, **env)
-        specs = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listen]
+        def spec(host, port):
+            host, _, opt = host.partition("/")
+            return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}") + \
+                (f"/{opt}" if opt else "")
+        specs = [spec(h, p) for h, p in listen]
         self.cmd = [sys.executable, str(self.script), shape] + specs
         self._cm = None
 
@@ -478,15 +489,39 @@ def test_without_dst_getsockname_is_the_real_one(shape, tmp_path):
         srv.assert_no_errors()
 
 
+def free_port_dual():
+    """A port for a dual-stack listener on ::, free in both families (a port
+    free on ::1 may be taken on 127.0.0.1 by another test meanwhile)."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        return s.getsockname()[1]
+
+
+def free_port_both():
+    """A port free on both 127.0.0.1 and ::1."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no port free on both 127.0.0.1 and ::1")
+
+
+MAPPED = ["::ffff:203.0.113.7", CLIENT[1]]
+MAPPED_DST = ["::ffff:192.0.2.1", DST[1]]
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_ipv6_listener_v4_and_v6_clients(shape, tmp_path):
-    port = free_port("::1")
-    mapped = ["::ffff:203.0.113.7", CLIENT[1]]
-    mapped_dst = ["::ffff:192.0.2.1", DST[1]]
+    port = free_port_dual()
     cases = [  # (connect to, header, expected peer, expected sock)
-        ("127.0.0.1", header("v1"), mapped, mapped_dst),
-        ("127.0.0.1", header("v2"), mapped, mapped_dst),
-        ("::1", header("v2"), mapped, mapped_dst),
+        ("127.0.0.1", header("v1"), MAPPED, MAPPED_DST),
+        ("127.0.0.1", header("v2"), MAPPED, MAPPED_DST),
+        ("::1", header("v2"), MAPPED, MAPPED_DST),
         ("::1", header("v1", CLIENT6, DST6), list(CLIENT6), list(DST6)),
         ("::1", header("v2", CLIENT6, DST6), list(CLIENT6), list(DST6)),
         ("127.0.0.1", header("v2", CLIENT6, DST6), list(CLIENT6), list(DST6)),
@@ -497,6 +532,84 @@ def test_ipv6_listener_v4_and_v6_clients(shape, tmp_path):
             assert (ans["accept"], ans["peer"], ans["sock"]) == (peer, peer, sock), \
                 (host, hdr, ans, srv.debug())
             assert ans["head"] == "hello over v6"
+        srv.assert_no_errors()
+
+
+@pytest.mark.parametrize("shape", SHAPES + ["prefork"])
+def test_each_client_on_the_listener_of_its_family(shape, tmp_path):
+    """A server listening on 127.0.0.1 and ::1 on one port, as Prosody does
+    with both in its interfaces: a client the header names as IPv6 is
+    accepted on the IPv6 socket with its own address, whichever socket the
+    load balancer connected to, with its header at once or late; an IPv4
+    client is accepted on the IPv4 socket, as the kernel would have done. (A
+    socket bound to ::1 is IPv6-only, whatever IPV6_V6ONLY said before bind:
+    the kernel sets it. A dual-stack socket, on ::, reports IPv4 clients
+    v4-mapped: test_ipv6_listener_v4_and_v6_clients.)"""
+    port = free_port_both()
+    v4_on_v6 = (4, list(CLIENT), list(DST))
+    cases = [  # (connect to, version, client, dst, expected (listener family, peer, sock))
+        ("127.0.0.1", "v1", CLIENT6, DST6, (6, list(CLIENT6), list(DST6))),
+        ("127.0.0.1", "v2", CLIENT6, DST6, (6, list(CLIENT6), list(DST6))),
+        ("127.0.0.1", "v2", CLIENT, DST, (4, list(CLIENT), list(DST))),
+        ("::1", "v2", CLIENT6, DST6, (6, list(CLIENT6), list(DST6))),
+        ("::1", "v1", CLIENT, DST, v4_on_v6),
+        ("::1", "v2", CLIENT, DST, v4_on_v6),
+    ]
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port), ("::1", port)], NETPROXY_DST=1,
+                    NETPROXY_TRUSTED="127.0.0.1,::1") as srv:
+        for late in (False, True):
+            for host, version, client, dst, want in cases:
+                hdr = header(version, client, dst)
+                data = b"%s from %s" % (version.encode(), host.encode())
+                if late:
+                    ans, _, took = exchange(port, hdr[:9], later=[(0.2, hdr[9:] + data)],
+                                            host=host)
+                else:
+                    ans, _, took = exchange(port, hdr + data, host=host)
+                got = (ans["lfam"], ans["accept"], ans["sock"])
+                assert got == want and ans["peer"] == want[1], \
+                    (host, version, late, ans, srv.debug())
+                assert ans["head"] == data.decode()
+                assert took < 2.0, f"{host} {version} late={late}: {took:.2f} s\n{srv.debug()}"
+        assert "refused" not in text_of(srv.err), srv.debug()
+        srv.assert_no_errors()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ipv6_client_without_an_ipv6_listener_is_refused(shape, tmp_path):
+    """Only an IPv4 listener on the port (an IPv6 one on another port does
+    not count): an IPv6 client is refused, at once or late, with the reason
+    in the debug line; IPv4 clients are served meanwhile. An IPv6-only
+    listener alone reports an IPv4 client v4-mapped."""
+    port, other = free_port_both(), free_port_both()
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port), ("::1/v6only", other)]) as srv:
+        for version in ("v1", "v2"):
+            hdr = header(version, CLIENT6, DST6)
+            took = refused(port, hdr + b"not for an IPv4 socket")
+            assert took < 1.5, f"closed after {took:.2f} s"
+            c = connect(port)
+            try:
+                c.sendall(hdr[:9])
+                time.sleep(0.2)
+                c.sendall(hdr[9:] + b"late")
+                c.settimeout(5)
+                try:
+                    assert c.recv(100) == b""
+                except ConnectionResetError:
+                    pass
+            finally:
+                c.close()
+            ans, _, _ = exchange(port, header(version) + b"v4")
+            assert (ans["lfam"], ans["accept"], ans["head"]) == (4, list(CLIENT), "v4")
+        err = text_of(srv.err)
+        reason = "an IPv6 client cannot be reported on an IPv4 listener"
+        # Refused in accept(), or, when it was accepted before its header
+        # came, closed by the watcher.
+        assert err.count(f"refused: {reason}") + err.count(f"closed: {reason}") == 4, \
+            srv.debug()
+        ans, _, _ = exchange(other, header("v2") + b"v4 on v6only", host="::1")
+        assert (ans["lfam"], ans["accept"]) == (6, MAPPED), srv.debug()
+        assert [e["lport"] for e in srv.events("accept")] == [port, port, other]
         srv.assert_no_errors()
 
 
@@ -618,7 +731,8 @@ MALFORMED = {
     "bad v2 signature": b"\r\n\r\n\x00\r\nQUIX\n" + bytes([0x21, 0x11, 0, 12])
                         + socket.inet_aton(CLIENT[0]) + socket.inet_aton(DST[0])
                         + (51234).to_bytes(2, "big") + (443).to_bytes(2, "big") + b"hello",
-    # Refused as soon as its first 16 bytes announce more than 4096.
+    # Refused as soon as its first 16 bytes announce more than 4096
+    # (NETPROXY_MAX_HEADER's default).
     "v2 longer than 4096 bytes": b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11])
                                  + (5000).to_bytes(2, "big") + socket.inet_aton(CLIENT[0])
                                  + socket.inet_aton(DST[0]) + bytes(4) + b"\x00" * 200,
@@ -677,6 +791,159 @@ def test_untrusted_and_malformed_are_refused(shape, tmp_path):
             good()
         assert srv.accepted_ports() == served, srv.debug()
         assert len(srv.events("served")) == len(served)
+        srv.assert_no_errors()
+
+
+def largest_v2(src=CLIENT, dst=DST):
+    """The largest legal v2 header, 16 + 65535 bytes: the addresses and one
+    NOOP TLV of 65520 bytes."""
+    hdr = proxy_v2(src[0], dst[0], src[1], dst[1],
+                   tlvs=b"\x04" + (65520).to_bytes(2, "big") + bytes(range(256)) * 255
+                   + bytes(range(240)))
+    assert len(hdr) == 65551 and hdr[14:16] == b"\xff\xff"
+    return hdr
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_largest_v2_header_with_max_header_raised(shape, tmp_path):
+    """NETPROXY_MAX_HEADER=65551: the largest legal v2 header is read, at
+    once or late (its rest 0.2 s after its first 16 bytes), and the bytes
+    after it arrive intact; a 4097-byte one too."""
+    port = free_port()
+    hdr = largest_v2()
+    mid = proxy_v2(CLIENT[0], DST[0], CLIENT[1], DST[1],
+                   tlvs=b"\x04" + (4097 - 31).to_bytes(2, "big") + bytes(4097 - 31))
+    assert len(mid) == 4097
+    after = random.Random(3).randbytes(100_000)
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port)], NETPROXY_MAX_HEADER=65551,
+                    NETPROXY_DST=1) as srv:
+        for name, first, later in (("at once", hdr + after, []),
+                                   ("late", hdr[:16], [(0.2, hdr[16:] + after)]),
+                                   ("4097 bytes", mid + after, [])):
+            ans, _, took = exchange(port, first, later=later)
+            assert (ans["accept"], ans["peer"], ans["sock"]) == (list(CLIENT), list(CLIENT),
+                                                                 list(DST)), (name, srv.debug())
+            assert (ans["len"], ans["sha256"]) == (len(after), sha(after)), name
+            assert took < 2.0, f"{name}: {took:.2f} s\n{srv.debug()}"
+        assert "header up to 65551 bytes" in text_of(srv.err)
+        srv.assert_no_errors()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_header_over_max_header_is_refused_naming_the_setting(shape, tmp_path):
+    """By default (4096 bytes) the largest v2 header is refused as soon as its
+    first 16 bytes announce its length, with a debug line that names the
+    setting to raise; so is a 4097-byte one, and a header of exactly
+    NETPROXY_MAX_HEADER bytes is read."""
+    port = free_port()
+    exact = proxy_v2(CLIENT[0], DST[0], CLIENT[1], DST[1],
+                     tlvs=b"\x04" + (4096 - 31).to_bytes(2, "big") + bytes(4096 - 31))
+    assert len(exact) == 4096
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port)]) as srv:
+        took = refused(port, largest_v2()[:16])
+        assert took < 1.5, f"closed after {took:.2f} s"
+        refused(port, exact[:14] + (4097 - 16).to_bytes(2, "big") + exact[16:] + b"x")
+        ans, _, _ = exchange(port, exact + b"just fits")
+        assert (ans["accept"], ans["head"]) == (list(CLIENT), "just fits"), srv.debug()
+        # "connection on fd N refused: ...", or "fd N closed: ..." when it was
+        # accepted (and parked) before its bytes came.
+        err = text_of(srv.err)
+        assert err.count(": header larger than NETPROXY_MAX_HEADER (4096 bytes)") == 2, \
+            srv.debug()
+        assert srv.accepted_ports() == [CLIENT[1]]
+        srv.assert_no_errors()
+
+
+def shim_start_error(**env):
+    """What a process under the shim says on stderr at its first wrapped call
+    (a close()), with env added to NETPROXY_PORTS=1."""
+    r = subprocess.run(["/usr/bin/python3", "-c", "import os; os.close(os.dup(0))"],
+                       env=shim_env([1], **env), capture_output=True, text=True,
+                       timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r
+    return r.stderr
+
+
+@pytest.mark.parametrize("value", ["15", "65552", "4k", "-1", "0", "99999999999999999999"])
+def test_max_header_out_of_range_turns_the_shim_off(value):
+    err = shim_start_error(NETPROXY_MAX_HEADER=value)
+    assert err == (f"netproxy_preload: NETPROXY_MAX_HEADER={value}: expected bytes from 16 "
+                   f"to 65551; the shim is off\n"), err
+
+
+# --- trusted senders: one meaning, netproxyd's and the original module's -----------------
+
+
+UNTRUSTED = "untrusted sender (not in NETPROXY_TRUSTED)"
+
+
+def test_default_trusts_exactly_127_0_0_1_and_ipv6_loopback(tmp_path):
+    """NETPROXY_TRUSTED unset: 127.0.0.1 and ::1, nothing else of 127.0.0.0/8."""
+    port = free_port_both()
+    with ShimServer(tmp_path, "epoll", [("127.0.0.1", port), ("::1", port)]) as srv:
+        for host, source in (("127.0.0.1", "127.0.0.1"), ("::1", "::1")):
+            ans, _, _ = exchange(port, header("v2") + b"trusted", host=host, source=source)
+            assert (ans["accept"], ans["head"]) == (list(CLIENT), "trusted"), srv.debug()
+        for source in ("127.0.0.5", "127.0.0.2"):
+            refused(port, header("v2") + b"from another loopback address", source=source)
+        err = text_of(srv.err)
+        assert "trusted: 127.0.0.1,::1;" in err, err
+        assert err.count(f"refused: {UNTRUSTED}") == 2, srv.debug()
+        assert len(srv.events("accept")) == 2
+        srv.assert_no_errors()
+
+
+@pytest.mark.parametrize("value", ["", " , ,"], ids=["empty", "separators"])
+def test_empty_trusted_means_anyone_with_a_warning(value, tmp_path):
+    """NETPROXY_TRUSTED set and empty (or only separators): any sender, with
+    a warning on stderr at start, NETPROXY_DEBUG or not, once per process."""
+    port = free_port()
+    with ShimServer(tmp_path, "prefork", [("127.0.0.1", port)], NETPROXY_TRUSTED=value,
+                    NETPROXY_DEBUG=0) as srv:
+        for i, source in enumerate(("127.0.0.5", "127.0.0.1", "127.0.0.77")):
+            src = ("203.0.113.7", 40000 + i)
+            ans, _, _ = exchange(port, header("v1", src) + b"anyone", source=source)
+            assert ans["accept"] == list(src), srv.debug()
+        warning = ("netproxy_preload: WARNING: NETPROXY_TRUSTED is set and empty: ANY host "
+                   "can send PROXY headers and claim any address\n")
+        # Four processes, forked after the shim started: one warning.
+        assert text_of(srv.err) == warning, srv.debug()
+
+
+@pytest.mark.parametrize("block,write", [("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+                                         ("::ffff:127.0.0.1", "127.0.0.1"),
+                                         ("::ffff:192.0.2.77/120", "192.0.2.0/24"),
+                                         ("::ffff:0:0/96", "0.0.0.0/0")])
+def test_ipv4_mapped_block_is_a_configuration_error(block, write):
+    """A block inside ::ffff:0:0/96 could match no sender, an IPv4 sender being
+    matched as IPv4: refused, naming the IPv4 form to write; the shim is off."""
+    err = shim_start_error(NETPROXY_TRUSTED=f"127.0.0.1,{block}")
+    assert err == (f"netproxy_preload: NETPROXY_TRUSTED: '{block}' is an IPv4-mapped block, "
+                   f"which no sender matches (an IPv4 sender is matched as IPv4): write "
+                   f"'{write}'; the shim is off\n"), err
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "127.0.0.1/08", "::1/129", "localhost",
+                                   "10.0.0.01", "fe80::1%lo"])
+def test_unreadable_trusted_entry_turns_the_shim_off(value):
+    err = shim_start_error(NETPROXY_TRUSTED=f"127.0.0.1 {value}")
+    assert err == f"netproxy_preload: NETPROXY_TRUSTED: cannot read '{value}'; the shim is off\n"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_v4_mapped_sender_matched_as_ipv4(shape, tmp_path):
+    """On a dual-stack listener (::) an IPv4 sender shows as ::ffff:a.b.c.d:
+    it is matched by IPv4 blocks, and by no IPv6 block."""
+    port = free_port_dual()
+    with ShimServer(tmp_path, shape, [("::", port)],
+                    NETPROXY_TRUSTED="127.0.0.5/32,::1,::/0") as srv:
+        ans, _, _ = exchange(port, header("v2") + b"mapped", source="127.0.0.5")
+        assert ans["accept"] == MAPPED, srv.debug()
+        # ::/0 holds every IPv6 address, ::ffff:127.0.0.6 too, but it is an IPv4 sender.
+        refused(port, header("v2") + b"no IPv4 block", source="127.0.0.6")
+        ans, _, _ = exchange(port, header("v2") + b"v6", host="::1", source="::1")
+        assert ans["accept"] == MAPPED, srv.debug()
+        assert text_of(srv.err).count(f"refused: {UNTRUSTED}") == 1, srv.debug()
         srv.assert_no_errors()
 
 
@@ -1274,3 +1541,137 @@ def test_late_connection_nobody_accepts_is_closed(tmp_path):
         proc.kill()
         _, err = proc.communicate(timeout=10)
     assert "parked" in err and "the server did not accept it in time" in err, err
+
+
+# --- 7. bursts: many late headers at once ----------------------------------------------
+
+
+BURST = 500
+BURST_BOUND = 30.0     # seconds for a whole burst: a bound on the wait, not a target
+
+
+def burst(port, talk, n=BURST, late_delay=0.5, bound=BURST_BOUND, host="127.0.0.1"):
+    """n clients connect at once (a barrier); the odd ones send the first 7
+    bytes of their header, then all together the rest late_delay after the
+    barrier, when the server has accepted them and the shim has parked them;
+    the even ones send their header at once. talk(i, sock, late, release)
+    sends the header (with late, its rest at time.monotonic() == release)
+    and what follows, and returns True when served.
+    Returns (the indices served, {index: why not}, seconds taken)."""
+    served, failed = set(), {}
+    release = []
+    barrier = threading.Barrier(n, action=lambda: release.append(time.monotonic() + late_delay))
+
+    def client(i):
+        try:
+            barrier.wait(TIMEOUT)
+            s = connect(port, host, timeout=bound)
+        except (OSError, threading.BrokenBarrierError) as e:
+            failed[i] = f"connect: {e!r}"
+            return
+        try:
+            if talk(i, s, i % 2 == 1, release[0]):
+                served.add(i)
+            else:
+                failed[i] = "not served"
+        except (OSError, ValueError, AssertionError) as e:
+            failed[i] = repr(e)[:200]
+        finally:
+            s.close()
+
+    th = Threads()
+    t0 = time.monotonic()
+    for i in range(n):
+        th.start(client, i)
+    try:
+        th.join(bound)
+    except AssertionError as e:
+        failed[-1] = str(e)
+    return served, failed, time.monotonic() - t0
+
+
+def send_header(s, hdr, late, release, after=b""):
+    """Send hdr and what follows it: at once, or its first 7 bytes, then the
+    rest at time release (time.monotonic())."""
+    if late:
+        s.sendall(hdr[:7])
+        time.sleep(max(0.0, release - time.monotonic()))
+        s.sendall(hdr[7:] + after)
+    else:
+        s.sendall(hdr + after)
+
+
+@pytest.mark.parametrize("shape", ["blocking", "threaded", "epoll", "prefork"])
+def test_burst_of_late_headers_python_server(shape, tmp_path):
+    """500 clients at once, half of them with a late header, on the Python
+    server: single-threaded and blocking in accept(), four threads blocking
+    in accept(), an epoll loop, four processes blocking in accept() on one
+    listener. Every one is served."""
+    port = free_port()
+    with ShimServer(tmp_path, shape, [("127.0.0.1", port)]) as srv:
+        def talk(i, s, late, release):
+            src = (f"198.51.100.{i % 250 + 1}", 10000 + i)
+            send_header(s, header("v2" if i % 4 < 2 else "v1", src), late, release,
+                        b"burst %d" % i)
+            s.shutdown(socket.SHUT_WR)
+            ans = json.loads(recv_all(s))
+            return ans["accept"] == list(src) and ans["head"] == "burst %d" % i
+
+        served, failed, took = burst(port, talk)
+        err = text_of(srv.err)
+        print(f"\nPython server ({shape}): {len(served)} of {BURST} served in {took:.2f} s; "
+              f"{err.count('parked')} parked, {err.count('taken from')} taken from the mailbox")
+        assert not failed, (f"{len(served)} of {BURST} served; {len(failed)} not: "
+                            f"{dict(list(sorted(failed.items()))[:10])}\n{srv.debug()[-3000:]}")
+        assert len(srv.events("served")) == BURST
+        srv.assert_no_errors()
+
+
+NGINX_BURST_CONF = """\
+{user}worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+events {{ worker_connections 2048; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type text/plain;
+            return 200 "$remote_addr:$remote_port\\n";
+        }}
+    }}
+}}
+"""
+
+
+@pytest.mark.skipif(not find_exe("nginx"), reason="nginx (nginx-light) is needed")
+def test_burst_of_late_headers_nginx_two_workers(tmp_path):
+    """nginx with two workers sharing the listener: 500 clients at once, half
+    with a late header. Every one is answered with its own address."""
+    port = free_port()
+    user = f"user {pwd.getpwuid(0).pw_name};\n" if os.geteuid() == 0 else ""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_BURST_CONF.format(user=user, tmp=tmp_path, port=port))
+    ncmd = [find_exe("nginx"), "-p", f"{tmp_path}/", "-e", f"{tmp_path}/error.log",
+            "-c", str(conf), "-g", "daemon off;"]
+    with process(ncmd, tmp_path / "nginx.out", tmp_path / "nginx.err",
+                 env=shim_env([port], NETPROXY_DEBUG="0"), ports=[port]):
+        def talk(i, s, late, delay):
+            src = (f"198.51.100.{i % 250 + 1}", 10000 + i)
+            send_header(s, header("v2" if i % 4 < 2 else "v1", src), late, delay,
+                        b"GET /burst/%d HTTP/1.0\r\n\r\n" % i)
+            reply = recv_all(s)
+            return reply.startswith(b"HTTP/1.1 200") and \
+                reply.endswith(f"\r\n\r\n{src[0]}:{src[1]}\n".encode())
+
+        served, failed, took = burst(port, talk)
+        print(f"\nnginx, 2 workers: {len(served)} of {BURST} served in {took:.2f} s")
+        assert not failed, (f"{len(served)} of {BURST} served; {len(failed)} not: "
+                            f"{dict(list(sorted(failed.items()))[:10])}\n"
+                            f"{text_of(tmp_path / 'error.log')[-3000:]}")

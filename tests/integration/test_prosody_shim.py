@@ -26,18 +26,24 @@ stall the whole port; the Prosody config sets accept_retry_interval to 0.05 s,
 as libnetproxy_preload(8) advises, and the tests check that no 10 s pause
 happens and that a late header is served within 2 s.
 
+A burst of 500 clients at once, half through HAProxy and half straight to
+Prosody with a late header, runs on a stack of its own with the
+network_settings the man page advises (tcp_backlog = 1024): every one gets
+its stream features.
+
 The control runs the same stack without the shim: Prosody then logs HAProxy's
 address (127.0.0.1) and, reading the PROXY header as XML, ends every stream,
 so the checks above can fail.
 """
 import re
+import threading
 import time
 
 import pytest
 
-from npd import proxy_v2, wait_for
+from npd import Threads, proxy_v2, wait_for
 from xmpp import (C2S_STREAM, CLIENT_IP, TIMEOUT, XmppError, XmppStream, c2s_login,
-                  free_ports, prosody_stack, s2s_open, skip_reason, text_of)
+                  free_ports, free_ports_both, prosody_stack, s2s_open, skip_reason, text_of)
 
 _SKIP = skip_reason()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))
@@ -46,18 +52,22 @@ SERVICES = ("c2s", "s2s", "c2s_direct_tls")
 VERSIONS = ("v2", "v1")
 
 
-def stack_under(shim):
+def stack_under(shim, extra="", ipv6=False):
     """Prosody on free ports, HAProxy's fronts for each version and service
-    sending straight to them."""
-    free = iter(free_ports(len(SERVICES) * (1 + len(VERSIONS))))
+    sending straight to them; with ipv6, both listen on ::1 too, and the shim
+    trusts ::1 as well as 127.0.0.1."""
+    free = iter((free_ports_both if ipv6 else free_ports)(len(SERVICES) * (1 + len(VERSIONS))))
     ports = {svc: next(free) for svc in SERVICES}
     fronts = {(v, svc): next(free) for v in VERSIONS for svc in SERVICES}
-    return prosody_stack(ports, targets=ports, fronts=fronts, shim=shim)
+    return prosody_stack(ports, targets=ports, fronts=fronts, shim=shim, extra=extra, ipv6=ipv6,
+                         trusted="127.0.0.1,::1" if ipv6 else "127.0.0.1")
 
 
 @pytest.fixture(scope="module")
 def stack():
-    with stack_under(shim=True) as st:
+    """Prosody with both 127.0.0.1 and ::1 in its interfaces, as a dual-stack
+    host has it: a listening socket of each family on each port."""
+    with stack_under(shim=True, ipv6=True) as st:
         yield st
 
 
@@ -108,6 +118,25 @@ def test_s2s_stream_under_the_shim(stack, version):
     cport, reply = s2s_open("127.0.0.1", stack.fronts[version, "s2s"])
     line = stack.wait_connections(CLIENT_IP, stack.ports["s2s"], cport)[0][2]
     print(f"\nProsody, s2s through HAProxy {version} and the shim: {line}")
+    assert_shim_at_work(stack)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_ipv6_client_under_the_shim(stack, version):
+    """A client of HAProxy over IPv6: HAProxy connects to Prosody's IPv4
+    socket (its backends say 127.0.0.1) with a TCP6 header (v1) or an INET6
+    one (v2). Prosody has an IPv6 socket on the port too, and the shim hands
+    the connection to it: Prosody logs the client's IPv6 address, on c2s
+    (logged in) and on s2s."""
+    login = c2s_login("::1", stack.fronts[version, "c2s"], stack.cert, source="::1")
+    assert login.jid.startswith("test@localhost/"), vars(login)
+    line = stack.wait_connections("::1", stack.ports["c2s"], login.cport)[0][2]
+    print(f"\nProsody, c2s through HAProxy {version} over IPv6 and the shim: {line}")
+    cport, _ = s2s_open("::1", stack.fronts[version, "s2s"], source="::1")
+    stack.wait_connections("::1", stack.ports["s2s"], cport)
+    err = text_of(stack.err)
+    assert re.search(r"an IPv6 client, for fd \d+, the IPv6 listener of its port", err), \
+        stack.debug()
     assert_shim_at_work(stack)
 
 
@@ -176,3 +205,71 @@ def test_control_without_the_shim_prosody_sees_haproxy():
         with pytest.raises(AssertionError, match="a PROXY header reached Prosody's streams"):
             st.assert_health_checks_survived()
         assert "netproxy_preload" not in text_of(st.err), st.debug()
+
+
+BURST = 500
+BURST_BOUND = 30.0   # seconds for the whole burst: a bound on the wait, not a target
+# As libnetproxy_preload(8) advises for Prosody: a backlog that holds a burst,
+# and a short pause after a failed accept().
+BURST_SETTINGS = "network_settings = { tcp_backlog = 1024, accept_retry_interval = 0.05 }\n"
+
+
+def test_burst_of_500_clients():
+    """500 clients at once on c2s: half through HAProxy (send-proxy-v2, its
+    header at once), half straight to Prosody from 127.0.0.1 (trusted) with
+    their v2 header in two pieces, the second 0.5 s later, all together, when
+    Prosody has accepted them and the shim has parked them. Every one of
+    them gets its stream features, and Prosody logs each client's address."""
+    with stack_under(shim=True, extra=BURST_SETTINGS) as st:
+        port, front = st.ports["c2s"], st.fronts["v2", "c2s"]
+        served, failed, cports = set(), {}, {}
+        release = []
+        barrier = threading.Barrier(BURST, action=lambda: release.append(time.monotonic() + 0.5))
+
+        def client(i):
+            late = i % 2 == 1
+            try:
+                barrier.wait(TIMEOUT)
+                if late:
+                    src = ("203.0.113.9", 10000 + i)
+                    xs = XmppStream("127.0.0.1", port, source="127.0.0.1")
+                else:
+                    xs = XmppStream("127.0.0.1", front)
+                    src = (CLIENT_IP, xs.cport)
+            except (OSError, threading.BrokenBarrierError) as e:
+                failed[i] = f"connect: {e!r}"
+                return
+            try:
+                xs.sock.settimeout(BURST_BOUND)
+                if late:
+                    hdr = proxy_v2(src[0], "192.0.2.1", src[1], 5222)
+                    xs.sock.sendall(hdr[:7])
+                    time.sleep(max(0.0, release[0] - time.monotonic()))
+                    xs.sock.sendall(hdr[7:])
+                xs.open(C2S_STREAM)
+                cports[i] = src
+                served.add(i)
+            except (OSError, XmppError) as e:
+                failed[i] = repr(e)[:200]
+            finally:
+                xs.close()
+
+        th = Threads()
+        t0 = time.monotonic()
+        for i in range(BURST):
+            th.start(client, i)
+        try:
+            th.join(BURST_BOUND)
+        except AssertionError as e:
+            failed[-1] = str(e)
+        took = time.monotonic() - t0
+        print(f"\nProsody under the shim, a burst of {BURST}: {len(served)} served in {took:.2f} s")
+        assert not failed, (f"{len(served)} of {BURST} got their stream features; "
+                            f"{len(failed)} not: {dict(list(sorted(failed.items()))[:8])}"
+                            + st.debug())
+        # Prosody saw each one's own address (the log is read once: it is long).
+        seen = {(ip, cport) for ip, cport, _ in st.connections(port)}
+        missing = [src for src in cports.values() if (src[0], src[1]) not in seen]
+        assert not missing, f"{len(missing)} clients not logged, such as {missing[:5]}"
+        assert_listener_never_paused(st)
+        st.assert_running()

@@ -103,6 +103,21 @@ def free_ports(n):
             s.close()
 
 
+def free_ports_both(n):
+    """n distinct TCP ports that nothing listens on now, on 127.0.0.1 nor on
+    ::1 (free_ports(), tried again while one of them is taken on ::1)."""
+    for _ in range(20):
+        ports = free_ports(n)
+        try:
+            for port in ports:
+                with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+                    s.bind(("::1", port))
+            return ports
+        except OSError:
+            continue
+    raise AssertionError(f"no {n} ports free on both 127.0.0.1 and ::1")
+
+
 def listening_ports(pid="self"):
     """The TCP ports sockets listen on in the network namespace of pid, read
     from /proc once (no connection is made, which a PROXY port would count as
@@ -140,14 +155,16 @@ class Stack:
              (and [::1] with ipv6), version "v2" (send-proxy-v2) or "v1"
              (send-proxy)
     ipv6:    Prosody's interfaces and HAProxy's fronts on ::1 as well
+    trusted: NETPROXY_TRUSTED under the shim
     """
 
     def __init__(self, root, ports, targets, fronts, prefix=(), shim=False, extra="",
-                 ipv6=False):
+                 ipv6=False, trusted="127.0.0.1"):
         self.root = Path(root)
         self.ports, self.targets, self.fronts = dict(ports), dict(targets), dict(fronts)
         self.prefix, self.shim, self.extra = list(prefix), shim, extra
         self.hosts = ["127.0.0.1", "::1"] if ipv6 else ["127.0.0.1"]
+        self.trusted = trusted
         # As Debian lays them out: the config root's (group prosody, mode 640, in
         # a directory of root's), which netproxyd insists on; what Prosody
         # writes in var/, its own.
@@ -277,7 +294,7 @@ defaults
             assert lib.is_file(), f"{lib}: build it first (make)"
             env.update(LD_PRELOAD=str(lib),
                        NETPROXY_PORTS=",".join(str(p) for p in self.ports.values()),
-                       NETPROXY_TRUSTED="127.0.0.1", NETPROXY_DEBUG="1")
+                       NETPROXY_TRUSTED=self.trusted, NETPROXY_DEBUG="1")
         return env
 
     def output(self, path):
@@ -372,15 +389,15 @@ defaults
 
 @contextmanager
 def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", haproxy=True,
-                  ipv6=False):
+                  ipv6=False, trusted="127.0.0.1"):
     """Prosody (as the prosody user, under the shim or not, with the account
     registered) and, unless haproxy is False (then the caller starts it with
     st.start_haproxy() once its targets are up), HAProxy in front; with ipv6,
-    both on ::1 as well as 127.0.0.1. Both are stopped by PID, and the private
-    dir removed, whatever happens."""
+    both on ::1 as well as 127.0.0.1; trusted: as for Stack. Both are stopped
+    by PID, and the private dir removed, whatever happens."""
     root = tempfile.mkdtemp(prefix="netproxy-prosody-")
     os.chmod(root, 0o755)
-    st = Stack(root, ports, targets, fronts, prefix, shim, extra, ipv6)
+    st = Stack(root, ports, targets, fronts, prefix, shim, extra, ipv6, trusted)
     try:
         st.write_prosody_files()
         st.write_haproxy_cfg()
