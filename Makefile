@@ -10,7 +10,9 @@
 #   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
 #   make install    PREFIX (/usr/local) and DESTDIR honoured; ldconfig runs
-#                   when DESTDIR is empty (the files are where they run from)
+#                   when DESTDIR is empty (the files are where they run from);
+#                   the systemd units too (UNITDIR, SYSUSERSDIR, SYSCONFDIR)
+#   make deb        Debian packages, with Debian's tools, in $(BUILD)/deb
 #
 # GNU make. Objects go to $(BUILD); nothing is written in the source tree.
 
@@ -24,6 +26,13 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+# systemd's own search paths include /usr/local/lib/systemd/system and
+# /usr/local/lib/sysusers.d. The units name the config in SYSCONFDIR, which
+# nothing installs: the admin writes it (Debian's package ships one).
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+SYSCONFDIR ?= /etc
+NPD_CONFIG ?= $(SYSCONFDIR)/netproxyd/netproxyd.conf.lua
 LDCONFIG   ?= /sbin/ldconfig
 
 CC      ?= cc
@@ -85,7 +94,7 @@ MAN_PAGES := $(wildcard man/*.[1-8])
 MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
 .PHONY: all deps check check-all unit unit-asan replay integration tsan lint-man fuzz \
-        bench bench-compare run install uninstall clean
+        bench bench-compare run install uninstall clean install-systemd uninstall-systemd deb check-deb
 .DELETE_ON_ERROR:
 
 all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD)
@@ -271,7 +280,7 @@ run:
 
 # --- installing ------------------------------------------------------------
 
-install: all
+install: all install-systemd
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(BINDIR) $(addprefix $(DESTDIR)$(MANDIR)/man,$(MAN_SECTIONS))
 	install -m 0755 $(SHARED) $(PRELOAD) $(DESTDIR)$(LIBDIR)/
@@ -289,7 +298,7 @@ install: all
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
 	$(run-ldconfig)
 
-uninstall:
+uninstall: uninstall-systemd
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libnetproxy.so $(DESTDIR)$(LIBDIR)/libnetproxy.a \
 		$(DESTDIR)$(LIBDIR)/libnetproxy_preload.so \
@@ -310,6 +319,46 @@ define run-ldconfig
 		"may not find $(SONAME) in $(LIBDIR)" >&2; \
 fi
 endef
+
+# The units (systemd/*.in name where netproxyd and its config are), the
+# socket example and the system user. After an install to / run
+# systemd-sysusers and systemctl daemon-reload (netproxyd(8), SYSTEMD).
+SYSTEMD_UNITS := $(patsubst systemd/%.in,%,$(wildcard systemd/*.service.in)) netproxyd.socket
+
+install-systemd:
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	@set -e; for u in $(SYSTEMD_UNITS); do \
+		if [ -f systemd/$$u.in ]; then \
+			echo "sed systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u"; \
+			sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@CONFIG@|$(NPD_CONFIG)|g' \
+				systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u; \
+			chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
+		else \
+			install -m 0644 systemd/$$u $(DESTDIR)$(UNITDIR)/; \
+		fi; done
+	install -m 0644 systemd/netproxyd.sysusers $(DESTDIR)$(SYSUSERSDIR)/netproxyd.conf
+
+uninstall-systemd:
+	rm -f $(SYSTEMD_UNITS:%=$(DESTDIR)$(UNITDIR)/%) $(DESTDIR)$(SYSUSERSDIR)/netproxyd.conf
+
+# Debian's packages (debian/), built by dpkg-buildpackage in a copy of the
+# tree under $(BUILD)/deb/src, unsigned; the .debs and lintian's report end
+# up in $(BUILD)/deb. Needs root or fakeroot, and debhelper (scripts/deps.sh
+# installs it with DEB=1). Not part of check: tests/integration/test_deb.py
+# runs it (make check-deb).
+DEB_DIR := $(BUILD)/deb
+
+deb:
+	@DEB=1 scripts/deps.sh
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	git ls-files -z --cached --others --exclude-standard | \
+		grep -zv '^$(BUILD)/' | xargs -0 cp --parents -t $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && dpkg-buildpackage -us -uc -b
+	lintian --info --display-info $(DEB_DIR)/*.changes | tee $(DEB_DIR)/lintian.txt
+	@ls $(DEB_DIR)/*.deb
+
+check-deb:
+	NETPROXY_BUILD=$(abspath $(BUILD)) NETPROXY_DEB=1 $(PYTHON) -m pytest -q tests/integration/test_deb.py
 
 clean:
 	rm -rf $(BUILD)

@@ -11,15 +11,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <lua.h>
 
+#include "activation.h"
 #include "config.h"
 #include "listen.h"
 #include "log.h"
 #include "netproxy.h"
+#include "notify.h"
 #include "privs.h"
 #include "routing.h"
 #include "trial.h"
@@ -194,10 +197,11 @@ static void warn_to_stderr(void *ctx, const char *text)
 /*
  * The config of src, evaluated apart first (trial.h) so that no config can
  * hang the daemon, then loaded here. Returns it, or NULL with the cause
- * logged; *stop_sig is set when a signal of stop_sigs ended the trial.
+ * logged and copied to why; *stop_sig is set when a signal of stop_sigs
+ * ended the trial.
  */
 static struct npd_config *load(const struct source *src, void (*warn)(void *, const char *),
-			       const sigset_t *stop_sigs, int *stop_sig)
+			       const sigset_t *stop_sigs, int *stop_sig, char *why, size_t cap)
 {
 	struct npd_config_diag diag = {.warn = warn};
 	struct npd_config *cfg = NULL;
@@ -212,6 +216,7 @@ static struct npd_config *load(const struct source *src, void (*warn)(void *, co
 			      : npd_config_load_string(src->name, src->lua, &cfg, &diag);
 	if (r != 0) {
 		npd_log(NPD_LOG_ERROR, "%s", error_text(src, &diag, buf, sizeof(buf)));
+		snprintf(why, cap, "%s", error_text(src, &diag, buf, sizeof(buf)));
 		return NULL;
 	}
 	return cfg;
@@ -249,11 +254,13 @@ static bool same_address(const struct npd_listener *a, const struct npd_listener
 
 /*
  * Sockets for every listener of cfg: those already open in old (same
- * address) are taken over, the others opened. On failure nothing changes
- * (new sockets are closed) and -1 is returned with the cause logged.
+ * address) are taken over, those the service manager passed are shared
+ * (activation.h), the others opened. On failure nothing changes (new
+ * sockets are closed) and -1 is returned with the cause logged and copied
+ * to why.
  */
 static int open_sockets(const struct npd_config *cfg, int nworkers, const struct sockets *old,
-			struct sockets *out)
+			struct sockets *out, char *why, size_t cap)
 {
 	size_t n = cfg->nlisteners * (size_t)nworkers;
 	int *fds = malloc((n ? n : 1) * sizeof(*fds));
@@ -263,6 +270,7 @@ static int open_sockets(const struct npd_config *cfg, int nworkers, const struct
 		free(fds);
 		free(fresh);
 		npd_log(NPD_LOG_ERROR, "out of memory");
+		snprintf(why, cap, "out of memory");
 		return -1;
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
@@ -278,7 +286,18 @@ static int open_sockets(const struct npd_config *cfg, int nworkers, const struct
 				fds[at] = old->fds[from * (size_t)nworkers + (size_t)k];
 				continue;
 			}
-			fds[at] = k == 0 && npd_listen_probe(l) != 0 ? -1 : npd_listen_open(l);
+			int fd = npd_activation_socket(cfg, l);
+			if (fd == NPD_ACTIVATION_COVERED) {
+				if (k == 0)
+					npd_log(NPD_LOG_INFO, "%s: served by the passed IPv6 socket of "
+							      "port %u, which takes IPv4 too",
+						l->addr_text, (unsigned)l->port);
+				fds[at] = -1;
+				continue;
+			}
+			if (fd == NPD_ACTIVATION_NONE)
+				fd = k == 0 && npd_listen_probe(l) != 0 ? -1 : npd_listen_open(l);
+			fds[at] = fd < 0 ? -1 : fd;
 			fresh[at] = fds[at] >= 0;
 			if (fds[at] >= 0)
 				continue;
@@ -291,6 +310,7 @@ static int open_sockets(const struct npd_config *cfg, int nworkers, const struct
 			}
 			npd_log(NPD_LOG_ERROR, "cannot listen on %s: %s%s", l->addr_text, strerror(err),
 				err == EADDRINUSE ? " (another program, or netproxyd, listens there)" : "");
+			snprintf(why, cap, "cannot listen on %s: %s", l->addr_text, strerror(err));
 			for (size_t m = 0; m < n; m++)
 				if (fresh[m])
 					close(fds[m]);
@@ -303,6 +323,30 @@ static int open_sockets(const struct npd_config *cfg, int nworkers, const struct
 	out->cfg = cfg;
 	out->fds = fds;
 	return 0;
+}
+
+/*
+ * Take the sockets that fresh drops out of their workers' epoll sets, before
+ * the workers close them. epoll forgets a socket only when the last
+ * descriptor of it closes, and of a passed socket main and the service
+ * manager hold others (activation.h): closed by the worker alone, it would
+ * stay registered with the address of a freed listener. For the sockets
+ * netproxyd opened this is merely early. (The worker could do it before its
+ * close, after an update it has not applied yet too; this is main's half.)
+ */
+static void unwatch_dropped(struct npd_worker *workers, int nworkers, const struct sockets *old,
+			    const struct sockets *fresh)
+{
+	size_t nold = old->cfg->nlisteners * (size_t)nworkers;
+	size_t nfresh = fresh->cfg->nlisteners * (size_t)nworkers;
+
+	for (size_t i = 0; i < nold; i++) {
+		bool kept = old->fds[i] < 0;
+		for (size_t j = 0; j < nfresh && !kept; j++)
+			kept = fresh->fds[j] == old->fds[i];
+		if (!kept)
+			epoll_ctl(workers[i % (size_t)nworkers].epfd, EPOLL_CTL_DEL, old->fds[i], NULL);
+	}
 }
 
 /* Hand each worker gen and its sockets; each update holds a reference to gen. */
@@ -413,18 +457,44 @@ static void check_privileges_and_routing(const struct npd_config *cfg)
 	free(text);
 }
 
+/*
+ * Tell the service manager that gen runs (READY=1), with a STATUS saying
+ * what runs; after failed, the cause of a failed reload, when given.
+ */
+static void notify_ready(const char *failed, const struct npd_gen *gen, int nworkers,
+			 const struct sockets *s)
+{
+	const struct npd_config *cfg = gen->cfg;
+	size_t addrs = 0, passed = npd_activation_used(cfg, false);
+	char flat[600], extra[64] = "";
+
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		addrs += s->fds[i * (size_t)nworkers] >= 0;
+	if (passed)
+		snprintf(extra, sizeof(extra), " (%zu passed by the service manager)", passed);
+	if (failed)
+		snprintf(flat, sizeof(flat), "reload failed: %s; still running", failed);
+	npd_notify("READY=1\nSTATUS=%s generation %u: %d worker%s, %zu listening address%s%s",
+		   failed ? npd_notify_flatten(flat, sizeof(flat), flat) : "running", gen->number,
+		   nworkers, nworkers == 1 ? "" : "s", addrs, addrs == 1 ? "" : "es", extra);
+}
+
 /* Returns 0, or the stop signal that came while the new config was evaluated. */
 static int reload(const struct source *src, const sigset_t *stop_sigs, struct npd_worker *workers,
 		  int nworkers, struct npd_gen **gen, struct sockets *socks)
 {
 	int stop_sig = 0;
+	char why[512];
 
 	npd_log(NPD_LOG_INFO, "SIGHUP: reloading %s", src->name);
-	struct npd_config *cfg = load(src, warn_to_log, stop_sigs, &stop_sig);
+	/* Before anything is read: Type=notify-reload waits for this, then READY=1. */
+	npd_notify_reloading("reloading the config");
+	struct npd_config *cfg = load(src, warn_to_log, stop_sigs, &stop_sig, why, sizeof(why));
 	if (!cfg) {
 		if (stop_sig)
 			return stop_sig;
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
+		notify_ready(why, *gen, nworkers, socks);
 		return 0;
 	}
 	if (worker_count(cfg) != nworkers)
@@ -432,14 +502,17 @@ static int reload(const struct source *src, const sigset_t *stop_sigs, struct np
 			nworkers);
 
 	struct sockets fresh;
-	if (open_sockets(cfg, nworkers, socks, &fresh) != 0) {
+	if (open_sockets(cfg, nworkers, socks, &fresh, why, sizeof(why)) != 0) {
 		npd_config_free(cfg);
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
+		notify_ready(why, *gen, nworkers, socks);
 		return 0;
 	}
 	apply_log_settings(cfg);
 	check_privileges_and_routing(cfg);
 	struct npd_gen *g = npd_gen_new(cfg, (*gen)->number + 1);
+	if (g)
+		unwatch_dropped(workers, nworkers, socks, &fresh);
 	if (!g || post_updates(workers, nworkers, g, &fresh) != 0) {
 		npd_log(NPD_LOG_ERROR, "reload failed: out of memory");
 		exit(1); /* the workers may hold a mix of old and new: do not go on */
@@ -451,6 +524,8 @@ static int reload(const struct source *src, const sigset_t *stop_sigs, struct np
 	*gen = g;
 	npd_log(NPD_LOG_INFO, "reloaded: generation %u", g->number);
 	log_description(cfg);
+	npd_activation_used(cfg, true);
+	notify_ready(NULL, g, nworkers, socks);
 	return 0;
 }
 
@@ -602,12 +677,19 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
+	/* Both read and clear environment variables: before any thread or child. */
+	npd_notify_init();
+	npd_activation_init();
 	int stop_sig = 0;
-	struct npd_config *cfg = load(&src, warn_to_log, &stop_sigs, &stop_sig);
+	char why[512];
+	struct npd_config *cfg = load(&src, warn_to_log, &stop_sigs, &stop_sig, why, sizeof(why));
 	if (!cfg) {
-		if (!stop_sig)
+		if (!stop_sig) {
+			npd_notify("STATUS=not started: %s", npd_notify_flatten(why, sizeof(why), why));
 			return 1;
+		}
 		npd_log(NPD_LOG_INFO, "%s: stopping", sig_name(stop_sig));
+		npd_notify("STOPPING=1");
 		return 0;
 	}
 	apply_log_settings(cfg);
@@ -615,12 +697,15 @@ int main(int argc, char **argv)
 
 	int nworkers = worker_count(cfg);
 	struct sockets socks;
-	if (open_sockets(cfg, nworkers, NULL, &socks) != 0)
+	npd_activation_used(cfg, true);
+	if (open_sockets(cfg, nworkers, NULL, &socks, why, sizeof(why)) != 0) {
+		npd_notify("STATUS=not started: %s", npd_notify_flatten(why, sizeof(why), why));
 		return 1;
-	char why[256];
+	}
 	bool was_root = geteuid() == 0;
 	if (npd_privs_drop(cfg, why, sizeof(why)) != 0) {
 		npd_log(NPD_LOG_ERROR, "%s: %s", src.name, why);
+		npd_notify("STATUS=not started: %s", npd_notify_flatten(why, sizeof(why), why));
 		return 1;
 	}
 	if (was_root && !cfg->user[0])
@@ -657,6 +742,7 @@ int main(int argc, char **argv)
 	log_description(cfg);
 	npd_log(NPD_LOG_INFO, "running: %d worker%s, pid %d", nworkers, nworkers == 1 ? "" : "s",
 		(int)getpid());
+	notify_ready(NULL, gen, nworkers, &socks);
 
 	for (;;) {
 		siginfo_t si;
@@ -678,6 +764,7 @@ int main(int argc, char **argv)
 			continue;
 		}
 		npd_log(NPD_LOG_INFO, "%s: stopping", sig_name(sig));
+		npd_notify("STOPPING=1\nSTATUS=stopping on %s", sig_name(sig));
 		break;
 	}
 	for (int k = 0; k < nworkers; k++)

@@ -15,6 +15,13 @@ PACKAGES="$PACKAGES haproxy nginx-light prosody curl openssl util-linux iproute2
 # nginx-light is built for a dynamic stream module it does not ship: make
 # bench-compare's nginx receiver (listen ... proxy_protocol; proxy_pass).
 PACKAGES="$PACKAGES libnginx-mod-stream"
+# The systemd tests: systemd-analyze (verify, security) and
+# systemd-socket-activate, without systemd as PID 1; setpriv (util-linux).
+PACKAGES="$PACKAGES systemd"
+# make deb and make check-deb (DEB=1): Debian's packaging tools and lintian.
+if [ "${DEB:-}" = 1 ]; then
+	PACKAGES="$PACKAGES dpkg-dev debhelper fakeroot lintian"
+fi
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "deps.sh: not a Debian system; make sure these are installed: $PACKAGES" >&2
