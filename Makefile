@@ -22,6 +22,9 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+# The Lua binding where Lua 5.4's package.cpath looks (/usr/local/lib/lua/5.4/?.so,
+# /usr/lib/lua/5.4/?.so).
+LUA_CMODDIR ?= $(LIBDIR)/lua/5.4
 
 CC      ?= cc
 SAN_CC  ?= clang
@@ -66,6 +69,11 @@ NETPROXYD  := $(if $(wildcard daemon/main.c),$(BUILD)/netproxyd)
 # The preload shim: preload/preload.c with the library's objects, one .so.
 PRELOAD    := $(BUILD)/libnetproxy_preload.so
 
+# The Lua 5.4 binding, lua/netproxy.c with the library's objects, one .so
+# that require "netproxy" loads.
+LUA_MOD    := $(BUILD)/lua/netproxy.so
+LUA_TESTS  := $(wildcard tests/lua/test_*.lua)
+
 # Unit tests: every tests/unit/test_*.c is one TAP program.
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -82,10 +90,10 @@ MAN_PAGES := $(wildcard man/*.[1-8])
 MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
 .PHONY: all deps check check-all unit unit-asan replay integration lint-man fuzz \
-        bench bench-compare run install uninstall clean
+        bench bench-compare run install uninstall clean lua-unit
 .DELETE_ON_ERROR:
 
-all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD)
+all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD) $(LUA_MOD)
 
 # --- the library -----------------------------------------------------------
 
@@ -132,6 +140,31 @@ $(PRELOAD): preload/preload.c preload/preload.map $(LIB_OBJ) $(LIB_HDR)
 	$(CC) $(BASE_CFLAGS) -Ilib -fPIC -fvisibility=hidden -shared $(CFLAGS) \
 		-Wl,--version-script=preload/preload.map -Wl,--no-undefined \
 		preload/preload.c $(LIB_OBJ) $(LDFLAGS) -pthread -o $@
+
+# --- the Lua binding -------------------------------------------------------
+
+# No -llua5.4 and no --no-undefined: the Lua API comes from the program that
+# loads the module (lua5.4, Prosody), as for every Lua C module.
+$(LUA_MOD): lua/netproxy.c lua/netproxy.map $(LIB_OBJ) $(LIB_HDR) | $(BUILD)/lua
+	$(CC) $(BASE_CFLAGS) $(LUA_CFLAGS) -fPIC -fvisibility=hidden -shared $(CFLAGS) \
+		-Wl,--version-script=lua/netproxy.map lua/netproxy.c $(LIB_OBJ) $(LDFLAGS) -o $@
+
+# The same under ASan+UBSan; lua5.4 is not built with them, so their runtime
+# is preloaded.
+SAN_LUA_MOD := $(BUILD)/asan/lua/netproxy.so
+$(SAN_LUA_MOD): lua/netproxy.c lua/netproxy.map $(SAN_OBJ) $(LIB_HDR) | $(BUILD)/asan/lua
+	$(SAN_CC) $(BASE_CFLAGS) $(LUA_CFLAGS) -fPIC -shared $(SAN_FLAGS) -shared-libsan \
+		-Wl,--version-script=lua/netproxy.map lua/netproxy.c $(SAN_OBJ) -o $@
+
+# The binding's tests, Lua scripts printing TAP, run by the lua5.4 interpreter
+# against the built module, then against the sanitized one.
+lua-unit: $(LUA_MOD) $(SAN_LUA_MOD)
+	LUA_CPATH_5_4='$(abspath $(BUILD))/lua/?.so;;' LUA_PATH_5_4='$(abspath tests/lua)/?.lua;;' \
+		$(PROVE) --exec lua5.4 $(LUA_TESTS)
+	LD_PRELOAD="$$($(SAN_CC) -print-file-name=libclang_rt.asan-x86_64.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	LUA_CPATH_5_4='$(abspath $(BUILD))/asan/lua/?.so;;' LUA_PATH_5_4='$(abspath tests/lua)/?.lua;;' \
+		$(PROVE) --exec lua5.4 $(LUA_TESTS)
 
 # --- unit tests ------------------------------------------------------------
 
@@ -213,7 +246,7 @@ check:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory check-all
 
-check-all: all unit unit-asan replay integration lint-man
+check-all: all unit unit-asan lua-unit replay integration lint-man
 
 deps:
 	@scripts/deps.sh
@@ -268,6 +301,8 @@ install: all
 	@set -e; for m in $(MAN_PAGES); do \
 		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/"; \
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
+	install -d $(DESTDIR)$(LUA_CMODDIR)
+	install -m 0644 $(LUA_MOD) $(DESTDIR)$(LUA_CMODDIR)/netproxy.so
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
@@ -276,10 +311,12 @@ uninstall:
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	@for m in $(MAN_PAGES:man/%=%); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
+	rm -f $(DESTDIR)$(LUA_CMODDIR)/netproxy.so
 
 clean:
 	rm -rf $(BUILD)
 
 $(BUILD)/lib $(BUILD)/gen $(BUILD)/tests $(BUILD)/asan/lib $(BUILD)/asan/tests \
-$(BUILD)/replay $(BUILD)/fuzz $(BUILD)/bench $(BUILD)/daemon $(BUILD)/asan/daemon:
+$(BUILD)/replay $(BUILD)/fuzz $(BUILD)/bench $(BUILD)/daemon $(BUILD)/asan/daemon $(BUILD)/lua \
+$(BUILD)/asan/lua:
 	mkdir -p $@
