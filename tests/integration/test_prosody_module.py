@@ -66,7 +66,7 @@ def module_config(mappings, **keys):
     lua = {True: "true", False: "false"}
     lines = [f'plugin_paths = {{ "{MODULE_DIR}" }}',
              'modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; '
-             '"admin_shell"; "net_proxy" }',
+             '"dialback"; "admin_shell"; "net_proxy" }',
              # The harness's pause after a failed accept, and a backlog for the burst.
              "network_settings = { accept_retry_interval = 0.05; tcp_backlog = 1024 }",
              "proxy_port_mappings = { " + ", ".join(f'[{p}] = "{s}"' for p, s in
@@ -296,6 +296,27 @@ def test_health_checks(setup):
     servers = setup.st.assert_health_checks_survived()
     print(f"\nHAProxy: {[(x['pxname'], x['status'], x['check_status']) for x in servers]}")
     assert_no_errors(setup)
+
+
+def local_then_reset(port, n):
+    """n health checks as HAProxy's tcp-check sends them: a v2 LOCAL header,
+    then a reset (SO_LINGER 0) before any answer."""
+    for _ in range(n):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            s.connect(("127.0.0.1", port))
+            s.sendall(proxy_v2("", "", 0, 0, command=0))
+
+
+def test_checks_that_send_local_and_reset(setup):
+    """Checks with a header of their own (LOCAL) that reset at once, on every
+    PROXY port: served or dropped quietly, never an error, Prosody serving on."""
+    for port in PROXY_PORTS.values():
+        setup.run(local_then_reset, port, 20)
+    time.sleep(0.5)
+    assert_no_errors(setup)
+    setup.st.assert_running()
+    assert setup.exchange("v2", "c2s")[1].jid
 
 
 def burst(host, port, n, source, timeout):
@@ -554,9 +575,13 @@ def test_every_rejection_is_a_log_line_never_an_error(setup):
 # --- proxy_secure_in, reload and unload: a Prosody of their own ----------------------
 
 
+EGRESS = 17269  # proxy_out: the egress proxy a test plays, in the namespace
+
+
 @pytest.fixture(scope="module")
 def secure(lab):
-    with module_setup(lab, "secure", haproxy=False, proxy_secure_in=True) as s:
+    with module_setup(lab, "secure", haproxy=False, proxy_secure_in=True,
+                      proxy_out=f'"127.0.0.1:{EGRESS}"', proxy_secure_out=True) as s:
         yield s
 
 
@@ -643,4 +668,89 @@ def test_reload_and_unload_leave_established_sessions_alone(secure):
     for what, ok in steps:
         print(f"\nsession {what}: {'pong' if ok else 'NO ANSWER'}")
     assert all(ok for _, ok in steps), steps
+    assert_no_errors(secure)
+
+
+def parse_v2_authority(data):
+    """(header length, AUTHORITY TLV value, dst address, dst port) of the v2
+    PROXY header at the start of data (INET only), or None."""
+    if not data.startswith(b"\r\n\r\n\x00\r\nQUIT\n") or len(data) < 16:
+        return None
+    length = int.from_bytes(data[14:16], "big")
+    if data[12] != 0x21 or data[13] != 0x11 or len(data) < 16 + length:
+        return None
+    block, tlvs = data[16:28], data[28:16 + length]
+    dst = socket.inet_ntoa(block[4:8]), int.from_bytes(block[10:12], "big")
+    authority = None
+    while len(tlvs) >= 3:
+        t, n = tlvs[0], int.from_bytes(tlvs[1:3], "big")
+        if t == 0x02:
+            authority = tlvs[3:3 + n]
+        tlvs = tlvs[3 + n:]
+    return 16 + length, authority, *dst
+
+
+def test_proxy_out_sends_outgoing_s2s_through_the_proxy(secure):
+    """proxy_out: an outgoing s2s connection goes to the one proxy address,
+    opening with a v2 PROXY header whose AUTHORITY TLV names the remote
+    domain (for HAProxy's fc_pp_authority); no DNS in Prosody. With
+    proxy_secure_out the stream counts as encrypted: no STARTTLS inside."""
+    hdr = proxy_v2("203.0.113.11", "192.0.2.1", 6666, 5222)
+
+    def scenario():
+        with socket.socket() as egress:
+            egress.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            egress.bind(("127.0.0.1", EGRESS))
+            egress.listen(4)
+            egress.settimeout(TIMEOUT)
+            xs = plain_login(PROXY_PORTS["c2s"], hdr, "sender")
+            try:
+                xs.sock.sendall(b"<message to='someone@example.net' type='chat'>"
+                                b"<body>through the egress proxy</body></message>")
+                conn, _ = egress.accept()
+                with conn:
+                    conn.settimeout(TIMEOUT)
+                    got = b""
+                    while b"<stream:stream" not in got or not got.rstrip().endswith(b">"):
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        got += chunk
+                    # Play the remote server, offering STARTTLS: a stream that
+                    # counts as encrypted must not take it up.
+                    conn.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                                 b"xmlns:stream='http://etherx.jabber.org/streams' "
+                                 b"xmlns:db='jabber:server:dialback' from='example.net' "
+                                 b"to='localhost' id='egress1' version='1.0'><stream:features>"
+                                 b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+                                 b"<dialback xmlns='urn:xmpp:features:dialback'/>"
+                                 b"</stream:features>")
+                    after, end = b"", time.monotonic() + 2
+                    conn.settimeout(0.2)
+                    while time.monotonic() < end:
+                        try:
+                            chunk = conn.recv(65536)
+                        except socket.timeout:
+                            continue
+                        if not chunk:
+                            break
+                        after += chunk
+                    return got, after
+            finally:
+                xs.close()
+    got, after = secure.run(scenario)
+    assert b"starttls" not in after and b"<db:result" in after, after
+    print(f"after the remote's features (STARTTLS offered): {after[:200]!r}")
+    parsed = parse_v2_authority(got)
+    assert parsed, got
+    n, authority, dst, dport = parsed
+    assert authority == b"example.net" and (dst, dport) == ("127.0.0.1", EGRESS), parsed
+    stream = got[n:]
+    assert stream.startswith(b"<?xml") and re.search(rb"""to=['"]example\.net['"]""", stream), got
+    print(f"\negress proxy got a {n}-byte v2 header (AUTHORITY {authority.decode()}) "
+          f"then {stream[:120]!r}")
+    line = wait_for(lambda: re.search(r"Outgoing s2s to example\.net through the proxy at "
+                                      rf"127\.0\.0\.1 port {EGRESS}", secure.st.prosody_log()),
+                    TIMEOUT, "the s2sout line")
+    print(line.group(0))
     assert_no_errors(secure)
