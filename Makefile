@@ -8,6 +8,8 @@
 #   make bench      the library's ns-per-call table
 #   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
+#   make bench-prosody ORIGINAL=file  Prosody's CPU per connection with
+#                   mod_net_proxy, the original module and none (bench/README.md)
 #   make install    PREFIX (/usr/local) and DESTDIR honoured
 #
 # GNU make. Objects go to $(BUILD); nothing is written in the source tree.
@@ -90,7 +92,7 @@ MAN_PAGES := $(wildcard man/*.[1-8])
 MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
 .PHONY: all deps check check-all unit unit-asan replay integration lint-man fuzz \
-        bench bench-compare run install uninstall clean lua-unit
+        bench bench-compare run install uninstall clean lua-unit bench-prosody
 .DELETE_ON_ERROR:
 
 all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD) $(LUA_MOD)
@@ -274,6 +276,17 @@ bench-compare:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/accept-latency
 	$(PYTHON) bench/compare.py --build $(BUILD) $(BENCH_COMPARE_ARGS)
+
+# Prosody's CPU per connection through mod_net_proxy, through the original
+# module (ORIGINAL=, its file fetched outside the tree: bench/README.md) and
+# with no proxy; and a header's parse cost in Lua. CONNS= connections per
+# run, REPEAT= rounds.
+bench-prosody:
+	@test -n "$(ORIGINAL)" || { echo "bench-prosody: set ORIGINAL=/path/to/the/original/mod_net_proxy.lua (bench/README.md)" >&2; exit 2; }
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) bench/prosody.py --build $(BUILD) --original $(ORIGINAL) \
+		$(if $(CONNS),--conns $(CONNS)) $(if $(REPEAT),--repeat $(REPEAT))
 
 # --- running ---------------------------------------------------------------
 
