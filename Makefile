@@ -25,8 +25,10 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 # The Lua binding where Lua 5.4's package.cpath looks (/usr/local/lib/lua/5.4/?.so,
-# /usr/lib/lua/5.4/?.so).
+# /usr/lib/lua/5.4/?.so); mod_net_proxy where one plugin_paths line finds it
+# (or Prosody's own /usr/lib/prosody/modules with PREFIX=/usr).
 LUA_CMODDIR ?= $(LIBDIR)/lua/5.4
+PROSODY_MODDIR ?= $(PREFIX)/lib/prosody/modules
 
 CC      ?= cc
 SAN_CC  ?= clang
@@ -75,6 +77,7 @@ PRELOAD    := $(BUILD)/libnetproxy_preload.so
 # that require "netproxy" loads.
 LUA_MOD    := $(BUILD)/lua/netproxy.so
 LUA_TESTS  := $(wildcard tests/lua/test_*.lua)
+PROSODY_MOD := prosody/mod_net_proxy.lua
 
 # Unit tests: every tests/unit/test_*.c is one TAP program.
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
@@ -314,8 +317,9 @@ install: all
 	@set -e; for m in $(MAN_PAGES); do \
 		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/"; \
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
-	install -d $(DESTDIR)$(LUA_CMODDIR)
+	install -d $(DESTDIR)$(LUA_CMODDIR) $(DESTDIR)$(PROSODY_MODDIR)
 	install -m 0644 $(LUA_MOD) $(DESTDIR)$(LUA_CMODDIR)/netproxy.so
+	install -m 0644 $(PROSODY_MOD) $(DESTDIR)$(PROSODY_MODDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
@@ -324,7 +328,7 @@ uninstall:
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	@for m in $(MAN_PAGES:man/%=%); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
-	rm -f $(DESTDIR)$(LUA_CMODDIR)/netproxy.so
+	rm -f $(DESTDIR)$(LUA_CMODDIR)/netproxy.so $(DESTDIR)$(PROSODY_MODDIR)/mod_net_proxy.lua
 
 clean:
 	rm -rf $(BUILD)
