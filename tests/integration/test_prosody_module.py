@@ -41,7 +41,8 @@ import pytest
 
 from netns import Lab, in_ns, ns_exec, sh, why_no_netns
 from npd import build_dir, find_exe, proxy_v1, proxy_v2, wait_for
-from xmpp import (ACCOUNT, C2S_STREAM, CLIENT_IP, CLIENT_IP6, TIMEOUT, XmppError, XmppStream,
+from xmpp import (ACCOUNT, C2S_STREAM, CLIENT_IP, CLIENT_IP6, S2S_STREAM, TIMEOUT, XmppError,
+                  XmppStream,
                   c2s_login, listening_ports, prosody_stack, s2s_open,
                   skip_reason as xmpp_skip_reason)
 
@@ -58,6 +59,9 @@ FRONTS = {(v, svc): (20000 if v == "v2" else 30000) + port          # HAProxy's
           for v in VERSIONS for svc, port in PORTS.items()}
 UNMAPPED = 15999    # in proxy_ports, in no mapping
 MISSING = 15998     # mapped to a service Prosody does not have
+# Direct-TLS services Prosody does not listen for here, reached through PROXY
+# ports only: their TLS context is the module's, made as Prosody makes one.
+MORE_TLS = {15224: "legacy_ssl", 15225: "s2s_direct_tls"}
 FEATURES = (b"</stream:features>", b"<stream:features/>")
 
 
@@ -208,8 +212,8 @@ def lab():
 
 @pytest.fixture(scope="module")
 def setup(lab):
-    ports = sorted(PROXY_PORTS.values()) + [UNMAPPED, MISSING]
-    with module_setup(lab, "mod", more_mappings={MISSING: "no_such_service"},
+    ports = sorted(PROXY_PORTS.values()) + [UNMAPPED, MISSING, *MORE_TLS]
+    with module_setup(lab, "mod", more_mappings={MISSING: "no_such_service", **MORE_TLS},
                       proxy_ports=ports) as s:
         yield s
 
@@ -258,6 +262,37 @@ def test_ipv6_client(setup, version, svc):
     INET6) to the PROXY port over IPv4, which serves both families."""
     cport, _ = setup.exchange(version, svc, client=CLIENT_IP6)
     print(f"\n{client_line(setup, CLIENT_IP6, cport, version, svc)}")
+
+
+def header_then_tls(port, header, svc, cafile):
+    """From 127.0.0.1 (a trusted proxy) straight to a PROXY port: the header,
+    then a TLS handshake, then a c2s login or an s2s stream."""
+    with XmppStream("127.0.0.1", port, source="127.0.0.1") as xs:
+        xs.sock.sendall(header)
+        tls = xs.start_tls(cafile)
+        if svc == "s2s_direct_tls":
+            return tls, xs.open(S2S_STREAM)
+        xs.open()
+        xs.auth_plain(*ACCOUNT)
+        xs.open()
+        return tls, xs.bind("direct")
+
+
+@pytest.mark.parametrize("port", MORE_TLS, ids=MORE_TLS.values())
+def test_other_direct_tls_services(setup, port):
+    """legacy_ssl and s2s_direct_tls behind PROXY, which Prosody itself does not
+    listen for here: the module makes their TLS context as Prosody would."""
+    svc = MORE_TLS[port]
+    hdr = proxy_v2("203.0.113.20", "192.0.2.1", 20000 + port % 1000, 5223)
+    tls, result = setup.run(header_then_tls, port, hdr, svc, setup.st.cert)
+    assert tls.startswith("TLSv1"), tls
+    if svc == "s2s_direct_tls":
+        assert re.search(rb"<stream:stream [^>]*from=['\"]localhost['\"]", result), result
+    else:
+        assert result.startswith("test@localhost/"), result
+    line = setup.wait_line(rf"Client 203\.0\.113\.20 port {20000 + port % 1000} via 127\.0\.0\.1 "
+                           rf"port \d+ \(PROXY v2 PROXY\) to {svc}$").string
+    print(f"\n{line} ({tls})")
 
 
 def test_ipv6_proxy(setup):
@@ -581,7 +616,9 @@ EGRESS = 17269  # proxy_out: the egress proxy a test plays, in the namespace
 @pytest.fixture(scope="module")
 def secure(lab):
     with module_setup(lab, "secure", haproxy=False, proxy_secure_in=True,
-                      proxy_out=f'"127.0.0.1:{EGRESS}"', proxy_secure_out=True) as s:
+                      proxy_out=f'"127.0.0.1:{EGRESS}"', proxy_secure_out=True,
+                      proxy_trusted_proxies=["127.0.0.0/29", "::1"], proxy_header_timeout=2,
+                      proxy_max_header=65551) as s:
         yield s
 
 
@@ -754,3 +791,23 @@ def test_proxy_out_sends_outgoing_s2s_through_the_proxy(secure):
                     TIMEOUT, "the s2sout line")
     print(line.group(0))
     assert_no_errors(secure)
+
+
+def test_keys_trusted_block_timeout_and_cap(secure):
+    """The other keys, set: proxy_trusted_proxies as a block (127.0.0.5 is in
+    127.0.0.0/29, 127.0.0.9 is not), proxy_header_timeout = 2 (from the
+    accept) and proxy_max_header = 65551 (the largest v2 header served)."""
+    port = PROXY_PORTS["c2s"]
+    hdr = proxy_v2("203.0.113.12", "192.0.2.1", 7777, 5222)
+    r = secure.raw(port, hdr + C2S_STREAM, source=CLIENT_IP)
+    assert served(r), r.got
+    r = secure.raw(port, hdr + C2S_STREAM, source="127.0.0.9", timeout=3)
+    assert r.closed and not r.got
+    one_line_about(secure, r, 0, r"not a trusted proxy")
+    r = secure.raw(port, hdr[:5], timeout=5)
+    assert r.closed and 1.5 <= r.took <= 3.5, r.took
+    one_line_about(secure, r, 0, r"within proxy_header_timeout \(2 s\)")
+    r = secure.raw(port, noop_header(65551) + C2S_STREAM)
+    assert served(r), r.got
+    print(f"\n127.0.0.5 trusted by 127.0.0.0/29, 127.0.0.9 not; deadline 2 s; a 65551-byte header "
+          f"served")
