@@ -276,7 +276,9 @@ local function unmap(addr)
 	local hi, lo = addr:match("^::ffff:(%x+):(%x+)$");
 	if not hi then return addr; end
 	hi, lo = tonumber(hi, 16), tonumber(lo, 16);
-	return ("%d.%d.%d.%d"):format(hi >> 8, hi & 0xff, lo >> 8, lo & 0xff);
+	-- Arithmetic, not Lua 5.3's operators: on an older Lua this file must
+	-- still load far enough to say that the binding is missing.
+	return ("%d.%d.%d.%d"):format(math.floor(hi / 256), hi % 256, math.floor(lo / 256), lo % 256);
 end
 
 -- server_epoll's onconnect and inittls read the socket's own peer into

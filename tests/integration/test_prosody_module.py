@@ -304,6 +304,15 @@ def test_ipv6_proxy(setup):
     print(f"\n{setup.wait_line(r'Client 2001:db8::7 port 40000 via ::1 port').string}")
 
 
+def test_a_v4_mapped_client_is_shown_as_ipv4(setup):
+    """A header from a dual-stack proxy may name an IPv4 client as
+    ::ffff:a.b.c.d: Prosody is given the IPv4 text it shows for such clients."""
+    hdr = proxy_v2("::ffff:203.0.113.30", "::ffff:192.0.2.1", 30000, 5222)
+    r = setup.raw(PROXY_PORTS["c2s"], hdr + C2S_STREAM)
+    assert served(r), r.got
+    print(f"\n{setup.wait_line(r'Client 203[.]0[.]113[.]30 port 30000 via').string}")
+
+
 def test_prosody_session_list_shows_the_client(setup):
     """Prosody's own session list (the admin shell's c2s:show() with its IP
     address column) names the client's address, not HAProxy's, while the
