@@ -20,6 +20,7 @@
  * np_recv_header() for what that costs there.)
  */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <time.h>
 
@@ -101,8 +102,11 @@ static int try_recv(int fd, uint8_t *buf, size_t cap, struct np_header *hdr, siz
 	struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
 	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP)))
 		return NP_ECLOSED;
-	/* n < cap <= NP_V2_MAX_LEN here, so n + 1 fits an int. */
-	r = set_rcvlowat(fd, (int)n + 1);
+	/*
+	 * n is what the receive queue held, far below INT_MAX; the kernel caps
+	 * SO_RCVLOWAT at half the largest receive buffer anyway.
+	 */
+	r = set_rcvlowat(fd, n < INT_MAX ? (int)n + 1 : INT_MAX);
 	return r ? r : NP_EAGAIN;
 }
 
