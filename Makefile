@@ -9,6 +9,8 @@
 #   make bench      the library's ns-per-call table
 #   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
+#   make bench-prosody ORIGINAL=file  Prosody's CPU per connection with
+#                   mod_net_proxy, the original module and none (bench/README.md)
 #   make install    PREFIX (/usr/local) and DESTDIR honoured; ldconfig runs
 #                   when DESTDIR is empty (the files are where they run from);
 #                   the systemd units too (UNITDIR, SYSUSERSDIR, SYSCONFDIR)
@@ -34,6 +36,11 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 SYSCONFDIR ?= /etc
 NPD_CONFIG ?= $(SYSCONFDIR)/netproxyd/netproxyd.conf.lua
 LDCONFIG   ?= /sbin/ldconfig
+# The Lua binding where Lua 5.4's package.cpath looks (/usr/local/lib/lua/5.4/?.so,
+# /usr/lib/lua/5.4/?.so); mod_net_proxy where one plugin_paths line finds it
+# (or Prosody's own /usr/lib/prosody/modules with PREFIX=/usr).
+LUA_CMODDIR ?= $(LIBDIR)/lua/5.4
+PROSODY_MODDIR ?= $(PREFIX)/lib/prosody/modules
 
 CC      ?= cc
 SAN_CC  ?= clang
@@ -78,6 +85,12 @@ NETPROXYD  := $(if $(wildcard daemon/main.c),$(BUILD)/netproxyd)
 # The preload shim: preload/preload.c with the library's objects, one .so.
 PRELOAD    := $(BUILD)/libnetproxy_preload.so
 
+# The Lua 5.4 binding, lua/netproxy.c with the library's objects, one .so
+# that require "netproxy" loads.
+LUA_MOD    := $(BUILD)/lua/netproxy.so
+LUA_TESTS  := $(wildcard tests/lua/test_*.lua)
+PROSODY_MOD := prosody/mod_net_proxy.lua
+
 # Unit tests: every tests/unit/test_*.c is one TAP program.
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -94,10 +107,11 @@ MAN_PAGES := $(wildcard man/*.[1-8])
 MAN_SECTIONS := $(sort $(foreach m,$(MAN_PAGES),$(lastword $(subst ., ,$(m)))))
 
 .PHONY: all deps check check-all unit unit-asan replay integration tsan lint-man fuzz \
-        bench bench-compare run install uninstall clean install-systemd uninstall-systemd deb check-deb
+        bench bench-compare run install uninstall clean install-systemd uninstall-systemd deb check-deb \
+        lua-unit bench-prosody
 .DELETE_ON_ERROR:
 
-all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD)
+all: $(SHARED) $(STATIC) $(TOOLS) $(NETPROXYD) $(PRELOAD) $(LUA_MOD)
 
 # --- the library -----------------------------------------------------------
 
@@ -144,6 +158,31 @@ $(PRELOAD): preload/preload.c preload/preload.map $(LIB_OBJ) $(LIB_HDR)
 	$(CC) $(BASE_CFLAGS) -Ilib -fPIC -fvisibility=hidden -shared $(CFLAGS) \
 		-Wl,--version-script=preload/preload.map -Wl,--no-undefined \
 		preload/preload.c $(LIB_OBJ) $(LDFLAGS) -pthread -o $@
+
+# --- the Lua binding -------------------------------------------------------
+
+# No -llua5.4 and no --no-undefined: the Lua API comes from the program that
+# loads the module (lua5.4, Prosody), as for every Lua C module.
+$(LUA_MOD): lua/netproxy.c lua/netproxy.map $(LIB_OBJ) $(LIB_HDR) | $(BUILD)/lua
+	$(CC) $(BASE_CFLAGS) $(LUA_CFLAGS) -fPIC -fvisibility=hidden -shared $(CFLAGS) \
+		-Wl,--version-script=lua/netproxy.map lua/netproxy.c $(LIB_OBJ) $(LDFLAGS) -o $@
+
+# The same under ASan+UBSan; lua5.4 is not built with them, so their runtime
+# is preloaded.
+SAN_LUA_MOD := $(BUILD)/asan/lua/netproxy.so
+$(SAN_LUA_MOD): lua/netproxy.c lua/netproxy.map $(SAN_OBJ) $(LIB_HDR) | $(BUILD)/asan/lua
+	$(SAN_CC) $(BASE_CFLAGS) $(LUA_CFLAGS) -fPIC -shared $(SAN_FLAGS) -shared-libsan \
+		-Wl,--version-script=lua/netproxy.map lua/netproxy.c $(SAN_OBJ) -o $@
+
+# The binding's tests, Lua scripts printing TAP, run by the lua5.4 interpreter
+# against the built module, then against the sanitized one.
+lua-unit: $(LUA_MOD) $(SAN_LUA_MOD)
+	LUA_CPATH_5_4='$(abspath $(BUILD))/lua/?.so;;' LUA_PATH_5_4='$(abspath tests/lua)/?.lua;;' \
+		$(PROVE) --exec lua5.4 $(LUA_TESTS)
+	LD_PRELOAD="$$($(SAN_CC) -print-file-name=libclang_rt.asan-x86_64.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	LUA_CPATH_5_4='$(abspath $(BUILD))/asan/lua/?.so;;' LUA_PATH_5_4='$(abspath tests/lua)/?.lua;;' \
+		$(PROVE) --exec lua5.4 $(LUA_TESTS)
 
 # --- unit tests ------------------------------------------------------------
 
@@ -241,7 +280,7 @@ check:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory check-all
 
-check-all: all unit unit-asan replay integration tsan lint-man
+check-all: all unit unit-asan lua-unit replay integration tsan lint-man
 
 deps:
 	@scripts/deps.sh
@@ -270,6 +309,17 @@ bench-compare:
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/accept-latency
 	$(PYTHON) bench/compare.py --build $(BUILD) $(BENCH_COMPARE_ARGS)
 
+# Prosody's CPU per connection through mod_net_proxy, through the original
+# module (ORIGINAL=, its file fetched outside the tree: bench/README.md) and
+# with no proxy; and a header's parse cost in Lua. CONNS= connections per
+# run, REPEAT= rounds.
+bench-prosody:
+	@test -n "$(ORIGINAL)" || { echo "bench-prosody: set ORIGINAL=/path/to/the/original/mod_net_proxy.lua (bench/README.md)" >&2; exit 2; }
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) bench/prosody.py --build $(BUILD) --original $(ORIGINAL) \
+		$(if $(CONNS),--conns $(CONNS)) $(if $(REPEAT),--repeat $(REPEAT))
+
 # --- running ---------------------------------------------------------------
 
 run:
@@ -297,6 +347,9 @@ install: all install-systemd
 		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/"; \
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
 	$(run-ldconfig)
+	install -d $(DESTDIR)$(LUA_CMODDIR) $(DESTDIR)$(PROSODY_MODDIR)
+	install -m 0644 $(LUA_MOD) $(DESTDIR)$(LUA_CMODDIR)/netproxy.so
+	install -m 0644 $(PROSODY_MOD) $(DESTDIR)$(PROSODY_MODDIR)/
 
 uninstall: uninstall-systemd
 	rm -f $(DESTDIR)$(LIBDIR)/libnetproxy.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
@@ -305,6 +358,7 @@ uninstall: uninstall-systemd
 		$(DESTDIR)$(INCLUDEDIR)/netproxy.h $(DESTDIR)$(PKGCONFIGDIR)/libnetproxy.pc
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%) $(NETPROXYD:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	@for m in $(MAN_PAGES:man/%=%); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
+	rm -f $(DESTDIR)$(LUA_CMODDIR)/netproxy.so $(PROSODY_MOD:prosody/%=$(DESTDIR)$(PROSODY_MODDIR)/%)
 	$(run-ldconfig)
 
 # Installed to the real root (no DESTDIR), the loader's cache must learn of
@@ -359,10 +413,12 @@ deb:
 
 check-deb:
 	NETPROXY_BUILD=$(abspath $(BUILD)) NETPROXY_DEB=1 $(PYTHON) -m pytest -q tests/integration/test_deb.py
+	rm -f $(DESTDIR)$(LUA_CMODDIR)/netproxy.so $(DESTDIR)$(PROSODY_MODDIR)/mod_net_proxy.lua
 
 clean:
 	rm -rf $(BUILD)
 
 $(BUILD)/lib $(BUILD)/gen $(BUILD)/tests $(BUILD)/asan/lib $(BUILD)/asan/tests \
-$(BUILD)/replay $(BUILD)/fuzz $(BUILD)/bench $(BUILD)/daemon $(BUILD)/asan/daemon:
+$(BUILD)/replay $(BUILD)/fuzz $(BUILD)/bench $(BUILD)/daemon $(BUILD)/asan/daemon $(BUILD)/lua \
+$(BUILD)/asan/lua:
 	mkdir -p $@

@@ -3,9 +3,9 @@
  * and their TLVs.
  *
  * The only public header of libnetproxy. The library allocates nothing and,
- * apart from np_recv_header(), makes no system calls: every output points
- * into memory the caller owns. Errors are negative NP_E* constants; the
- * library never sets errno except where np_recv_header() says so.
+ * apart from np_try_recv_header() and np_recv_header(), makes no system
+ * calls: every output points into memory the caller owns. Errors are negative NP_E* constants; the
+ * library never sets errno except where those two say so.
  *
  *   int n = np_parse(buf, len, &hdr);
  *   n > 0          the header is the first n bytes; buf[n..len) is application data
@@ -375,6 +375,22 @@ NP_EXPORT int np_cidr_match(const struct np_cidr *c, const struct sockaddr *sa);
 NP_EXPORT unsigned np_version(void);
 
 /*
+ * One non-blocking attempt at exactly one header on the connected stream
+ * socket fd, for event loops: peek at what has arrived into buf[0..cap),
+ * parse it with np_parse_max(..., cap, hdr), and consume the header's bytes
+ * once it is complete, or nothing. Never a byte of application data.
+ * Returns the header length with *hdr filled (its TLVs point into buf) and
+ * exactly that many bytes consumed; NP_EAGAIN when the header is incomplete
+ * or nothing has arrived (nothing consumed: call again when fd is readable;
+ * meanwhile SO_RCVLOWAT is raised so that TCP reports fd readable only when
+ * more bytes arrive, and a complete header sets it back to 1); NP_ECLOSED
+ * when the peer closed first; NP_ETOOBIG when cap bytes hold no complete
+ * header; NP_EINVAL for a cap of 0 or a NULL buf or hdr; NP_ESYS with errno
+ * set; or the parse error (nothing consumed).
+ */
+NP_EXPORT int np_try_recv_header(int fd, void *buf, size_t cap, struct np_header *hdr);
+
+/*
  * Read exactly one header from the connected socket fd into buf[0..cap),
  * waiting at most timeout_ms milliseconds in all (-1: no limit; 0: take only
  * what has already arrived). Works on
@@ -384,8 +400,8 @@ NP_EXPORT unsigned np_version(void);
  * Returns the header length with *hdr filled (its TLVs point into buf);
  * NP_ETIMEDOUT; NP_ECLOSED when the peer closed first; NP_ETOOBIG when the
  * header does not fit in cap; NP_EINVAL when cap is 0; NP_ESYS with errno
- * set when a system call failed; or the parse error. After an error the
- * connection is unusable.
+ * set when a system call failed; or the parse error. It is a loop of
+ * np_try_recv_header() and poll(); after an error close the connection.
  */
 NP_EXPORT int np_recv_header(int fd, void *buf, size_t cap, struct np_header *hdr, int timeout_ms);
 

@@ -10,6 +10,10 @@ set -eu
 # libFuzzer runtimes, gcc's ThreadSanitizer runtime (make tsan), pkg-config,
 # readelf and nm for the install test.
 PACKAGES="make gcc libc6-dev binutils pkgconf liblua5.4-dev libcap-dev clang libclang-rt-14-dev libtsan2 perl python3 python3-pytest mandoc"
+# The Lua binding's tests: the lua5.4 interpreter, and LuaSocket for sockets.
+PACKAGES="$PACKAGES lua5.4 lua-socket"
+# make bench-prosody runs the original mod_net_proxy, which needs a bit library.
+PACKAGES="$PACKAGES lua-bitop"
 # Real peers for the integration tests, and prlimit (util-linux).
 PACKAGES="$PACKAGES haproxy nginx-light prosody curl openssl util-linux iproute2"
 # nginx-light is built for a dynamic stream module it does not ship: make

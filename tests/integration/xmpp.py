@@ -159,8 +159,9 @@ class Stack:
     """
 
     def __init__(self, root, ports, targets, fronts, prefix=(), shim=False, extra="",
-                 ipv6=False, trusted="127.0.0.1"):
+                 ipv6=False, trusted="127.0.0.1", env=None):
         self.root = Path(root)
+        self.env = dict(env or {})  # more of Prosody's environment (LUA_CPATH_5_4, ...)
         self.ports, self.targets, self.fronts = dict(ports), dict(targets), dict(fronts)
         self.prefix, self.shim, self.extra = list(prefix), shim, extra
         self.hosts = ["127.0.0.1", "::1"] if ipv6 else ["127.0.0.1"]
@@ -295,6 +296,7 @@ defaults
             env.update(LD_PRELOAD=str(lib),
                        NETPROXY_PORTS=",".join(str(p) for p in self.ports.values()),
                        NETPROXY_TRUSTED=self.trusted, NETPROXY_DEBUG="1")
+        env.update(self.env)
         return env
 
     def output(self, path):
@@ -389,7 +391,7 @@ defaults
 
 @contextmanager
 def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", haproxy=True,
-                  ipv6=False, trusted="127.0.0.1"):
+                  ipv6=False, trusted="127.0.0.1", env=None):
     """Prosody (as the prosody user, under the shim or not, with the account
     registered) and, unless haproxy is False (then the caller starts it with
     st.start_haproxy() once its targets are up), HAProxy in front; with ipv6,
@@ -397,7 +399,7 @@ def prosody_stack(ports, targets, fronts, prefix=(), shim=False, extra="", hapro
     by PID, and the private dir removed, whatever happens."""
     root = tempfile.mkdtemp(prefix="netproxy-prosody-")
     os.chmod(root, 0o755)
-    st = Stack(root, ports, targets, fronts, prefix, shim, extra, ipv6, trusted)
+    st = Stack(root, ports, targets, fronts, prefix, shim, extra, ipv6, trusted, env)
     try:
         st.write_prosody_files()
         st.write_haproxy_cfg()

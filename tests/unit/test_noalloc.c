@@ -1,7 +1,8 @@
 /*
  * test_noalloc.c - the library allocates nothing (netproxy.h promises it):
  * parse, TLV, SSL, vendor, CRC32C, build, address and error paths, and
- * np_recv_header(), all run with the heap functions counted.
+ * np_try_recv_header() and np_recv_header(), all run with the heap
+ * functions counted.
  *
  * This program defines malloc, calloc, realloc, free and the aligned
  * allocators itself; each counts the call and forwards to glibc's
@@ -424,6 +425,32 @@ static void run_recv(unsigned long *work)
 	}
 }
 
+/* Each header sent whole, then one byte at a time: NP_EAGAIN until the last. */
+static void run_try_recv(unsigned long *work)
+{
+	uint8_t buf[512];
+	struct np_header h;
+
+	if (sock[0] < 0)
+		return;
+	for (size_t i = 0; i < VEC_COUNT; i++) {
+		const struct vec *v = &vectors[i];
+
+		if (v->expect != 1 || v->header_len > sizeof(buf))
+			continue;
+		if (send(sock[1], v->bytes, v->header_len, 0) != (ssize_t)v->header_len)
+			return;
+		if (np_try_recv_header(sock[0], buf, sizeof(buf), &h) == (int)v->header_len)
+			(*work)++;
+		for (size_t k = 0; k < v->header_len; k++) {
+			if (send(sock[1], v->bytes + k, 1, 0) != 1)
+				return;
+			int r = np_try_recv_header(sock[0], buf, sizeof(buf), &h);
+			*work += k + 1 < v->header_len ? r == NP_EAGAIN : r == (int)v->header_len;
+		}
+	}
+}
+
 static struct phase phases[] = {
 	{"np_parse / np_parse_max over every vector and prefix", run_parse, 0, 0, 0},
 	{"TLV walk and np_tlv_find", run_tlv, 0, 0, 0},
@@ -439,6 +466,7 @@ static struct phase phases[] = {
 	{"np_tlv_name / np_tlv_type / np_format_sockaddr / np_version", run_names, 0, 0, 0},
 	{"np_strerror / np_errname", run_errors, 0, 0, 0},
 	{"np_recv_header", run_recv, 0, 0, 0},
+	{"np_try_recv_header", run_try_recv, 0, 0, 0},
 };
 
 int main(void)
