@@ -9,16 +9,13 @@
  * Fatal messages read "FILE:LINE: KEY: what is wrong"; Lua's own syntax and
  * runtime errors keep Lua's wording.
  *
- * Checking runs inside lua_pcall(): fail() sets diag->error and raises a Lua
- * error, which unwinds to load() and lets lua_close() free every Lua value.
- * So everything the checks allocate in C hangs off the config or the loader
- * the moment it exists, and the caller's single free releases it.
- *
  * A Prosody config (prosody.cfg.lua) is read as Prosody reads it: the
  * sandbox also speaks its language (VirtualHost, Component, Include, ENV_),
  * only the global section counts, and a service Prosody runs takes its
  * address from Prosody's own keys (prosody.h). The same file can hold
  * netproxyd's own keys, or a netproxyd file can Include Prosody's.
+ *
+ * The parts of the loader, and which may use which: config_internal.h.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -42,11 +39,11 @@
 #include <lualib.h>
 
 #include "config.h"
+#include "config_internal.h"
 #include "netproxy.h"
 #include "perms.h"
 #include "prosody.h"
 
-#define MEM_LIMIT   ((size_t)64 << 20)
 #define STEP_INSNS  1000000 /* the count hook runs every million instructions */
 #define MAX_STEPS   100	    /* so a config may run 100 million */
 #define FILE_MAX    ((size_t)16 << 20)
@@ -157,132 +154,6 @@ struct iface {
 	bool implicit;
 };
 
-/* A file of the config: the one loaded, or one it included. */
-struct source {
-	char *name; /* the path, as messages show it */
-	const char *src;
-	size_t len;
-	char *owned;   /* src, when the loader read it */
-	size_t *lines; /* offset of each line, built when a message needs it */
-	size_t nlines;
-	bool services; /* assigns services */
-	bool prosody;  /* has a VirtualHost or Component, or assigns modules_enabled */
-};
-
-/* Where a value was assigned: a file of the config and the line; line 0: unknown. */
-struct where {
-	int file;
-	int line;
-};
-
-struct loader {
-	struct source *files; /* files[0] is the config itself */
-	size_t nfiles;
-	struct npd_config_diag *diag;
-	struct npd_config *cfg;
-	lua_State *L;
-	size_t mem;	   /* bytes the Lua state holds */
-	int steps;	   /* count hook calls so far */
-	bool failed;	   /* diag->error holds a config error */
-	int depth;	   /* Includes being run, one within another */
-	char section[80];  /* the VirtualHost or Component assignments go to now; "": global */
-	char **owned;	     /* what Include allocated, freed with the loader */
-	size_t nowned;
-	struct mapping *map; /* proxy_port_mappings, ascending by port */
-	size_t nmap;
-	struct iface *ifaces;
-	size_t nifaces;
-};
-
-/* --- messages ------------------------------------------------------------ */
-
-#define IDENT_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
-
-static bool is_ident(int c)
-{
-	return c != '\0' && strchr(IDENT_CHARS, c);
-}
-
-/* Write a user's string for a message: quoted, printable, shortened. */
-static const char *quote(char *buf, size_t cap, const char *s, size_t len)
-{
-	size_t i, w = 0;
-
-	buf[w++] = '"';
-	for (i = 0; i < len && w + 5 < cap; i++) /* 5: room for ...", NUL */
-		buf[w++] = isprint((unsigned char)s[i]) ? s[i] : '?';
-	if (i < len) {
-		memcpy(buf + w, "...", 3);
-		w += 3;
-	}
-	buf[w++] = '"';
-	buf[w] = '\0';
-	return buf;
-}
-
-/* A value as a message shows it: numbers and strings as written, anything else by its type. */
-static const char *show(lua_State *L, int idx, char *buf, size_t cap)
-{
-	size_t len;
-	const char *s;
-
-	switch (lua_type(L, idx)) {
-	case LUA_TNUMBER:
-		if (lua_isinteger(L, idx))
-			snprintf(buf, cap, "%lld", (long long)lua_tointeger(L, idx));
-		else
-			snprintf(buf, cap, "%.14g", lua_tonumber(L, idx));
-		return buf;
-	case LUA_TSTRING:
-		s = lua_tolstring(L, idx, &len);
-		return quote(buf, cap, s, len);
-	case LUA_TBOOLEAN:
-		return lua_toboolean(L, idx) ? "true" : "false";
-	default:
-		return luaL_typename(L, idx);
-	}
-}
-
-/* Line starts are indexed once, on the first message that needs a line. */
-static bool index_lines(struct source *f)
-{
-	size_t n = 1;
-
-	if (f->lines)
-		return true;
-	for (size_t i = 0; i < f->len; i++)
-		n += f->src[i] == '\n';
-	f->lines = malloc(n * sizeof(*f->lines));
-	if (!f->lines)
-		return false;
-	f->lines[0] = 0;
-	f->nlines = 1;
-	for (size_t i = 0; i < f->len; i++)
-		if (f->src[i] == '\n')
-			f->lines[f->nlines++] = i + 1;
-	return true;
-}
-
-/* Whether line n assigns key, as a global or a table key: key =, ["key"] =, [key] =. */
-static bool line_assigns(const struct source *f, int n, const char *key, size_t klen)
-{
-	const char *s = f->src + f->lines[n - 1];
-	size_t len = ((size_t)n < f->nlines ? f->lines[n] : f->len) - f->lines[n - 1];
-
-	for (size_t i = 0; i + klen <= len; i++) {
-		size_t j = i + klen;
-
-		if (memcmp(s + i, key, klen) != 0 || (i > 0 && is_ident(s[i - 1])) ||
-		    (j < len && is_ident(s[j])))
-			continue;
-		while (j < len && strchr("\"']\t ", s[j]))
-			j++;
-		if (j < len && s[j] == '=' && (j + 1 == len || s[j + 1] != '='))
-			return true;
-	}
-	return false;
-}
-
 static int key_index(const char *name, size_t len)
 {
 	for (int k = 0; k < K_COUNT; k++)
@@ -290,183 +161,6 @@ static int key_index(const char *name, size_t len)
 			return k;
 	return -1;
 }
-
-/*
- * Lua reports an assignment at the line where its statement ends, the
- * closing brace of a table: walk back to where "name =" is written.
- */
-static int statement_line(struct source *f, int end, const char *name, size_t len)
-{
-	if (end <= 0 || !index_lines(f) || (size_t)end > f->nlines)
-		return end;
-	for (int n = end; n >= 1; n--)
-		if (line_assigns(f, n, name, len))
-			return n;
-	return end;
-}
-
-/* record_global() keeps a global's file and line in one integer. */
-static lua_Integer where_pack(struct where at)
-{
-	return ((lua_Integer)at.file << 32) | (lua_Integer)(uint32_t)at.line;
-}
-
-static struct where where_unpack(lua_Integer v)
-{
-	return (struct where){(int)(v >> 32), (int)(uint32_t)v};
-}
-
-/*
- * Where the global name was last assigned, by the lines table (index 3
- * while check() runs); file 0, line 0 when unknown.
- */
-static struct where assigned_at(struct loader *ld, const char *name, size_t len)
-{
-	struct where at = {0, 0};
-	char key[128];
-
-	if (len >= sizeof(key))
-		return at;
-	memcpy(key, name, len);
-	key[len] = '\0';
-	if (lua_getfield(ld->L, 3, key) == LUA_TNUMBER)
-		at = where_unpack(lua_tointeger(ld->L, -1));
-	lua_pop(ld->L, 1);
-	if (at.file < 0 || (size_t)at.file >= ld->nfiles)
-		at = (struct where){0, 0};
-	return at;
-}
-
-/*
- * The line of a key path such as services.c2s.connect, services["a-b"] or
- * proxy_port_mappings[15222]: the top-level assignment, narrowed to each
- * nested key found written inside that statement. Values built by code leave
- * no such trace; the statement's line is the best then. Line 0: unknown.
- */
-static struct where key_line(struct loader *ld, const char *path)
-{
-	size_t n = strcspn(path, ".[");
-	struct where at = assigned_at(ld, path, n);
-	struct source *f = &ld->files[at.file];
-	const char *p = path + n;
-	int end = at.line;
-
-	if (end <= 0)
-		return at;
-	at.line = statement_line(f, end, path, n);
-	if (!f->lines || (size_t)end > f->nlines)
-		return at;
-	while (*p) {
-		const char *c;
-		size_t clen;
-		int found = 0;
-
-		if (*p == '.') {
-			c = ++p;
-			while (is_ident(*p))
-				p++;
-			clen = (size_t)(p - c);
-		} else if (*p == '[') {
-			c = ++p;
-			if (*c == '"')
-				c++;
-			p = strchr(c, ']');
-			if (!p)
-				break;
-			clen = (size_t)(p - c) - (p[-1] == '"');
-			p++;
-		} else {
-			break;
-		}
-		for (int l = at.line; l <= end && !found; l++)
-			if (clen && line_assigns(f, l, c, clen))
-				found = l;
-		if (!found)
-			break;
-		at.line = found;
-	}
-	return at;
-}
-
-/* "FILE:LINE: PATH: text", without the parts that are unknown or not wanted. */
-__attribute__((format(printf, 6, 0))) static void vformat(struct loader *ld, char *buf, size_t cap,
-							  struct where at, const char *path,
-							  const char *fmt, va_list ap)
-{
-	const char *name = ld->files[at.file].name;
-	int n;
-
-	if (at.line > 0)
-		n = snprintf(buf, cap, "%s:%d: ", name, at.line);
-	else
-		n = snprintf(buf, cap, "%s: ", name);
-	if (path && n >= 0 && (size_t)n < cap)
-		n += snprintf(buf + n, cap - (size_t)n, "%s: ", path);
-	if (n >= 0 && (size_t)n < cap)
-		vsnprintf(buf + n, cap - (size_t)n, fmt, ap);
-}
-
-/*
- * A fatal config error: the message goes to diag->error, then a Lua error
- * unwinds to load(). Only called inside lua_pcall().
- */
-__attribute__((format(printf, 3, 4))) _Noreturn static void
-fail(struct loader *ld, const char *path, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vformat(ld, ld->diag->error, sizeof(ld->diag->error), key_line(ld, path), path, fmt, ap);
-	va_end(ap);
-	ld->failed = true;
-	lua_error(ld->L); /* longjmps: whatever value is on top does not matter */
-	abort();	  /* not reached; tells the compiler so */
-}
-
-/* fail() at a place, without a key: the caller's text names what it is about. */
-__attribute__((format(printf, 3, 4))) _Noreturn static void fail_at(struct loader *ld, struct where at,
-								   const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vformat(ld, ld->diag->error, sizeof(ld->diag->error), at, NULL, fmt, ap);
-	va_end(ap);
-	ld->failed = true;
-	lua_error(ld->L);
-	abort();
-}
-
-/* A warning at a place, without a key: the caller's text names what it is about. */
-__attribute__((format(printf, 3, 4))) static void warn_at(struct loader *ld, struct where at,
-							  const char *fmt, ...)
-{
-	char text[512];
-	va_list ap;
-
-	if (!ld->diag->warn)
-		return;
-	va_start(ap, fmt);
-	vformat(ld, text, sizeof(text), at, NULL, fmt, ap);
-	va_end(ap);
-	ld->diag->warn(ld->diag->ctx, text);
-}
-
-__attribute__((format(printf, 3, 4))) static void warn(struct loader *ld, const char *path,
-						       const char *fmt, ...)
-{
-	char text[512];
-	va_list ap;
-
-	if (!ld->diag->warn)
-		return;
-	va_start(ap, fmt);
-	vformat(ld, text, sizeof(text), key_line(ld, path), path, fmt, ap);
-	va_end(ap);
-	ld->diag->warn(ld->diag->ctx, text);
-}
-
-/* --- values -------------------------------------------------------------- */
 
 /* A number with an integral value; strings that look like numbers are not. */
 static bool to_integer(lua_State *L, int idx, lua_Integer *v)
@@ -487,9 +181,10 @@ static lua_Integer get_integer(struct loader *ld, int idx, const char *path, lua
 	char buf[80];
 
 	if (lua_type(ld->L, idx) != LUA_TNUMBER)
-		fail(ld, path, "expected %s, got %s", what, luaL_typename(ld->L, idx));
+		cfg_fail(ld, path, "expected %s, got %s", what, luaL_typename(ld->L, idx));
 	if (!to_integer(ld->L, idx, &v) || v < min || v > max)
-		fail(ld, path, "expected %s, got %s", what, show(ld->L, idx, buf, sizeof(buf)));
+		cfg_fail(ld, path, "expected %s, got %s", what,
+			 cfg_show(ld->L, idx, buf, sizeof(buf)));
 	return v;
 }
 
@@ -500,12 +195,13 @@ static int get_seconds(struct loader *ld, int idx, const char *path, bool zero_o
 	char buf[80];
 
 	if (lua_type(ld->L, idx) != LUA_TNUMBER)
-		fail(ld, path, "expected a number of seconds, got %s", luaL_typename(ld->L, idx));
+		cfg_fail(ld, path, "expected a number of seconds, got %s",
+			 luaL_typename(ld->L, idx));
 	s = lua_tonumber(ld->L, idx);
 	if (!(s > 0 || (zero_ok && s == 0)) || s > SECONDS_MAX)
-		fail(ld, path, "expected %s seconds, at most %d, got %s",
-		     zero_ok ? "0 (none) or more" : "more than 0", SECONDS_MAX,
-		     show(ld->L, idx, buf, sizeof(buf)));
+		cfg_fail(ld, path, "expected %s seconds, at most %d, got %s",
+			 zero_ok ? "0 (none) or more" : "more than 0", SECONDS_MAX,
+			 cfg_show(ld->L, idx, buf, sizeof(buf)));
 	if (s == 0)
 		return 0;
 	return s * 1000 < 1 ? 1 : (int)lround(s * 1000);
@@ -514,7 +210,7 @@ static int get_seconds(struct loader *ld, int idx, const char *path, bool zero_o
 static bool get_boolean(struct loader *ld, int idx, const char *path)
 {
 	if (lua_type(ld->L, idx) != LUA_TBOOLEAN)
-		fail(ld, path, "expected true or false, got %s", luaL_typename(ld->L, idx));
+		cfg_fail(ld, path, "expected true or false, got %s", luaL_typename(ld->L, idx));
 	return lua_toboolean(ld->L, idx);
 }
 
@@ -555,12 +251,12 @@ static size_t list_len(struct loader *ld, int idx, const char *path)
 	while (lua_next(L, idx)) {
 		lua_pop(L, 1);
 		if (!to_integer(L, -1, &k) || k < 1 || k > n)
-			fail(ld, path, "expected a list, found the key %s",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, path, "expected a list, found the key %s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		count++;
 	}
 	if (count != n)
-		fail(ld, path, "expected a list, found one with holes (nil entries)");
+		cfg_fail(ld, path, "expected a list, found one with holes (nil entries)");
 	return (size_t)n;
 }
 
@@ -646,8 +342,6 @@ static void format_addr(char *out, size_t cap, sa_family_t family, const uint8_t
 		snprintf(out, cap, family == AF_INET ? "%s:%d" : "[%s]:%d", ip, port);
 }
 
-/* --- the settings -------------------------------------------------------- */
-
 /* <service>_ports or <service>_interfaces of one of Prosody's services. */
 static bool is_prosody_service_key(const char *name, size_t len)
 {
@@ -680,71 +374,6 @@ static bool in_list(const char *name, const char *const *list, size_t n)
 		if (strcmp(name, list[i]) == 0)
 			return true;
 	return false;
-}
-
-/*
- * The restricted edit distance (insertions, deletions, substitutions and
- * swaps of two neighbours) between a and b, both shorter than 64 bytes.
- */
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), d[64][64];
-
-	if (la >= 64 || lb >= 64)
-		return SIZE_MAX;
-	for (size_t i = 0; i <= la; i++)
-		d[i][0] = i;
-	for (size_t j = 0; j <= lb; j++)
-		d[0][j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		for (size_t j = 1; j <= lb; j++) {
-			size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-
-			if (d[i - 1][j] + 1 < best)
-				best = d[i - 1][j] + 1;
-			if (d[i][j - 1] + 1 < best)
-				best = d[i][j - 1] + 1;
-			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-			    d[i - 2][j - 2] + 1 < best)
-				best = d[i - 2][j - 2] + 1;
-			d[i][j] = best;
-		}
-	}
-	return d[la][lb];
-}
-
-/*
- * The name of list nearest to name, when it is near enough to be what was
- * meant (a third of its letters wrong at most, or one letter in a short
- * name); else NULL. The first of equally near names wins.
- */
-static const char *nearest(const char *name, const char *const *list, size_t n)
-{
-	const char *best = NULL;
-	size_t best_d = SIZE_MAX, len = strlen(name);
-	size_t limit = len / 3 > 1 ? len / 3 : 1;
-
-	for (size_t i = 0; i < n; i++) {
-		size_t d = edit_distance(name, list[i]);
-
-		if (d < best_d) {
-			best = list[i];
-			best_d = d;
-		}
-	}
-	return best_d <= limit ? best : NULL;
-}
-
-/* " (did you mean X?)" when a known name is near, else "". */
-static const char *did_you_mean(char *buf, size_t cap, const char *name, const char *const *list,
-				size_t n)
-{
-	const char *near = nearest(name, list, n);
-
-	if (!near)
-		return "";
-	snprintf(buf, cap, " (did you mean %s?)", near);
-	return buf;
 }
 
 struct unknown {
@@ -790,7 +419,7 @@ static void read_unknown(struct loader *ld)
 		size_t len;
 		/* record_global() records string keys only. */
 		const char *name = lua_tolstring(L, -2, &len);
-		struct where at = where_unpack(lua_tointeger(L, -1));
+		struct where at = cfg_where_unpack(lua_tointeger(L, -1));
 		int t;
 
 		lua_pop(L, 1);
@@ -801,7 +430,8 @@ static void read_unknown(struct loader *ld)
 		if (t == LUA_TNIL || t == LUA_TFUNCTION)
 			continue;
 		if (ld->cfg->prosody &&
-		    in_list(name, module_only_keys, sizeof(module_only_keys) / sizeof(module_only_keys[0]))) {
+		    in_list(name, module_only_keys,
+			    sizeof(module_only_keys) / sizeof(module_only_keys[0]))) {
 			ld->cfg->prosody_skipped++;
 			continue;
 		}
@@ -809,12 +439,13 @@ static void read_unknown(struct loader *ld)
 		 * netproxyd's own file: one that sets services and is not Prosody's
 		 * itself. A proxy_ key is mod_net_proxy's or netproxyd's: misspelt.
 		 */
-		if (ld->cfg->prosody && !(ld->files[at.file].services && !ld->files[at.file].prosody) &&
+		if (ld->cfg->prosody &&
+		    !(ld->files[at.file].services && !ld->files[at.file].prosody) &&
 		    strncmp(name, "proxy_", 6) != 0) {
 			ld->cfg->prosody_skipped++;
 			continue;
 		}
-		at.line = statement_line(&ld->files[at.file], at.line, name, len);
+		at.line = cfg_statement_line(&ld->files[at.file], at.line, name, len);
 		u[nu++] = (struct unknown){name, at};
 	}
 	if (!nu) {
@@ -831,10 +462,12 @@ static void read_unknown(struct loader *ld)
 	char hint[96], more[48] = "";
 
 	if (nu > 1)
-		snprintf(more, sizeof(more), "; and %zu more unknown key%s", nu - 1, nu > 2 ? "s" : "");
-	fail_at(ld, u[0].at, "unknown key %s%s%s",
-		strspn(name, IDENT_CHARS) == len ? name : quote(buf, sizeof(buf), name, len),
-		did_you_mean(hint, sizeof(hint), name, key_names, K_COUNT), more);
+		snprintf(more, sizeof(more), "; and %zu more unknown key%s", nu - 1,
+			 nu > 2 ? "s" : "");
+	cfg_fail_at(ld, u[0].at, "unknown key %s%s%s",
+		    strspn(name, CFG_IDENT_CHARS) == len ? name
+							 : cfg_quote(buf, sizeof(buf), name, len),
+		    cfg_did_you_mean(hint, sizeof(hint), name, key_names, K_COUNT), more);
 }
 
 static bool valid_name(const char *s, size_t len)
@@ -842,7 +475,7 @@ static bool valid_name(const char *s, size_t len)
 	if (len < 1 || len >= NPD_NAME_MAX)
 		return false;
 	for (size_t i = 0; i < len; i++)
-		if (!is_ident(s[i]) && s[i] != '.' && s[i] != '-')
+		if (!cfg_is_ident(s[i]) && s[i] != '.' && s[i] != '-')
 			return false;
 	return true;
 }
@@ -850,7 +483,8 @@ static bool valid_name(const char *s, size_t len)
 /* services.c2s, or services["xmpp.c2s"] for a name Lua cannot write after a dot. */
 static void service_path(char *buf, size_t cap, const char *name, const char *field)
 {
-	bool plain = !isdigit((unsigned char)name[0]) && strspn(name, IDENT_CHARS) == strlen(name);
+	bool plain =
+		!isdigit((unsigned char)name[0]) && strspn(name, CFG_IDENT_CHARS) == strlen(name);
 
 	snprintf(buf, cap, plain ? "services.%s%s%s" : "services[\"%s\"]%s%s", name,
 		 field ? "." : "", field ? field : "");
@@ -901,10 +535,11 @@ static void check_service_keys(struct loader *ld, int idx, const char *path)
 			continue;
 		}
 		if (lua_type(L, -1) == LUA_TSTRING)
-			snprintf(bad[nbad++], sizeof(bad[0]), "%s", show(L, -1, buf, sizeof(buf)));
+			snprintf(bad[nbad++], sizeof(bad[0]), "%s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		else
 			snprintf(bad[nbad++], sizeof(bad[0]), "[%s]",
-				 show(L, -1, buf, sizeof(buf)));
+				 cfg_show(L, -1, buf, sizeof(buf)));
 	}
 	if (!nbad)
 		return;
@@ -916,18 +551,20 @@ static void check_service_keys(struct loader *ld, int idx, const char *path)
 		/* bad[i] is quoted: "transparnt" */
 		if (blen > 2 && bad[i][0] == '"' && blen - 2 < sizeof(buf)) {
 			snprintf(buf, sizeof(buf), "%.*s", (int)(blen - 2), bad[i] + 1);
-			near = nearest(buf, service_keys, sizeof(service_keys) / sizeof(service_keys[0]));
+			near = cfg_nearest(buf, service_keys,
+					   sizeof(service_keys) / sizeof(service_keys[0]));
 		}
 		w += (size_t)snprintf(list + w, sizeof(list) - w, "%s%s", i ? ", " : "", bad[i]);
 		if (near && w < sizeof(list))
-			w += (size_t)snprintf(list + w, sizeof(list) - w, " (did you mean %s?)", near);
+			w += (size_t)snprintf(list + w, sizeof(list) - w, " (did you mean %s?)",
+					      near);
 	}
 	if (more)
 		snprintf(list + w, sizeof(list) - w, " and %zu more", more);
-	fail(ld, path,
-	     "unknown key%s %s; a service has connect, send_proxy, pass_tlvs, crc32c, "
-	     "connect_timeout, idle_timeout, transparent, transparent_port, mark",
-	     nbad + more > 1 ? "s" : "", list);
+	cfg_fail(ld, path,
+		 "unknown key%s %s; a service has connect, send_proxy, pass_tlvs, crc32c, "
+		 "connect_timeout, idle_timeout, transparent, transparent_port, mark",
+		 nbad + more > 1 ? "s" : "", list);
 }
 
 int npd_target_family(const struct npd_target *t)
@@ -961,16 +598,16 @@ static void set_connect(struct loader *ld, const char *path, const char *text,
 
 	memset(t, 0, sizeof(*t));
 	if (len >= sizeof(t->text))
-		fail(ld, path, "%s is too long (at most %zu bytes)", quote(buf, sizeof(buf), text, len),
-		     sizeof(t->text) - 1);
+		cfg_fail(ld, path, "%s is too long (at most %zu bytes)",
+			 cfg_quote(buf, sizeof(buf), text, len), sizeof(t->text) - 1);
 	memcpy(t->text, text, len + 1);
 	if (strncmp(text, "unix:", 5) == 0) {
 		struct sockaddr_un *sun = (struct sockaddr_un *)&t->addr;
 
 		if (len == 5 || len - 5 >= sizeof(sun->sun_path))
-			fail(ld, path,
-			     "expected \"unix:\" and a socket path of 1 to %zu bytes, got %s",
-			     sizeof(sun->sun_path) - 1, quote(buf, sizeof(buf), text, len));
+			cfg_fail(ld, path,
+				 "expected \"unix:\" and a socket path of 1 to %zu bytes, got %s",
+				 sizeof(sun->sun_path) - 1, cfg_quote(buf, sizeof(buf), text, len));
 		sun->sun_family = AF_UNIX;
 		memcpy(sun->sun_path, text + 5, len - 5 + 1);
 		t->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len - 5 + 1);
@@ -978,7 +615,7 @@ static void set_connect(struct loader *ld, const char *path, const char *text,
 	}
 	why = split_host_port(text, host, sizeof(host), &port, &bracketed);
 	if (why)
-		fail(ld, path, "%s: %s", quote(buf, sizeof(buf), text, len), why);
+		cfg_fail(ld, path, "%s: %s", cfg_quote(buf, sizeof(buf), text, len), why);
 	/* Brackets hold a numeric IPv6 address; the resolver reads the scope (fe80::1%eth0). */
 	if (bracketed) {
 		hints.ai_family = AF_INET6;
@@ -986,12 +623,13 @@ static void set_connect(struct loader *ld, const char *path, const char *text,
 	}
 	rc = getaddrinfo(host, NULL, &hints, &res);
 	if (rc != 0)
-		fail(ld, path, "cannot resolve %s: %s", quote(buf, sizeof(buf), host, strlen(host)),
-		     rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+		cfg_fail(ld, path, "cannot resolve %s: %s",
+			 cfg_quote(buf, sizeof(buf), host, strlen(host)),
+			 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
 	if (res->ai_addrlen > sizeof(t->addr) ||
 	    (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
 		freeaddrinfo(res);
-		fail(ld, path, "%s resolves to an address of an unknown family", host);
+		cfg_fail(ld, path, "%s resolves to an address of an unknown family", host);
 	}
 	memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
 	t->addrlen = res->ai_addrlen;
@@ -1018,16 +656,16 @@ static void add_target(struct loader *ld, const char *path, const char *text,
 	for (int i = 0; i < svc->ntargets; i++) {
 		const struct npd_target *have = &svc->target[i];
 
-		quote(a, sizeof(a), have->text, strlen(have->text));
-		quote(b, sizeof(b), t.text, strlen(t.text));
+		cfg_quote(a, sizeof(a), have->text, strlen(have->text));
+		cfg_quote(b, sizeof(b), t.text, strlen(t.text));
 		if (family == AF_UNIX || have->addr.ss_family == AF_UNIX)
-			fail(ld, path, "%s and %s: a unix: socket is a service's only address", a,
-			     b);
+			cfg_fail(ld, path, "%s and %s: a unix: socket is a service's only address",
+				 a, b);
 		if (npd_target_family(have) == family)
-			fail(ld, path,
-			     "%s is a second %s address, after %s: a service has at most one "
-			     "address per family",
-			     b, family_name(family), a);
+			cfg_fail(ld, path,
+				 "%s is a second %s address, after %s: a service has at most one "
+				 "address per family",
+				 b, family_name(family), a);
 	}
 	svc->target[svc->ntargets++] = t; /* at most one per family: there is room */
 }
@@ -1078,9 +716,9 @@ static const char *push_first(struct loader *ld, const char *const *keys, size_t
 static void check_families(struct loader *ld, bool v4, bool v6)
 {
 	if (!v4 && !v6)
-		fail(ld, key_names[K_USE_IPV6],
-		     "use_ipv4 and use_ipv6 are both false: without interfaces, Prosody listens "
-		     "nowhere");
+		cfg_fail(ld, key_names[K_USE_IPV6],
+			 "use_ipv4 and use_ipv6 are both false: without interfaces, Prosody "
+			 "listens nowhere");
 }
 
 /*
@@ -1144,29 +782,31 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 	snprintf(ports_key, sizeof(ports_key), "%s_ports", ps->name);
 	ports_set = lua_getfield(L, 2, ports_key) != LUA_TNIL;
 	if (!ports_set && !port)
-		fail(ld, path,
-		     "Prosody does not listen for %s: set %s, as in %s = { 5223 } (it has no "
-		     "default port)",
-		     ps->name, ports_key, ports_key);
+		cfg_fail(ld, path,
+			 "Prosody does not listen for %s: set %s, as in %s = { 5223 } (it has no "
+			 "default port)",
+			 ps->name, ports_key, ports_key);
 	if (ports_set) {
 		if (list_len(ld, top + 1, ports_key) == 0)
-			fail(ld, ports_key, "the list is empty: Prosody does not listen for %s, so %s "
-					    "cannot reach it",
-			     ps->name, path);
+			cfg_fail(ld, ports_key,
+				 "the list is empty: Prosody does not listen for %s, so %s "
+				 "cannot reach it",
+				 ps->name, path);
 		push_item(L, top + 1, 1);
 		item_path(item, sizeof(item), L, top + 1, ports_key, 1);
 		if (!to_port(L, -1, &port))
-			fail(ld, item, "expected a port from 1 to 65535, got %s",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, item, "expected a port from 1 to 65535, got %s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 	}
 
 	ifaces_from = push_prosody_interfaces(ld, ps, ifaces_keys);
 	list = lua_gettop(L);
 	n = list_len(ld, list, ifaces_from ? ifaces_from : path);
 	if (n == 0)
-		fail(ld, ifaces_from, "the list is empty: Prosody does not listen for %s, so %s "
-				      "cannot reach it",
-		     ps->name, path);
+		cfg_fail(ld, ifaces_from,
+			 "the list is empty: Prosody does not listen for %s, so %s "
+			 "cannot reach it",
+			 ps->name, path);
 	for (size_t i = 1; i <= n; i++) {
 		struct npd_target t;
 		bool have = false;
@@ -1177,9 +817,10 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 		if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
 		    strpbrk(lua_tostring(L, -1), "[] /") ||
 		    strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
-			fail(ld, item,
-			     "expected an address such as \"*\", \"::\" or \"127.0.0.1\", got %s",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, item,
+				 "expected an address such as \"*\", \"::\" or \"127.0.0.1\", got "
+				 "%s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		host = npd_prosody_connect_host(lua_tostring(L, -1));
 		snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
 		set_connect(ld, item, text, &t);
@@ -1222,31 +863,32 @@ static void read_connect(struct loader *ld, int idx, struct npd_service *svc, co
 	}
 	service_path(path, sizeof(path), svc->name, "connect");
 	if (lua_type(L, idx) == LUA_TNIL)
-		fail(ld, path,
-		     "missing: say where the service is, as \"127.0.0.1:5222\", "
-		     "\"[::1]:5222\" or \"unix:/run/service.sock\" (only Prosody's services, %s, "
-		     "can do without: they are found where Prosody's config says)",
-		     npd_prosody_service_names);
+		cfg_fail(ld, path,
+			 "missing: say where the service is, as \"127.0.0.1:5222\", \"[::1]:5222\" "
+			 "or \"unix:/run/service.sock\" (only Prosody's services, %s, can do "
+			 "without: they are found where Prosody's config says)",
+			 npd_prosody_service_names);
 	if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TTABLE)
-		fail(ld, path,
-		     "expected \"host:port\", \"[address]:port\", \"unix:/path\" or a list of "
-		     "them, got %s",
-		     luaL_typename(L, idx));
+		cfg_fail(ld, path,
+			 "expected \"host:port\", \"[address]:port\", \"unix:/path\" or a list of "
+			 "them, got %s",
+			 luaL_typename(L, idx));
 	n = list_len(ld, idx, path);
 	if (n == 0)
-		fail(ld, path,
-		     "the list is empty: say where the service is, as { \"127.0.0.1:5222\", "
-		     "\"[::1]:5222\" }");
+		cfg_fail(ld, path,
+			 "the list is empty: say where the service is, as { \"127.0.0.1:5222\", "
+			 "\"[::1]:5222\" }");
 	for (size_t i = 1; i <= n; i++) {
 		push_item(L, idx, i);
 		item_path(item, sizeof(item), L, idx, path, i);
 		if (lua_type(L, -1) != LUA_TSTRING)
-			fail(ld, item,
-			     "expected \"host:port\", \"[address]:port\" or \"unix:/path\", got %s",
-			     luaL_typename(L, -1));
+			cfg_fail(ld, item,
+				 "expected \"host:port\", \"[address]:port\" or \"unix:/path\", "
+				 "got %s",
+				 luaL_typename(L, -1));
 		text = lua_tolstring(L, -1, &len);
 		if (strlen(text) != len)
-			fail(ld, item, "contains a NUL byte");
+			cfg_fail(ld, item, "contains a NUL byte");
 		add_target(ld, item, text, svc);
 		lua_pop(L, 1);
 	}
@@ -1272,15 +914,15 @@ static void read_pass_tlvs(struct loader *ld, int idx, struct npd_service *svc, 
 			type = -1;
 		}
 		if (type < 0)
-			fail(ld, path,
-			     "expected a TLV type (ALPN, AUTHORITY, NOOP, UNIQUE_ID, SSL, NETNS, "
-			     "AWS, AZURE, GCP) or a number from 0 to 255, got %s",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, path,
+				 "expected a TLV type (ALPN, AUTHORITY, NOOP, UNIQUE_ID, SSL, "
+				 "NETNS, AWS, AZURE, GCP) or a number from 0 to 255, got %s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		/* A checksum covers the header it arrived in; the one sent is a new header. */
 		if (type == NP_TLV_CRC32C)
-			fail(ld, path,
-			     "CRC32C is never passed on: set crc32c = true to checksum the "
-			     "header sent to the service");
+			cfg_fail(ld, path,
+				 "CRC32C is never passed on: set crc32c = true to checksum the "
+				 "header sent to the service");
 		svc->pass_tlvs[type / 8] |= (uint8_t)(1u << (type % 8));
 		lua_pop(L, 1);
 	}
@@ -1295,8 +937,9 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 
 	service_path(path, sizeof(path), svc->name, NULL);
 	if (lua_type(L, idx) != LUA_TTABLE)
-		fail(ld, path, "expected a table such as { connect = \"127.0.0.1:5222\" }, got %s",
-		     luaL_typename(L, idx));
+		cfg_fail(ld, path,
+			 "expected a table such as { connect = \"127.0.0.1:5222\" }, got %s",
+			 luaL_typename(L, idx));
 	check_service_keys(ld, idx, path);
 
 	lua_getfield(L, idx, "connect");
@@ -1307,12 +950,13 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 	if (lua_getfield(L, idx, "transparent") != LUA_TNIL)
 		svc->transparent = get_boolean(ld, -1, field);
 	if (svc->transparent && svc->target[0].addr.ss_family == AF_UNIX)
-		fail(ld, field, "a unix: backend cannot see a client address: connect over TCP");
+		cfg_fail(ld, field,
+			 "a unix: backend cannot see a client address: connect over TCP");
 	svc->transparent_port = true;
 	service_path(field, sizeof(field), svc->name, "transparent_port");
 	if (lua_getfield(L, idx, "transparent_port") != LUA_TNIL) {
 		if (!svc->transparent)
-			fail(ld, field, "only means something with transparent = true");
+			cfg_fail(ld, field, "only means something with transparent = true");
 		svc->transparent_port = get_boolean(ld, -1, field);
 	}
 	service_path(field, sizeof(field), svc->name, "mark");
@@ -1320,7 +964,7 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 		svc->mark = (uint32_t)get_integer(ld, lua_gettop(L), field, 1, UINT32_MAX,
 						  "a firewall mark from 1 to 4294967295");
 		if (svc->target[0].addr.ss_family == AF_UNIX)
-			fail(ld, field, "a unix: backend is not routed: a mark means nothing");
+			cfg_fail(ld, field, "a unix: backend is not routed: a mark means nothing");
 	}
 
 	service_path(field, sizeof(field), svc->name, "send_proxy");
@@ -1332,20 +976,20 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 	else if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "v2") == 0)
 		svc->send_proxy = NPD_SEND_V2;
 	else
-		fail(ld, field, "expected \"v1\", \"v2\" or false, got %s",
-		     show(L, -1, buf, sizeof(buf)));
+		cfg_fail(ld, field, "expected \"v1\", \"v2\" or false, got %s",
+			 cfg_show(L, -1, buf, sizeof(buf)));
 
 	/* Both shape a v2 header: anywhere else they would be ignored, and that would mislead. */
 	service_path(field, sizeof(field), svc->name, "pass_tlvs");
 	if (lua_getfield(L, idx, "pass_tlvs") != LUA_TNIL) {
 		if (svc->send_proxy != NPD_SEND_V2)
-			fail(ld, field, "TLVs are only passed on with send_proxy = \"v2\"");
+			cfg_fail(ld, field, "TLVs are only passed on with send_proxy = \"v2\"");
 		read_pass_tlvs(ld, lua_gettop(L), svc, field);
 	}
 	service_path(field, sizeof(field), svc->name, "crc32c");
 	if (lua_getfield(L, idx, "crc32c") != LUA_TNIL) {
 		if (svc->send_proxy != NPD_SEND_V2)
-			fail(ld, field, "a checksum is only sent with send_proxy = \"v2\"");
+			cfg_fail(ld, field, "a checksum is only sent with send_proxy = \"v2\"");
 		svc->crc32c = get_boolean(ld, -1, field);
 	}
 
@@ -1372,15 +1016,16 @@ static void read_services(struct loader *ld)
 		goto out;
 	idx = lua_gettop(L);
 	if (!lua_istable(L, idx))
-		fail(ld, "services",
-		     "expected a table such as { c2s = { connect = \"127.0.0.1:5222\" } }, got %s",
-		     luaL_typename(L, idx));
+		cfg_fail(ld, "services",
+			 "expected a table such as { c2s = { connect = \"127.0.0.1:5222\" } }, got "
+			 "%s",
+			 luaL_typename(L, idx));
 	n = table_size(L, idx);
 	if (n == 0)
 		goto out;
 	cfg->services = calloc(n, sizeof(*cfg->services));
 	if (!cfg->services)
-		fail(ld, "services", "out of memory");
+		cfg_fail(ld, "services", "out of memory");
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		size_t len;
@@ -1388,14 +1033,14 @@ static void read_services(struct loader *ld)
 
 		lua_pop(L, 1);
 		if (lua_type(L, -1) != LUA_TSTRING)
-			fail(ld, "services", "expected service names as keys, got %s",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, "services", "expected service names as keys, got %s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		name = lua_tolstring(L, -1, &len);
 		if (!valid_name(name, len))
-			fail(ld, "services",
-			     "invalid service name %s: use 1 to %d letters, digits, '_', '.' or "
-			     "'-'",
-			     show(L, -1, buf, sizeof(buf)), NPD_NAME_MAX - 1);
+			cfg_fail(ld, "services",
+				 "invalid service name %s: use 1 to %d letters, digits, '_', '.' "
+				 "or '-'",
+				 cfg_show(L, -1, buf, sizeof(buf)), NPD_NAME_MAX - 1);
 		memcpy(cfg->services[cfg->nservices++].name, name, len + 1);
 	}
 	qsort(cfg->services, n, sizeof(*cfg->services), service_cmp);
@@ -1436,7 +1081,7 @@ static bool add_prosody_service(struct loader *ld, const char *name, const char 
 		return false;
 	grown = realloc(cfg->services, (cfg->nservices + 1) * sizeof(*grown));
 	if (!grown)
-		fail(ld, path, "out of memory");
+		cfg_fail(ld, path, "out of memory");
 	cfg->services = grown;
 	svc = memset(&grown[cfg->nservices++], 0, sizeof(*svc));
 	snprintf(svc->name, sizeof(svc->name), "%s", name);
@@ -1487,13 +1132,13 @@ static void read_mappings(struct loader *ld)
 		goto out;
 	idx = lua_gettop(L);
 	if (!lua_istable(L, idx))
-		fail(ld, "proxy_port_mappings",
-		     "expected a table such as { [15222] = \"c2s\" }, got %s",
-		     luaL_typename(L, idx));
+		cfg_fail(ld, "proxy_port_mappings",
+			 "expected a table such as { [15222] = \"c2s\" }, got %s",
+			 luaL_typename(L, idx));
 	n = table_size(L, idx);
 	ld->map = calloc(n ? n : 1, sizeof(*ld->map));
 	if (!ld->map)
-		fail(ld, "proxy_port_mappings", "out of memory");
+		cfg_fail(ld, "proxy_port_mappings", "out of memory");
 	/* Ports first, sorted, so the first bad value reported is the same on every run. */
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
@@ -1501,17 +1146,18 @@ static void read_mappings(struct loader *ld)
 
 		lua_pop(L, 1);
 		if (!to_port(L, -1, &port))
-			fail(ld, "proxy_port_mappings",
-			     "expected port numbers from 1 to 65535 as keys, got %s",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, "proxy_port_mappings",
+				 "expected port numbers from 1 to 65535 as keys, got %s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		ld->map[ld->nmap].string_key = lua_type(L, -1) == LUA_TSTRING;
 		ld->map[ld->nmap++].port = port;
 	}
 	qsort(ld->map, ld->nmap, sizeof(*ld->map), mapping_cmp);
 	for (size_t i = 0; i + 1 < ld->nmap; i++)
 		if (ld->map[i].port == ld->map[i + 1].port)
-			fail(ld, "proxy_port_mappings", "port %u is mapped twice (as %u and as \"%u\")",
-			     ld->map[i].port, ld->map[i].port, ld->map[i].port);
+			cfg_fail(ld, "proxy_port_mappings",
+				 "port %u is mapped twice (as %u and as \"%u\")", ld->map[i].port,
+				 ld->map[i].port, ld->map[i].port);
 	/* Then the names; one that services lacks may be Prosody's, added now. */
 	for (size_t i = 0; i < ld->nmap; i++) {
 		struct mapping *m = &ld->map[i];
@@ -1520,15 +1166,15 @@ static void read_mappings(struct loader *ld)
 
 		snprintf(path, sizeof(path), "proxy_port_mappings[%u]", m->port);
 		if (push_mapped(L, idx, m) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
-			fail(ld, path, "expected a service name, got %s",
-			     lua_type(L, -1) == LUA_TSTRING ? "\"\"" : luaL_typename(L, -1));
+			cfg_fail(ld, path, "expected a service name, got %s",
+				 lua_type(L, -1) == LUA_TSTRING ? "\"\"" : luaL_typename(L, -1));
 		name = lua_tolstring(L, -1, &len);
 		if (find_service(ld->cfg, name) < 0 && !add_prosody_service(ld, name, path)) {
-			warn(ld, path,
-			     "maps to %s, which services does not define and which is not one of "
-			     "Prosody's services (%s): its connections will be closed after the "
-			     "header",
-			     quote(buf, sizeof(buf), name, len), npd_prosody_service_names);
+			cfg_warn(ld, path,
+				 "maps to %s, which services does not define and which is not one "
+				 "of Prosody's services (%s): its connections will be closed after "
+				 "the header",
+				 cfg_quote(buf, sizeof(buf), name, len), npd_prosody_service_names);
 			log_name(m->missing, sizeof(m->missing), name, len);
 		}
 		lua_pop(L, 1);
@@ -1556,22 +1202,23 @@ static void read_trusted(struct loader *ld)
 	if (push_setting(ld, K_TRUSTED) == LUA_TNIL) {
 		cfg->trusted = calloc(2, sizeof(*cfg->trusted));
 		if (!cfg->trusted)
-			fail(ld, "proxy_trusted_proxies", "out of memory");
+			cfg_fail(ld, "proxy_trusted_proxies", "out of memory");
 		for (size_t i = 0; i < 2; i++)
-			np_cidr_parse(defaults[i], strlen(defaults[i]), &cfg->trusted[cfg->ntrusted++]);
+			np_cidr_parse(defaults[i], strlen(defaults[i]),
+				      &cfg->trusted[cfg->ntrusted++]);
 		goto out;
 	}
 	idx = lua_gettop(L);
 	n = list_len(ld, idx, "proxy_trusted_proxies");
 	if (n == 0) {
-		warn_at(ld, key_line(ld, "proxy_trusted_proxies"),
-			"proxy_trusted_proxies is empty: ANY host can send PROXY headers and claim "
-			"any address");
+		cfg_warn_at(ld, cfg_key_line(ld, "proxy_trusted_proxies"),
+			    "proxy_trusted_proxies is empty: ANY host can send PROXY headers and "
+			    "claim any address");
 		goto out;
 	}
 	cfg->trusted = calloc(n, sizeof(*cfg->trusted));
 	if (!cfg->trusted)
-		fail(ld, "proxy_trusted_proxies", "out of memory");
+		cfg_fail(ld, "proxy_trusted_proxies", "out of memory");
 	for (size_t i = 1; i <= n; i++) {
 		struct np_cidr *c = &cfg->trusted[cfg->ntrusted], host;
 		const char *text, *slash;
@@ -1581,19 +1228,20 @@ static void read_trusted(struct loader *ld)
 		push_item(L, idx, i);
 		item_path(path, sizeof(path), L, idx, "proxy_trusted_proxies", i);
 		if (lua_type(L, -1) != LUA_TSTRING)
-			fail(ld, path,
-			     "expected an address or a CIDR block such as \"10.0.0.0/8\", got %s",
-			     luaL_typename(L, -1));
+			cfg_fail(ld, path,
+				 "expected an address or a CIDR block such as \"10.0.0.0/8\", got "
+				 "%s",
+				 luaL_typename(L, -1));
 		text = lua_tolstring(L, -1, &len);
 		r = np_cidr_parse(text, len, c);
 		if (r == NP_EFAMILY)
-			fail(ld, path, "%s is an IPv4-mapped block, which no peer matches: a "
+			cfg_fail(ld, path, "%s is an IPv4-mapped block, which no peer matches: a "
 				       "v4-mapped peer is matched as IPv4; write the IPv4 form "
 				       "(\"127.0.0.0/8\" for \"::ffff:127.0.0.0/104\")",
-			     show(L, -1, buf, sizeof(buf)));
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		if (r != 0)
-			fail(ld, path, "%s is not an IPv4 or IPv6 address or CIDR block",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, path, "%s is not an IPv4 or IPv6 address or CIDR block",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		cfg->ntrusted++;
 		/* The block's host bits are cleared; a typo such as 10.0.0.1/8 deserves a word. */
 		slash = memchr(text, '/', len);
@@ -1601,8 +1249,8 @@ static void read_trusted(struct loader *ld)
 		    memcmp(host.addr, c->addr, 16) != 0) {
 			format_addr(net, sizeof(net), c->family == NP_AF_INET ? AF_INET : AF_INET6,
 				    c->addr, -1);
-			warn(ld, path, "%s has host bits set: it is read as %s/%u", text, net,
-			     c->prefix);
+			cfg_warn(ld, path, "%s has host bits set: it is read as %s/%u", text, net,
+				 c->prefix);
 		}
 		lua_pop(L, 1);
 	}
@@ -1623,10 +1271,10 @@ static void read_tunables(struct loader *ld)
 	if (push_setting(ld, K_HEADER_TIMEOUT) != LUA_TNIL) {
 		cfg->header_timeout_ms = get_seconds(ld, 4, "proxy_header_timeout", false);
 		if (cfg->header_timeout_ms < 3000)
-			warn(ld, "proxy_header_timeout",
-			     "%s seconds is short: the PROXY specification recommends at least "
-			     "3 seconds",
-			     show(L, 4, buf, sizeof(buf)));
+			cfg_warn(ld, "proxy_header_timeout",
+				 "%s seconds is short: the PROXY specification recommends at least "
+				 "3 seconds",
+				 cfg_show(L, 4, buf, sizeof(buf)));
 	}
 	lua_settop(L, 3);
 
@@ -1636,15 +1284,15 @@ static void read_tunables(struct loader *ld)
 			(size_t)get_integer(ld, 4, "proxy_max_header", NP_V2_MIN_LEN, NP_V2_MAX_LEN,
 					    "a number of bytes from 16 to 65551");
 		if (cfg->max_header < NP_V1_MAX_LEN)
-			warn(ld, "proxy_max_header",
-			     "%zu is less than 107: v1 lines longer than %zu bytes (they may "
-			     "have 107) will be refused",
-			     cfg->max_header, cfg->max_header);
+			cfg_warn(ld, "proxy_max_header",
+				 "%zu is less than 107: v1 lines longer than %zu bytes (they may "
+				 "have 107) will be refused",
+				 cfg->max_header, cfg->max_header);
 		if (cfg->max_header < 232)
-			warn(ld, "proxy_max_header",
-			     "%zu is less than 232: v2 headers with UNIX addresses (232 bytes) "
-			     "will be refused",
-			     cfg->max_header);
+			cfg_warn(ld, "proxy_max_header",
+				 "%zu is less than 232: v2 headers with UNIX addresses (232 bytes) "
+				 "will be refused",
+				 cfg->max_header);
 	}
 	lua_settop(L, 3);
 
@@ -1666,9 +1314,9 @@ static void read_tunables(struct loader *ld)
 			    strcmp(lua_tostring(L, 4), levels[i]) == 0)
 				break;
 		if (i == 4)
-			fail(ld, "log_level",
-			     "expected \"error\", \"warn\", \"info\" or \"debug\", got %s",
-			     show(L, 4, buf, sizeof(buf)));
+			cfg_fail(ld, "log_level",
+				 "expected \"error\", \"warn\", \"info\" or \"debug\", got %s",
+				 cfg_show(L, 4, buf, sizeof(buf)));
 		cfg->log_level = level_values[i];
 	}
 	lua_settop(L, 3);
@@ -1684,10 +1332,11 @@ static void read_tunables(struct loader *ld)
 		const char *name = key_names[ids[i]];
 		if (push_setting(ld, ids[i]) != LUA_TNIL) {
 			size_t len;
-			const char *v = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &len) : NULL;
+			const char *v =
+				lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &len) : NULL;
 			if (!v || len == 0 || len >= sizeof(cfg->user) || strlen(v) != len)
-				fail(ld, name, "expected a %s name, got %s", name,
-				     show(L, 4, buf, sizeof(buf)));
+				cfg_fail(ld, name, "expected a %s name, got %s", name,
+					 cfg_show(L, 4, buf, sizeof(buf)));
 			memcpy(dst[i], v, len + 1);
 		}
 		lua_settop(L, 3);
@@ -1719,7 +1368,7 @@ static void read_interfaces(struct loader *ld, int idx, const char *key)
 	n = list_len(ld, idx, key);
 	ld->ifaces = calloc(2 * n + 1, sizeof(*ld->ifaces));
 	if (!ld->ifaces)
-		fail(ld, key, "out of memory");
+		cfg_fail(ld, key, "out of memory");
 	for (size_t i = 1; i <= n; i++) {
 		struct iface add[2] = {{0}};
 		size_t nadd = 1;
@@ -1732,9 +1381,10 @@ static void read_interfaces(struct loader *ld, int idx, const char *key)
 			nadd = 2;
 		} else if (lua_type(L, -1) != LUA_TSTRING ||
 			   !parse_ip(lua_tostring(L, -1), &add[0].family, add[0].addr)) {
-			fail(ld, path,
-			     "expected \"*\", \"::\", \"0.0.0.0\" or a numeric IP address, got %s",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, path,
+				 "expected \"*\", \"::\", \"0.0.0.0\" or a numeric IP address, got "
+				 "%s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		}
 		for (size_t a = 0; a < nadd; a++) {
 			bool merged = false;
@@ -1749,8 +1399,8 @@ static void read_interfaces(struct loader *ld, int idx, const char *key)
 				 * an address that "*" implies may be named again.
 				 */
 				if (!have->implicit && !add[a].implicit)
-					fail(ld, path, "%s repeats an address listed before",
-					     show(L, -1, buf, sizeof(buf)));
+					cfg_fail(ld, path, "%s repeats an address listed before",
+						 cfg_show(L, -1, buf, sizeof(buf)));
 				have->implicit = have->implicit || add[a].implicit;
 				merged = true;
 			}
@@ -1769,7 +1419,7 @@ static void add_listener(struct loader *ld, const char *path, sa_family_t family
 
 	grown = realloc(cfg->listeners, (cfg->nlisteners + 1) * sizeof(*grown));
 	if (!grown)
-		fail(ld, path, "out of memory");
+		cfg_fail(ld, path, "out of memory");
 	cfg->listeners = grown;
 	l = memset(&grown[cfg->nlisteners], 0, sizeof(*l));
 	if (family == AF_INET) {
@@ -1796,7 +1446,7 @@ static void add_listener(struct loader *ld, const char *path, sa_family_t family
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		if (cfg->listeners[i].addrlen == l->addrlen &&
 		    memcmp(&cfg->listeners[i].addr, &l->addr, l->addrlen) == 0)
-			fail(ld, path, "%s is listed twice", l->addr_text);
+			cfg_fail(ld, path, "%s is listed twice", l->addr_text);
 	cfg->nlisteners++;
 }
 
@@ -1858,22 +1508,23 @@ static void read_listeners(struct loader *ld)
 			    (!parse_ip(host, &family, addr) || (family == AF_INET6) != bracketed))
 				why = "expected a numeric IPv4 address or an IPv6 one in brackets";
 			if (why)
-				fail(ld, path, "%s: %s", show(L, -1, buf, sizeof(buf)), why);
+				cfg_fail(ld, path, "%s: %s", cfg_show(L, -1, buf, sizeof(buf)),
+					 why);
 			port = p;
 			m = find_mapping(ld, port);
 			add_listener(ld, path, family, addr, p, m, false);
 		} else {
-			fail(ld, path,
-			     "expected a port from 1 to 65535 or \"address:port\", got %s",
-			     show(L, -1, buf, sizeof(buf)));
+			cfg_fail(ld, path,
+				 "expected a port from 1 to 65535 or \"address:port\", got %s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
 		}
 		if (m)
 			m->listed = true;
 		else
-			warn(ld, path,
-			     "port %u has no mapping in proxy_port_mappings: its connections "
-			     "will be closed after the header",
-			     port);
+			cfg_warn(ld, path,
+				 "port %u has no mapping in proxy_port_mappings: its connections "
+				 "will be closed after the header",
+				 port);
 		lua_pop(L, 1);
 	}
 	if (!lua_isnil(L, ports))
@@ -1881,19 +1532,19 @@ static void read_listeners(struct loader *ld)
 			if (!ld->map[i].listed) {
 				snprintf(path, sizeof(path), "proxy_port_mappings[%u]",
 					 ld->map[i].port);
-				warn(ld, path,
-				     "port %u is not in proxy_ports: it is not listened on",
-				     ld->map[i].port);
+				cfg_warn(ld, path,
+					 "port %u is not in proxy_ports: it is not listened on",
+					 ld->map[i].port);
 			}
 
 	if (cfg->nlisteners == 0) {
 		if (numeric && ld->nifaces == 0)
-			fail(ld, iface_key, "the list is empty: nothing to listen on");
+			cfg_fail(ld, iface_key, "the list is empty: nothing to listen on");
 		if (!lua_isnil(L, ports))
-			fail(ld, "proxy_ports", "the list is empty: nothing to listen on");
-		fail(ld, "proxy_port_mappings",
-		     "nothing to listen on: map a port to a service, as in "
-		     "proxy_port_mappings = { [15222] = \"c2s\" }");
+			cfg_fail(ld, "proxy_ports", "the list is empty: nothing to listen on");
+		cfg_fail(ld, "proxy_port_mappings",
+			 "nothing to listen on: map a port to a service, as in "
+			 "proxy_port_mappings = { [15222] = \"c2s\" }");
 	}
 	lua_settop(L, 3);
 }
@@ -1910,9 +1561,9 @@ static void warn_net_proxy(struct loader *ld)
 
 			lua_pop(L, 1);
 			if (found) {
-				warn(ld, "modules_enabled",
-				     "loads net_proxy: Prosody would listen on the proxy ports "
-				     "itself; remove it, netproxyd takes its place");
+				cfg_warn(ld, "modules_enabled",
+					 "loads net_proxy: Prosody would listen on the proxy ports "
+					 "itself; remove it, netproxyd takes its place");
 				break;
 			}
 		}
@@ -1937,8 +1588,6 @@ static int check(lua_State *L)
 	return 0;
 }
 
-/* --- the sandbox --------------------------------------------------------- */
-
 static struct loader *loader_of(lua_State *L)
 {
 	void *ud;
@@ -1959,7 +1608,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		ld->mem -= old;
 		return NULL;
 	}
-	if (nsize > old && nsize - old > MEM_LIMIT - ld->mem)
+	if (nsize > old && nsize - old > CFG_MEM_LIMIT - ld->mem)
 		return NULL;
 	p = realloc(ptr, nsize);
 	if (p)
@@ -1970,7 +1619,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 /*
  * Each file's chunk is named "\1N", N its index in ld->files: short, since
  * Lua cuts long names ("...end/of/path.lua") in its messages, and
- * lua_failure() puts the file's whole name back. Returns N, or -1 for a
+ * cfg_lua_failure() puts the file's whole name back. Returns N, or -1 for a
  * chunk that is not a config file's.
  */
 static int chunk_file(const struct loader *ld, const char *source)
@@ -2035,9 +1684,10 @@ static int record_global(lua_State *L)
 	if (ld->section[0]) {
 		/* Not modules_enabled: hosts have their own, and netproxyd reads it only to warn. */
 		if (key && is_setting(key, len) && strcmp(key, key_names[K_MODULES_ENABLED]) != 0)
-			warn_at(ld,
-				(struct where){at.file, statement_line(&ld->files[at.file], at.line,
-								      key, len)},
+			cfg_warn_at(
+				ld,
+				(struct where){at.file, cfg_statement_line(&ld->files[at.file],
+									   at.line, key, len)},
 				"%s belongs to %s here, and Prosody reads it only in the global "
 				"section (before the first VirtualHost or Component): ignored",
 				key, ld->section);
@@ -2047,7 +1697,7 @@ static int record_global(lua_State *L)
 		ld->files[at.file].services |= strcmp(key, key_names[K_SERVICES]) == 0;
 		ld->files[at.file].prosody |= strcmp(key, key_names[K_MODULES_ENABLED]) == 0;
 		lua_pushvalue(L, 2);
-		lua_pushinteger(L, where_pack(at));
+		lua_pushinteger(L, cfg_where_pack(at));
 		lua_rawset(L, lua_upvalueindex(2));
 	}
 	lua_settop(L, 3);
@@ -2078,8 +1728,6 @@ static int read_global(lua_State *L)
 	return 1;
 }
 
-/* --- Prosody's config language ------------------------------------------- */
-
 /* The { options } that may follow a section's name: the host's own, skipped; back to global. */
 static int end_section(lua_State *L)
 {
@@ -2108,7 +1756,8 @@ static int open_section(lua_State *L, const char *kind, lua_CFunction then)
 	if (lua_type(L, 1) != LUA_TSTRING)
 		return luaL_error(L, "%s needs a name, as in %s \"example.com\"", kind, kind);
 	s = lua_tolstring(L, 1, &len);
-	snprintf(ld->section, sizeof(ld->section), "%s %s", kind, quote(name, sizeof(name), s, len));
+	snprintf(ld->section, sizeof(ld->section), "%s %s", kind,
+		 cfg_quote(name, sizeof(name), s, len));
 	ld->files[running_at(L, 1).file].prosody = true;
 	lua_pushcfunction(L, then);
 	return 1;
@@ -2215,9 +1864,9 @@ static void include_file(lua_State *L, struct loader *ld, const char *path)
 	if (!f->owned)
 		luaL_error(L, "Include: %s", err);
 	/* Included text is the config's memory too: it counts against the same cap. */
-	if (f->len > MEM_LIMIT - ld->mem)
+	if (f->len > CFG_MEM_LIMIT - ld->mem)
 		luaL_error(L, "Include of %s: the config's files and Lua would use over %d MiB",
-			   path, (int)(MEM_LIMIT >> 20));
+			   path, (int)(CFG_MEM_LIMIT >> 20));
 	ld->mem += f->len;
 	f->src = f->owned;
 	snprintf(chunk, sizeof(chunk), "=\x01%zu", ld->nfiles - 1);
@@ -2273,8 +1922,8 @@ static int prosody_runscript(lua_State *L)
 	size_t len = 0;
 	const char *file = lua_tolstring(L, 1, &len);
 
-	warn_at(ld, running_at(L, 1), "RunScript %s skipped: netproxyd runs no scripts",
-		file ? quote(buf, sizeof(buf), file, len) : "(no file)");
+	cfg_warn_at(ld, running_at(L, 1), "RunScript %s skipped: netproxyd runs no scripts",
+		    file ? cfg_quote(buf, sizeof(buf), file, len) : "(no file)");
 	return 0;
 }
 
@@ -2291,10 +1940,10 @@ static int bounded_rep(lua_State *L)
 
 	luaL_checklstring(L, 1, &len);
 	luaL_optlstring(L, 3, "", &seplen);
-	if (n > 0 && ((lua_Unsigned)n > MEM_LIMIT ||
-		      (len + seplen) > MEM_LIMIT / (lua_Unsigned)n))
+	if (n > 0 && ((lua_Unsigned)n > CFG_MEM_LIMIT ||
+		      (len + seplen) > CFG_MEM_LIMIT / (lua_Unsigned)n))
 		return luaL_error(L, "string.rep: too large (at most %d Mi pieces and %d MiB)",
-				  (int)(MEM_LIMIT >> 20), (int)(MEM_LIMIT >> 20));
+				  (int)(CFG_MEM_LIMIT >> 20), (int)(CFG_MEM_LIMIT >> 20));
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_insert(L, 1);
 	lua_call(L, lua_gettop(L) - 1, 1);
@@ -2363,43 +2012,6 @@ static int open_sandbox(lua_State *L)
 	return 3;
 }
 
-/* Lua's message for a failed step; a message without a position gets the file's name. */
-static void lua_failure(struct loader *ld, int status)
-{
-	char *err = ld->diag->error;
-	size_t cap = sizeof(ld->diag->error);
-	const char *msg, *p, *name = ld->files[0].name;
-
-	if (status == LUA_ERRMEM) {
-		snprintf(err, cap, "%s: config uses too much memory (over %zu MiB)", name,
-			 MEM_LIMIT >> 20);
-		return;
-	}
-	if (lua_type(ld->L, -1) != LUA_TSTRING) {
-		snprintf(err, cap, "%s: config raised an error that is a %s, not a message", name,
-			 luaL_typename(ld->L, -1));
-		return;
-	}
-	msg = lua_tostring(ld->L, -1);
-	/* "\1N:LINE: ...": a file's chunk (see chunk_file()); give it its whole name back. */
-	if (msg[0] == '\x01' && isdigit((unsigned char)msg[1])) {
-		char *end;
-		unsigned long n = strtoul(msg + 1, &end, 10);
-
-		if (*end == ':' && n < ld->nfiles) {
-			snprintf(err, cap, "%s%s", ld->files[n].name, end);
-			return;
-		}
-	}
-	for (p = strchr(msg, ':'); p; p = strchr(p + 1, ':'))
-		if (isdigit((unsigned char)p[1]) && p[1 + strspn(p + 1, "0123456789")] == ':')
-			break;
-	if (p && !memchr(msg, '\n', (size_t)(p - msg)))
-		snprintf(err, cap, "%s", msg);
-	else
-		snprintf(err, cap, "%s: %s", name, msg);
-}
-
 static int load(struct loader *ld)
 {
 	int status;
@@ -2432,12 +2044,10 @@ static int load(struct loader *ld)
 		status = lua_pcall(L, 3, 0, 0);
 	}
 	if (status != LUA_OK && !ld->failed)
-		lua_failure(ld, status);
+		cfg_lua_failure(ld, status);
 	lua_close(L);
 	return status == LUA_OK ? 0 : -1;
 }
-
-/* --- the interface ------------------------------------------------------- */
 
 static int load_buffer(const char *name, const char *src, size_t len, char *owned,
 		       struct npd_config **out, struct npd_config_diag *diag)
@@ -2568,7 +2178,8 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 	if (cfg->ntrusted == 0)
 		fputs(" ANY (warning)", out);
 	for (size_t i = 0; i < cfg->ntrusted; i++) {
-		format_addr(net, sizeof(net), cfg->trusted[i].family == NP_AF_INET ? AF_INET : AF_INET6,
+		format_addr(net, sizeof(net),
+			    cfg->trusted[i].family == NP_AF_INET ? AF_INET : AF_INET6,
 			    cfg->trusted[i].addr, -1);
 		fprintf(out, " %s/%u", net, cfg->trusted[i].prefix);
 	}
