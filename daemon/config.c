@@ -49,7 +49,6 @@
 #define FILE_MAX    ((size_t)16 << 20)
 #define FILES_MAX   256	    /* files one config may read, Include's among them */
 #define DEPTH_MAX   16	    /* Includes within Includes */
-#define SECONDS_MAX (INT_MAX / 1000) /* timeouts are kept as int milliseconds */
 
 /* c2s and s2s are Prosody's services, found at Prosody's default addresses. */
 const char npd_config_default_lua[] =
@@ -58,61 +57,6 @@ const char npd_config_default_lua[] =
 	"\t[15222] = \"c2s\",\n"
 	"\t[15269] = \"s2s\",\n"
 	"}\n";
-
-/* The settings; anything else assigned is warned about and ignored. */
-enum key {
-	K_PORT_MAPPINGS,
-	K_PORTS,
-	/*
-	 * Where the proxy ports listen: the first of these four that is set,
-	 * as Prosody's portmanager looks for mod_net_proxy's service; the last
-	 * two, Prosody's own, are also where its services listen. The singular
-	 * spellings are ones Prosody still reads (pre-0.9).
-	 */
-	K_PROXY_INTERFACES,
-	K_PROXY_INTERFACE,
-	K_INTERFACES,
-	K_INTERFACE,
-	K_TRUSTED,
-	K_HEADER_TIMEOUT,
-	K_MAX_HEADER,
-	K_SERVICES,
-	K_WORKERS,
-	K_MAX_CONNECTIONS,
-	K_LOG_LEVEL,
-	K_LOG_SYSLOG,
-	K_USER,
-	K_GROUP,
-	/* Prosody's keys that say where it listens (with <service>_ports and _interfaces). */
-	K_LOCAL_INTERFACES,
-	K_USE_IPV4,
-	K_USE_IPV6,
-	K_MODULES_ENABLED, /* only to warn when it still loads mod_net_proxy */
-	K_COUNT
-};
-
-static const char *const key_names[K_COUNT] = {
-	[K_PORT_MAPPINGS] = "proxy_port_mappings",
-	[K_PORTS] = "proxy_ports",
-	[K_PROXY_INTERFACES] = "proxy_interfaces",
-	[K_PROXY_INTERFACE] = "proxy_interface",
-	[K_INTERFACES] = "interfaces",
-	[K_INTERFACE] = "interface",
-	[K_TRUSTED] = "proxy_trusted_proxies",
-	[K_HEADER_TIMEOUT] = "proxy_header_timeout",
-	[K_MAX_HEADER] = "proxy_max_header",
-	[K_SERVICES] = "services",
-	[K_WORKERS] = "workers",
-	[K_MAX_CONNECTIONS] = "max_connections",
-	[K_LOG_LEVEL] = "log_level",
-	[K_LOG_SYSLOG] = "log_syslog",
-	[K_USER] = "user",
-	[K_GROUP] = "group",
-	[K_LOCAL_INTERFACES] = "local_interfaces",
-	[K_USE_IPV4] = "use_ipv4",
-	[K_USE_IPV6] = "use_ipv6",
-	[K_MODULES_ENABLED] = "modules_enabled",
-};
 
 /*
  * Keys of mod_net_proxy's later versions that only mean something inside
@@ -126,17 +70,6 @@ static const char *const module_only_keys[] = {
 static const char *const service_keys[] = {
 	"connect",	   "send_proxy",   "pass_tlvs",	       "crc32c", "connect_timeout",
 	"idle_timeout",	   "transparent",  "transparent_port", "mark",
-};
-
-static const struct {
-	const char *name;
-	uint8_t type;
-} tlv_names[] = {
-	{"ALPN", NP_TLV_ALPN},		 {"AUTHORITY", NP_TLV_AUTHORITY},
-	{"CRC32C", NP_TLV_CRC32C},	 {"NOOP", NP_TLV_NOOP},
-	{"UNIQUE_ID", NP_TLV_UNIQUE_ID}, {"SSL", NP_TLV_SSL},
-	{"NETNS", NP_TLV_NETNS},	 {"AWS", NP_TLV_AWS},
-	{"AZURE", NP_TLV_AZURE},	 {"GCP", NP_TLV_GCP},
 };
 
 struct mapping {
@@ -157,189 +90,9 @@ struct iface {
 static int key_index(const char *name, size_t len)
 {
 	for (int k = 0; k < K_COUNT; k++)
-		if (strlen(key_names[k]) == len && memcmp(key_names[k], name, len) == 0)
+		if (strlen(cfg_key_names[k]) == len && memcmp(cfg_key_names[k], name, len) == 0)
 			return k;
 	return -1;
-}
-
-/* A number with an integral value; strings that look like numbers are not. */
-static bool to_integer(lua_State *L, int idx, lua_Integer *v)
-{
-	int isnum = 0;
-
-	*v = 0;
-	if (lua_type(L, idx) == LUA_TNUMBER)
-		*v = lua_tointegerx(L, idx, &isnum);
-	return isnum;
-}
-
-/* An integer in [min, max]; what says what is expected, in words. */
-static lua_Integer get_integer(struct loader *ld, int idx, const char *path, lua_Integer min,
-			       lua_Integer max, const char *what)
-{
-	lua_Integer v;
-	char buf[80];
-
-	if (lua_type(ld->L, idx) != LUA_TNUMBER)
-		cfg_fail(ld, path, "expected %s, got %s", what, luaL_typename(ld->L, idx));
-	if (!to_integer(ld->L, idx, &v) || v < min || v > max)
-		cfg_fail(ld, path, "expected %s, got %s", what,
-			 cfg_show(ld->L, idx, buf, sizeof(buf)));
-	return v;
-}
-
-/* Seconds, fractions allowed, as milliseconds (at least 1); 0 only when zero_ok. */
-static int get_seconds(struct loader *ld, int idx, const char *path, bool zero_ok)
-{
-	double s;
-	char buf[80];
-
-	if (lua_type(ld->L, idx) != LUA_TNUMBER)
-		cfg_fail(ld, path, "expected a number of seconds, got %s",
-			 luaL_typename(ld->L, idx));
-	s = lua_tonumber(ld->L, idx);
-	if (!(s > 0 || (zero_ok && s == 0)) || s > SECONDS_MAX)
-		cfg_fail(ld, path, "expected %s seconds, at most %d, got %s",
-			 zero_ok ? "0 (none) or more" : "more than 0", SECONDS_MAX,
-			 cfg_show(ld->L, idx, buf, sizeof(buf)));
-	if (s == 0)
-		return 0;
-	return s * 1000 < 1 ? 1 : (int)lround(s * 1000);
-}
-
-static bool get_boolean(struct loader *ld, int idx, const char *path)
-{
-	if (lua_type(ld->L, idx) != LUA_TBOOLEAN)
-		cfg_fail(ld, path, "expected true or false, got %s", luaL_typename(ld->L, idx));
-	return lua_toboolean(ld->L, idx);
-}
-
-/* How many keys the table at idx has (lua_rawlen counts only the sequence). */
-static size_t table_size(lua_State *L, int idx)
-{
-	size_t n = 0;
-
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		n++;
-	}
-	return n;
-}
-
-/* Push a setting's value; returns its type. */
-static int push_setting(struct loader *ld, enum key k)
-{
-	return lua_getfield(ld->L, 2, key_names[k]); /* the values table, a plain one */
-}
-
-/*
- * Lists. As in Prosody, a single value stands for a list of one
- * (proxy_ports = 15222). A table must be a proper sequence: a stray
- * key is a mistake ({ c2s = 15222 }) and must not vanish silently.
- */
-static size_t list_len(struct loader *ld, int idx, const char *path)
-{
-	lua_State *L = ld->L;
-	lua_Integer n, k, count = 0;
-	char buf[80];
-
-	if (lua_type(L, idx) != LUA_TTABLE)
-		return 1;
-	n = (lua_Integer)lua_rawlen(L, idx);
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		if (!to_integer(L, -1, &k) || k < 1 || k > n)
-			cfg_fail(ld, path, "expected a list, found the key %s",
-				 cfg_show(L, -1, buf, sizeof(buf)));
-		count++;
-	}
-	if (count != n)
-		cfg_fail(ld, path, "expected a list, found one with holes (nil entries)");
-	return (size_t)n;
-}
-
-static void push_item(lua_State *L, int idx, size_t i)
-{
-	if (lua_type(L, idx) == LUA_TTABLE)
-		lua_rawgeti(L, idx, (lua_Integer)i);
-	else
-		lua_pushvalue(L, idx);
-}
-
-static void item_path(char *buf, size_t cap, lua_State *L, int idx, const char *path, size_t i)
-{
-	if (lua_type(L, idx) == LUA_TTABLE)
-		snprintf(buf, cap, "%s[%zu]", path, i);
-	else
-		snprintf(buf, cap, "%s", path);
-}
-
-/* Split "host:port" or "[v6]:port"; returns NULL or what is wrong. */
-static const char *split_host_port(const char *text, char *host, size_t cap, uint16_t *port,
-				   bool *bracketed)
-{
-	const char *colon, *p;
-	size_t hlen;
-	unsigned long v = 0;
-
-	*bracketed = text[0] == '[';
-	if (*bracketed) {
-		const char *close = strchr(text, ']');
-
-		if (!close || close[1] != ':')
-			return "expected \"[address]:port\"";
-		text++;
-		hlen = (size_t)(close - text);
-		colon = close + 1;
-	} else {
-		colon = strchr(text, ':');
-		if (!colon)
-			return "expected \"host:port\"";
-		if (strchr(colon + 1, ':'))
-			return "write an IPv6 address in brackets, as in \"[::1]:5222\"";
-		hlen = (size_t)(colon - text);
-	}
-	if (hlen == 0)
-		return "the address is empty";
-	if (hlen >= cap)
-		return "the address is too long";
-	for (p = colon + 1; *p >= '0' && *p <= '9' && v <= 65535; p++)
-		v = v * 10 + (unsigned long)(*p - '0');
-	if (p == colon + 1 || *p || v < 1 || v > 65535)
-		return "the port must be a number from 1 to 65535";
-	memcpy(host, text, hlen);
-	host[hlen] = '\0';
-	*port = (uint16_t)v;
-	return NULL;
-}
-
-/* A numeric address for listening: IPv4 or IPv6 text. */
-static bool parse_ip(const char *text, sa_family_t *family, uint8_t addr[16])
-{
-	memset(addr, 0, 16);
-	if (inet_pton(AF_INET, text, addr) == 1)
-		*family = AF_INET;
-	else if (inet_pton(AF_INET6, text, addr) == 1)
-		*family = AF_INET6;
-	else
-		return false;
-	return true;
-}
-
-/* The project's one text form of an address (RFC 5952, no dotted tail), with the port. */
-static void format_addr(char *out, size_t cap, sa_family_t family, const uint8_t *addr, int port)
-{
-	struct np_endpoint ep;
-	char ip[NP_ADDRSTRLEN];
-
-	memcpy(ep.ip6, addr, family == AF_INET ? 4 : 16);
-	np_format_addr(ip, sizeof(ip), family == AF_INET ? NP_AF_INET : NP_AF_INET6, &ep);
-	if (port < 0)
-		snprintf(out, cap, "%s", ip);
-	else
-		snprintf(out, cap, family == AF_INET ? "%s:%d" : "[%s]:%d", ip, port);
 }
 
 /* <service>_ports or <service>_interfaces of one of Prosody's services. */
@@ -467,7 +220,7 @@ static void read_unknown(struct loader *ld)
 	cfg_fail_at(ld, u[0].at, "unknown key %s%s%s",
 		    strspn(name, CFG_IDENT_CHARS) == len ? name
 							 : cfg_quote(buf, sizeof(buf), name, len),
-		    cfg_did_you_mean(hint, sizeof(hint), name, key_names, K_COUNT), more);
+		    cfg_did_you_mean(hint, sizeof(hint), name, cfg_key_names, K_COUNT), more);
 }
 
 static bool valid_name(const char *s, size_t len)
@@ -567,77 +320,9 @@ static void check_service_keys(struct loader *ld, int idx, const char *path)
 		 nbad + more > 1 ? "s" : "", list);
 }
 
-int npd_target_family(const struct npd_target *t)
-{
-	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&t->addr;
-
-	if (t->addr.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
-		return AF_INET;
-	return t->addr.ss_family;
-}
-
 static const char *family_name(int family)
 {
 	return family == AF_INET ? "IPv4" : family == AF_INET6 ? "IPv6" : "UNIX";
-}
-
-/*
- * One address of a service: "host:port", "[v6]:port" or "unix:/path";
- * names are resolved now, first answer. path names the setting in messages.
- */
-static void set_connect(struct loader *ld, const char *path, const char *text,
-			struct npd_target *t)
-{
-	char host[NPD_ADDR_TEXT], buf[80];
-	const char *why;
-	size_t len = strlen(text);
-	uint16_t port;
-	bool bracketed;
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-	int rc;
-
-	memset(t, 0, sizeof(*t));
-	if (len >= sizeof(t->text))
-		cfg_fail(ld, path, "%s is too long (at most %zu bytes)",
-			 cfg_quote(buf, sizeof(buf), text, len), sizeof(t->text) - 1);
-	memcpy(t->text, text, len + 1);
-	if (strncmp(text, "unix:", 5) == 0) {
-		struct sockaddr_un *sun = (struct sockaddr_un *)&t->addr;
-
-		if (len == 5 || len - 5 >= sizeof(sun->sun_path))
-			cfg_fail(ld, path,
-				 "expected \"unix:\" and a socket path of 1 to %zu bytes, got %s",
-				 sizeof(sun->sun_path) - 1, cfg_quote(buf, sizeof(buf), text, len));
-		sun->sun_family = AF_UNIX;
-		memcpy(sun->sun_path, text + 5, len - 5 + 1);
-		t->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len - 5 + 1);
-		return;
-	}
-	why = split_host_port(text, host, sizeof(host), &port, &bracketed);
-	if (why)
-		cfg_fail(ld, path, "%s: %s", cfg_quote(buf, sizeof(buf), text, len), why);
-	/* Brackets hold a numeric IPv6 address; the resolver reads the scope (fe80::1%eth0). */
-	if (bracketed) {
-		hints.ai_family = AF_INET6;
-		hints.ai_flags = AI_NUMERICHOST;
-	}
-	rc = getaddrinfo(host, NULL, &hints, &res);
-	if (rc != 0)
-		cfg_fail(ld, path, "cannot resolve %s: %s",
-			 cfg_quote(buf, sizeof(buf), host, strlen(host)),
-			 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-	if (res->ai_addrlen > sizeof(t->addr) ||
-	    (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
-		freeaddrinfo(res);
-		cfg_fail(ld, path, "%s resolves to an address of an unknown family", host);
-	}
-	memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
-	t->addrlen = res->ai_addrlen;
-	freeaddrinfo(res);
-	if (t->addr.ss_family == AF_INET)
-		((struct sockaddr_in *)&t->addr)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)&t->addr)->sin6_port = htons(port);
 }
 
 /*
@@ -651,7 +336,7 @@ static void add_target(struct loader *ld, const char *path, const char *text,
 	int family;
 	char a[80], b[80];
 
-	set_connect(ld, path, text, &t);
+	cfg_parse_target(ld, path, text, &t);
 	family = npd_target_family(&t);
 	for (int i = 0; i < svc->ntargets; i++) {
 		const struct npd_target *have = &svc->target[i];
@@ -670,53 +355,20 @@ static void add_target(struct loader *ld, const char *path, const char *text,
 	svc->target[svc->ntargets++] = t; /* at most one per family: there is room */
 }
 
-/* A port: an integer, or a string of digits as Prosody takes it (tonumber). */
-static bool to_port(lua_State *L, int idx, uint16_t *port)
-{
-	lua_Integer v = 0;
-	size_t len;
-	const char *s;
-
-	if (lua_type(L, idx) == LUA_TSTRING) {
-		s = lua_tolstring(L, idx, &len);
-		if (len == 0 || len > 5 || strspn(s, "0123456789") != len)
-			return false;
-		v = strtol(s, NULL, 10);
-	} else if (!to_integer(L, idx, &v)) {
-		return false;
-	}
-	*port = (uint16_t)v;
-	return v >= 1 && v <= 65535;
-}
-
 /* A boolean of Prosody's that is true unless set to false (use_ipv4, use_ipv6). */
 static bool prosody_flag(struct loader *ld, enum key k)
 {
-	bool on = push_setting(ld, k) == LUA_TNIL || lua_toboolean(ld->L, -1);
+	bool on = cfg_push_setting(ld, k) == LUA_TNIL || lua_toboolean(ld->L, -1);
 
 	lua_pop(ld->L, 1);
 	return on;
-}
-
-/*
- * Push the value of the first of keys (n of them) that is set, and return
- * its name; or push nothing and return NULL.
- */
-static const char *push_first(struct loader *ld, const char *const *keys, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (lua_getfield(ld->L, 2, keys[i]) != LUA_TNIL)
-			return keys[i];
-		lua_pop(ld->L, 1);
-	}
-	return NULL;
 }
 
 /* Prosody listens nowhere by default with both families turned off: say so. */
 static void check_families(struct loader *ld, bool v4, bool v6)
 {
 	if (!v4 && !v6)
-		cfg_fail(ld, key_names[K_USE_IPV6],
+		cfg_fail(ld, cfg_key_names[K_USE_IPV6],
 			 "use_ipv4 and use_ipv6 are both false: without interfaces, Prosody "
 			 "listens nowhere");
 }
@@ -739,12 +391,12 @@ static const char *push_prosody_interfaces(struct loader *ld, const struct npd_p
 	keys[n++] = key[0];
 	keys[n++] = key[1];
 	if (ps->private) {
-		keys[n++] = key_names[K_LOCAL_INTERFACES];
+		keys[n++] = cfg_key_names[K_LOCAL_INTERFACES];
 	} else {
-		keys[n++] = key_names[K_INTERFACES];
-		keys[n++] = key_names[K_INTERFACE];
+		keys[n++] = cfg_key_names[K_INTERFACES];
+		keys[n++] = cfg_key_names[K_INTERFACE];
 	}
-	if ((from = push_first(ld, keys, n)))
+	if ((from = cfg_push_first(ld, keys, n)))
 		return from;
 	check_families(ld, v4, v6);
 	/* Prosody's own defaults: "*" is IPv4 alone there, "::" IPv6 alone. */
@@ -787,21 +439,21 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 			 "default port)",
 			 ps->name, ports_key, ports_key);
 	if (ports_set) {
-		if (list_len(ld, top + 1, ports_key) == 0)
+		if (cfg_list_len(ld, top + 1, ports_key) == 0)
 			cfg_fail(ld, ports_key,
 				 "the list is empty: Prosody does not listen for %s, so %s "
 				 "cannot reach it",
 				 ps->name, path);
-		push_item(L, top + 1, 1);
-		item_path(item, sizeof(item), L, top + 1, ports_key, 1);
-		if (!to_port(L, -1, &port))
+		cfg_push_item(L, top + 1, 1);
+		cfg_item_path(item, sizeof(item), L, top + 1, ports_key, 1);
+		if (!cfg_to_port(L, -1, &port))
 			cfg_fail(ld, item, "expected a port from 1 to 65535, got %s",
 				 cfg_show(L, -1, buf, sizeof(buf)));
 	}
 
 	ifaces_from = push_prosody_interfaces(ld, ps, ifaces_keys);
 	list = lua_gettop(L);
-	n = list_len(ld, list, ifaces_from ? ifaces_from : path);
+	n = cfg_list_len(ld, list, ifaces_from ? ifaces_from : path);
 	if (n == 0)
 		cfg_fail(ld, ifaces_from,
 			 "the list is empty: Prosody does not listen for %s, so %s "
@@ -811,8 +463,8 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 		struct npd_target t;
 		bool have = false;
 
-		push_item(L, list, i);
-		item_path(item, sizeof(item), L, list, ifaces_from ? ifaces_from : path, i);
+		cfg_push_item(L, list, i);
+		cfg_item_path(item, sizeof(item), L, list, ifaces_from ? ifaces_from : path, i);
 		/* Prosody binds to what it is given: no brackets, no port. */
 		if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
 		    strpbrk(lua_tostring(L, -1), "[] /") ||
@@ -823,7 +475,7 @@ static void read_prosody_address(struct loader *ld, const char *path, struct npd
 				 cfg_show(L, -1, buf, sizeof(buf)));
 		host = npd_prosody_connect_host(lua_tostring(L, -1));
 		snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
-		set_connect(ld, item, text, &t);
+		cfg_parse_target(ld, item, text, &t);
 		/* Prosody listens on each; one of each family is all a connection picks from. */
 		for (int j = 0; j < svc->ntargets; j++)
 			have |= npd_target_family(&svc->target[j]) == npd_target_family(&t);
@@ -873,14 +525,14 @@ static void read_connect(struct loader *ld, int idx, struct npd_service *svc, co
 			 "expected \"host:port\", \"[address]:port\", \"unix:/path\" or a list of "
 			 "them, got %s",
 			 luaL_typename(L, idx));
-	n = list_len(ld, idx, path);
+	n = cfg_list_len(ld, idx, path);
 	if (n == 0)
 		cfg_fail(ld, path,
 			 "the list is empty: say where the service is, as { \"127.0.0.1:5222\", "
 			 "\"[::1]:5222\" }");
 	for (size_t i = 1; i <= n; i++) {
-		push_item(L, idx, i);
-		item_path(item, sizeof(item), L, idx, path, i);
+		cfg_push_item(L, idx, i);
+		cfg_item_path(item, sizeof(item), L, idx, path, i);
 		if (lua_type(L, -1) != LUA_TSTRING)
 			cfg_fail(ld, item,
 				 "expected \"host:port\", \"[address]:port\" or \"unix:/path\", "
@@ -898,19 +550,17 @@ static void read_connect(struct loader *ld, int idx, struct npd_service *svc, co
 static void read_pass_tlvs(struct loader *ld, int idx, struct npd_service *svc, const char *base)
 {
 	lua_State *L = ld->L;
-	size_t n = list_len(ld, idx, base);
+	size_t n = cfg_list_len(ld, idx, base);
 	char path[200], buf[80];
 
 	for (size_t i = 1; i <= n; i++) {
 		lua_Integer type = -1;
 
-		push_item(L, idx, i);
-		item_path(path, sizeof(path), L, idx, base, i);
+		cfg_push_item(L, idx, i);
+		cfg_item_path(path, sizeof(path), L, idx, base, i);
 		if (lua_type(L, -1) == LUA_TSTRING) {
-			for (size_t t = 0; t < sizeof(tlv_names) / sizeof(tlv_names[0]); t++)
-				if (strcasecmp(tlv_names[t].name, lua_tostring(L, -1)) == 0)
-					type = tlv_names[t].type;
-		} else if (!to_integer(L, -1, &type) || type > 255) {
+			type = cfg_tlv_type(lua_tostring(L, -1));
+		} else if (!cfg_to_integer(L, -1, &type) || type > 255) {
 			type = -1;
 		}
 		if (type < 0)
@@ -948,7 +598,7 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 	/* Transparent delivery: connect from the client's own address. */
 	service_path(field, sizeof(field), svc->name, "transparent");
 	if (lua_getfield(L, idx, "transparent") != LUA_TNIL)
-		svc->transparent = get_boolean(ld, -1, field);
+		svc->transparent = cfg_get_boolean(ld, -1, field);
 	if (svc->transparent && svc->target[0].addr.ss_family == AF_UNIX)
 		cfg_fail(ld, field,
 			 "a unix: backend cannot see a client address: connect over TCP");
@@ -957,12 +607,12 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 	if (lua_getfield(L, idx, "transparent_port") != LUA_TNIL) {
 		if (!svc->transparent)
 			cfg_fail(ld, field, "only means something with transparent = true");
-		svc->transparent_port = get_boolean(ld, -1, field);
+		svc->transparent_port = cfg_get_boolean(ld, -1, field);
 	}
 	service_path(field, sizeof(field), svc->name, "mark");
 	if (lua_getfield(L, idx, "mark") != LUA_TNIL) {
-		svc->mark = (uint32_t)get_integer(ld, lua_gettop(L), field, 1, UINT32_MAX,
-						  "a firewall mark from 1 to 4294967295");
+		svc->mark = (uint32_t)cfg_get_integer(ld, lua_gettop(L), field, 1, UINT32_MAX,
+						      "a firewall mark from 1 to 4294967295");
 		if (svc->target[0].addr.ss_family == AF_UNIX)
 			cfg_fail(ld, field, "a unix: backend is not routed: a mark means nothing");
 	}
@@ -990,16 +640,16 @@ static void read_service(struct loader *ld, int idx, struct npd_service *svc, co
 	if (lua_getfield(L, idx, "crc32c") != LUA_TNIL) {
 		if (svc->send_proxy != NPD_SEND_V2)
 			cfg_fail(ld, field, "a checksum is only sent with send_proxy = \"v2\"");
-		svc->crc32c = get_boolean(ld, -1, field);
+		svc->crc32c = cfg_get_boolean(ld, -1, field);
 	}
 
 	service_path(field, sizeof(field), svc->name, "connect_timeout");
 	svc->connect_timeout_ms = NPD_DEFAULT_CONNECT_TIMEOUT_MS;
 	if (lua_getfield(L, idx, "connect_timeout") != LUA_TNIL)
-		svc->connect_timeout_ms = get_seconds(ld, lua_gettop(L), field, false);
+		svc->connect_timeout_ms = cfg_get_seconds(ld, lua_gettop(L), field, false);
 	service_path(field, sizeof(field), svc->name, "idle_timeout");
 	if (lua_getfield(L, idx, "idle_timeout") != LUA_TNIL)
-		svc->idle_timeout_ms = get_seconds(ld, lua_gettop(L), field, true);
+		svc->idle_timeout_ms = cfg_get_seconds(ld, lua_gettop(L), field, true);
 	lua_settop(L, top);
 }
 
@@ -1012,7 +662,7 @@ static void read_services(struct loader *ld)
 	int idx;
 	char buf[80];
 
-	if (push_setting(ld, K_SERVICES) == LUA_TNIL)
+	if (cfg_push_setting(ld, K_SERVICES) == LUA_TNIL)
 		goto out;
 	idx = lua_gettop(L);
 	if (!lua_istable(L, idx))
@@ -1020,7 +670,7 @@ static void read_services(struct loader *ld)
 			 "expected a table such as { c2s = { connect = \"127.0.0.1:5222\" } }, got "
 			 "%s",
 			 luaL_typename(L, idx));
-	n = table_size(L, idx);
+	n = cfg_table_size(L, idx);
 	if (n == 0)
 		goto out;
 	cfg->services = calloc(n, sizeof(*cfg->services));
@@ -1128,14 +778,14 @@ static void read_mappings(struct loader *ld)
 	int idx;
 	char path[64], buf[80];
 
-	if (push_setting(ld, K_PORT_MAPPINGS) == LUA_TNIL)
+	if (cfg_push_setting(ld, K_PORT_MAPPINGS) == LUA_TNIL)
 		goto out;
 	idx = lua_gettop(L);
 	if (!lua_istable(L, idx))
 		cfg_fail(ld, "proxy_port_mappings",
 			 "expected a table such as { [15222] = \"c2s\" }, got %s",
 			 luaL_typename(L, idx));
-	n = table_size(L, idx);
+	n = cfg_table_size(L, idx);
 	ld->map = calloc(n ? n : 1, sizeof(*ld->map));
 	if (!ld->map)
 		cfg_fail(ld, "proxy_port_mappings", "out of memory");
@@ -1145,7 +795,7 @@ static void read_mappings(struct loader *ld)
 		uint16_t port;
 
 		lua_pop(L, 1);
-		if (!to_port(L, -1, &port))
+		if (!cfg_to_port(L, -1, &port))
 			cfg_fail(ld, "proxy_port_mappings",
 				 "expected port numbers from 1 to 65535 as keys, got %s",
 				 cfg_show(L, -1, buf, sizeof(buf)));
@@ -1199,7 +849,7 @@ static void read_trusted(struct loader *ld)
 	int idx;
 	char path[64], buf[80], net[NP_ADDRSTRLEN];
 
-	if (push_setting(ld, K_TRUSTED) == LUA_TNIL) {
+	if (cfg_push_setting(ld, K_TRUSTED) == LUA_TNIL) {
 		cfg->trusted = calloc(2, sizeof(*cfg->trusted));
 		if (!cfg->trusted)
 			cfg_fail(ld, "proxy_trusted_proxies", "out of memory");
@@ -1209,7 +859,7 @@ static void read_trusted(struct loader *ld)
 		goto out;
 	}
 	idx = lua_gettop(L);
-	n = list_len(ld, idx, "proxy_trusted_proxies");
+	n = cfg_list_len(ld, idx, "proxy_trusted_proxies");
 	if (n == 0) {
 		cfg_warn_at(ld, cfg_key_line(ld, "proxy_trusted_proxies"),
 			    "proxy_trusted_proxies is empty: ANY host can send PROXY headers and "
@@ -1225,8 +875,8 @@ static void read_trusted(struct loader *ld)
 		size_t len;
 		int r;
 
-		push_item(L, idx, i);
-		item_path(path, sizeof(path), L, idx, "proxy_trusted_proxies", i);
+		cfg_push_item(L, idx, i);
+		cfg_item_path(path, sizeof(path), L, idx, "proxy_trusted_proxies", i);
 		if (lua_type(L, -1) != LUA_TSTRING)
 			cfg_fail(ld, path,
 				 "expected an address or a CIDR block such as \"10.0.0.0/8\", got "
@@ -1247,8 +897,8 @@ static void read_trusted(struct loader *ld)
 		slash = memchr(text, '/', len);
 		if (slash && np_cidr_parse(text, (size_t)(slash - text), &host) == 0 &&
 		    memcmp(host.addr, c->addr, 16) != 0) {
-			format_addr(net, sizeof(net), c->family == NP_AF_INET ? AF_INET : AF_INET6,
-				    c->addr, -1);
+			cfg_format_addr(net, sizeof(net),
+					c->family == NP_AF_INET ? AF_INET : AF_INET6, c->addr, -1);
 			cfg_warn(ld, path, "%s has host bits set: it is read as %s/%u", text, net,
 				 c->prefix);
 		}
@@ -1268,8 +918,8 @@ static void read_tunables(struct loader *ld)
 	size_t i;
 
 	cfg->header_timeout_ms = NPD_DEFAULT_HEADER_TIMEOUT_MS;
-	if (push_setting(ld, K_HEADER_TIMEOUT) != LUA_TNIL) {
-		cfg->header_timeout_ms = get_seconds(ld, 4, "proxy_header_timeout", false);
+	if (cfg_push_setting(ld, K_HEADER_TIMEOUT) != LUA_TNIL) {
+		cfg->header_timeout_ms = cfg_get_seconds(ld, 4, "proxy_header_timeout", false);
 		if (cfg->header_timeout_ms < 3000)
 			cfg_warn(ld, "proxy_header_timeout",
 				 "%s seconds is short: the PROXY specification recommends at least "
@@ -1279,10 +929,10 @@ static void read_tunables(struct loader *ld)
 	lua_settop(L, 3);
 
 	cfg->max_header = NPD_DEFAULT_MAX_HEADER;
-	if (push_setting(ld, K_MAX_HEADER) != LUA_TNIL) {
-		cfg->max_header =
-			(size_t)get_integer(ld, 4, "proxy_max_header", NP_V2_MIN_LEN, NP_V2_MAX_LEN,
-					    "a number of bytes from 16 to 65551");
+	if (cfg_push_setting(ld, K_MAX_HEADER) != LUA_TNIL) {
+		cfg->max_header = (size_t)cfg_get_integer(ld, 4, "proxy_max_header", NP_V2_MIN_LEN,
+							  NP_V2_MAX_LEN,
+							  "a number of bytes from 16 to 65551");
 		if (cfg->max_header < NP_V1_MAX_LEN)
 			cfg_warn(ld, "proxy_max_header",
 				 "%zu is less than 107: v1 lines longer than %zu bytes (they may "
@@ -1296,19 +946,20 @@ static void read_tunables(struct loader *ld)
 	}
 	lua_settop(L, 3);
 
-	if (push_setting(ld, K_WORKERS) != LUA_TNIL)
-		cfg->workers = (int)get_integer(ld, 4, "workers", 0, 256,
-						"a number of threads from 0 (one per CPU) to 256");
+	if (cfg_push_setting(ld, K_WORKERS) != LUA_TNIL)
+		cfg->workers = (int)cfg_get_integer(ld, 4, "workers", 0, 256,
+						    "a number of threads from 0 (one per CPU) to "
+						    "256");
 	lua_settop(L, 3);
 
 	cfg->max_connections = NPD_DEFAULT_MAX_CONNECTIONS;
-	if (push_setting(ld, K_MAX_CONNECTIONS) != LUA_TNIL)
-		cfg->max_connections = (int)get_integer(ld, 4, "max_connections", 1, INT_MAX,
-							"a number of connections, at least 1");
+	if (cfg_push_setting(ld, K_MAX_CONNECTIONS) != LUA_TNIL)
+		cfg->max_connections = (int)cfg_get_integer(ld, 4, "max_connections", 1, INT_MAX,
+							    "a number of connections, at least 1");
 	lua_settop(L, 3);
 
 	cfg->log_level = 1;
-	if (push_setting(ld, K_LOG_LEVEL) != LUA_TNIL) {
+	if (cfg_push_setting(ld, K_LOG_LEVEL) != LUA_TNIL) {
 		for (i = 0; i < 4; i++)
 			if (lua_type(L, 4) == LUA_TSTRING &&
 			    strcmp(lua_tostring(L, 4), levels[i]) == 0)
@@ -1321,16 +972,16 @@ static void read_tunables(struct loader *ld)
 	}
 	lua_settop(L, 3);
 
-	if (push_setting(ld, K_LOG_SYSLOG) != LUA_TNIL)
-		cfg->log_syslog = get_boolean(ld, 4, "log_syslog");
+	if (cfg_push_setting(ld, K_LOG_SYSLOG) != LUA_TNIL)
+		cfg->log_syslog = cfg_get_boolean(ld, 4, "log_syslog");
 	lua_settop(L, 3);
 
 	/* Names only: whether they exist is for the start, where they are used. */
 	static const enum key ids[] = {K_USER, K_GROUP};
 	char *dst[] = {cfg->user, cfg->group};
 	for (i = 0; i < 2; i++) {
-		const char *name = key_names[ids[i]];
-		if (push_setting(ld, ids[i]) != LUA_TNIL) {
+		const char *name = cfg_key_names[ids[i]];
+		if (cfg_push_setting(ld, ids[i]) != LUA_TNIL) {
 			size_t len;
 			const char *v =
 				lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &len) : NULL;
@@ -1365,7 +1016,7 @@ static void read_interfaces(struct loader *ld, int idx, const char *key)
 			lua_pushstring(L, v4 ? "0.0.0.0" : "::");
 		lua_replace(L, idx);
 	}
-	n = list_len(ld, idx, key);
+	n = cfg_list_len(ld, idx, key);
 	ld->ifaces = calloc(2 * n + 1, sizeof(*ld->ifaces));
 	if (!ld->ifaces)
 		cfg_fail(ld, key, "out of memory");
@@ -1373,14 +1024,14 @@ static void read_interfaces(struct loader *ld, int idx, const char *key)
 		struct iface add[2] = {{0}};
 		size_t nadd = 1;
 
-		push_item(L, idx, i);
-		item_path(path, sizeof(path), L, idx, key, i);
+		cfg_push_item(L, idx, i);
+		cfg_item_path(path, sizeof(path), L, idx, key, i);
 		if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "*") == 0) {
 			add[0] = (struct iface){.family = AF_INET, .implicit = true};
 			add[1] = (struct iface){.family = AF_INET6, .implicit = true};
 			nadd = 2;
 		} else if (lua_type(L, -1) != LUA_TSTRING ||
-			   !parse_ip(lua_tostring(L, -1), &add[0].family, add[0].addr)) {
+			   !cfg_parse_ip(lua_tostring(L, -1), &add[0].family, add[0].addr)) {
 			cfg_fail(ld, path,
 				 "expected \"*\", \"::\", \"0.0.0.0\" or a numeric IP address, got "
 				 "%s",
@@ -1437,7 +1088,7 @@ static void add_listener(struct loader *ld, const char *path, sa_family_t family
 		memcpy(&sin6->sin6_addr, addr, 16);
 		l->addrlen = sizeof(*sin6);
 	}
-	format_addr(l->addr_text, sizeof(l->addr_text), family, addr, port);
+	cfg_format_addr(l->addr_text, sizeof(l->addr_text), family, addr, port);
 	l->port = port;
 	l->service = m ? m->service : -1;
 	if (m)
@@ -1463,10 +1114,10 @@ static void read_listeners(struct loader *ld)
 	char path[64], buf[80];
 	const char *iface_key;
 
-	push_setting(ld, K_PORTS);
+	cfg_push_setting(ld, K_PORTS);
 	ports = lua_gettop(L);
-	if (!(iface_key = push_first(ld, &key_names[K_PROXY_INTERFACES], 4))) {
-		iface_key = key_names[K_PROXY_INTERFACES];
+	if (!(iface_key = cfg_push_first(ld, &cfg_key_names[K_PROXY_INTERFACES], 4))) {
+		iface_key = cfg_key_names[K_PROXY_INTERFACES];
 		lua_pushnil(L);
 	}
 	ifaces = lua_gettop(L);
@@ -1481,15 +1132,15 @@ static void read_listeners(struct loader *ld)
 		}
 		numeric = ld->nmap;
 	} else {
-		n = list_len(ld, ports, "proxy_ports");
+		n = cfg_list_len(ld, ports, "proxy_ports");
 	}
 	for (size_t i = 1; i <= n; i++) {
 		uint16_t port;
 		struct mapping *m;
 
-		push_item(L, ports, i);
-		item_path(path, sizeof(path), L, ports, "proxy_ports", i);
-		if (to_port(L, -1, &port)) {
+		cfg_push_item(L, ports, i);
+		cfg_item_path(path, sizeof(path), L, ports, "proxy_ports", i);
+		if (cfg_to_port(L, -1, &port)) {
 			m = find_mapping(ld, port);
 			for (size_t j = 0; j < ld->nifaces; j++)
 				add_listener(ld, path, ld->ifaces[j].family, ld->ifaces[j].addr,
@@ -1501,11 +1152,11 @@ static void read_listeners(struct loader *ld)
 			bool bracketed;
 			sa_family_t family;
 			uint8_t addr[16];
-			const char *why = split_host_port(lua_tostring(L, -1), host, sizeof(host),
-							  &p, &bracketed);
+			const char *why = cfg_split_host_port(lua_tostring(L, -1), host,
+							      sizeof(host), &p, &bracketed);
 
-			if (!why &&
-			    (!parse_ip(host, &family, addr) || (family == AF_INET6) != bracketed))
+			if (!why && (!cfg_parse_ip(host, &family, addr) ||
+				     (family == AF_INET6) != bracketed))
 				why = "expected a numeric IPv4 address or an IPv6 one in brackets";
 			if (why)
 				cfg_fail(ld, path, "%s: %s", cfg_show(L, -1, buf, sizeof(buf)),
@@ -1554,7 +1205,7 @@ static void warn_net_proxy(struct loader *ld)
 {
 	lua_State *L = ld->L;
 
-	if (push_setting(ld, K_MODULES_ENABLED) == LUA_TTABLE)
+	if (cfg_push_setting(ld, K_MODULES_ENABLED) == LUA_TTABLE)
 		for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
 			bool found = lua_type(L, -1) == LUA_TSTRING &&
 				     strcmp(lua_tostring(L, -1), "net_proxy") == 0;
@@ -1683,7 +1334,8 @@ static int record_global(lua_State *L)
 
 	if (ld->section[0]) {
 		/* Not modules_enabled: hosts have their own, and netproxyd reads it only to warn. */
-		if (key && is_setting(key, len) && strcmp(key, key_names[K_MODULES_ENABLED]) != 0)
+		if (key && is_setting(key, len) &&
+		    strcmp(key, cfg_key_names[K_MODULES_ENABLED]) != 0)
 			cfg_warn_at(
 				ld,
 				(struct where){at.file, cfg_statement_line(&ld->files[at.file],
@@ -1694,8 +1346,8 @@ static int record_global(lua_State *L)
 		return 0;
 	}
 	if (key) {
-		ld->files[at.file].services |= strcmp(key, key_names[K_SERVICES]) == 0;
-		ld->files[at.file].prosody |= strcmp(key, key_names[K_MODULES_ENABLED]) == 0;
+		ld->files[at.file].services |= strcmp(key, cfg_key_names[K_SERVICES]) == 0;
+		ld->files[at.file].prosody |= strcmp(key, cfg_key_names[K_MODULES_ENABLED]) == 0;
 		lua_pushvalue(L, 2);
 		lua_pushinteger(L, cfg_where_pack(at));
 		lua_rawset(L, lua_upvalueindex(2));
@@ -2140,13 +1792,11 @@ static void describe_service(const struct npd_service *s, FILE *out)
 	if (s->crc32c)
 		fputs(", crc32c", out);
 	for (int t = 0; t < 256; t++) {
-		const char *name = NULL;
+		const char *name;
 
 		if (!(s->pass_tlvs[t / 8] & (1u << (t % 8))))
 			continue;
-		for (size_t i = 0; i < sizeof(tlv_names) / sizeof(tlv_names[0]); i++)
-			if (tlv_names[i].type == t)
-				name = tlv_names[i].name;
+		name = cfg_tlv_name((uint8_t)t);
 		fputs(first ? ", pass_tlvs " : " ", out);
 		if (name)
 			fputs(name, out);
@@ -2178,9 +1828,9 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 	if (cfg->ntrusted == 0)
 		fputs(" ANY (warning)", out);
 	for (size_t i = 0; i < cfg->ntrusted; i++) {
-		format_addr(net, sizeof(net),
-			    cfg->trusted[i].family == NP_AF_INET ? AF_INET : AF_INET6,
-			    cfg->trusted[i].addr, -1);
+		cfg_format_addr(net, sizeof(net),
+				cfg->trusted[i].family == NP_AF_INET ? AF_INET : AF_INET6,
+				cfg->trusted[i].addr, -1);
 		fprintf(out, " %s/%u", net, cfg->trusted[i].prefix);
 	}
 	fprintf(out, "\nheader timeout: %g s\nmax header: %zu bytes\n",

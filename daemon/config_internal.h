@@ -1,12 +1,14 @@
 /*
  * config_internal.h - what the parts of netproxyd's config loader share:
- * the loader's state, and the part at the bottom that every other part may
- * use. The rest of the daemon knows only config.h.
+ * the loader's state, and the two parts at the bottom that every other part
+ * may use. The rest of the daemon knows only config.h.
  *
  * Each part depends only on the parts below it in this list, and on the
- * bottom one:
+ * bottom two:
  *
  *   config.c            the interface (load, free) and the loader's life
+ *   config_values.c     the settings' names; integers, seconds, booleans,
+ *                       lists, ports and addresses read from Lua values
  *   config_messages.c   where a value was written; "FILE:LINE: KEY: what"
  *
  * Checking runs inside lua_pcall(): cfg_fail() sets diag->error and raises
@@ -151,5 +153,113 @@ const char *cfg_did_you_mean(char *buf, size_t cap, const char *name, const char
  * the error has no message. The error value is on top of the stack.
  */
 void cfg_lua_failure(struct loader *ld, int status);
+
+/* --- values (config_values.c) -------------------------------------------- */
+
+/* The settings; any other global assigned is an error (config_settings.c). */
+enum key {
+	K_PORT_MAPPINGS,
+	K_PORTS,
+	/*
+	 * Where the proxy ports listen: the first of these four that is set,
+	 * as Prosody's portmanager looks for mod_net_proxy's service; the last
+	 * two, Prosody's own, are also where its services listen. The singular
+	 * spellings are ones Prosody still reads (pre-0.9).
+	 */
+	K_PROXY_INTERFACES,
+	K_PROXY_INTERFACE,
+	K_INTERFACES,
+	K_INTERFACE,
+	K_TRUSTED,
+	K_HEADER_TIMEOUT,
+	K_MAX_HEADER,
+	K_SERVICES,
+	K_WORKERS,
+	K_MAX_CONNECTIONS,
+	K_LOG_LEVEL,
+	K_LOG_SYSLOG,
+	K_USER,
+	K_GROUP,
+	/* Prosody's keys that say where it listens (with <service>_ports and _interfaces). */
+	K_LOCAL_INTERFACES,
+	K_USE_IPV4,
+	K_USE_IPV6,
+	K_MODULES_ENABLED, /* only to warn when it still loads mod_net_proxy */
+	K_COUNT
+};
+
+/* Each setting's name, as written in a config. */
+extern const char *const cfg_key_names[K_COUNT];
+
+/* Push a setting's value from the values table; returns its Lua type. */
+int cfg_push_setting(struct loader *ld, enum key k);
+
+/*
+ * Push the value of the first of keys (n of them) that is set, and return
+ * its name; or push nothing and return NULL.
+ */
+const char *cfg_push_first(struct loader *ld, const char *const *keys, size_t n);
+
+/* A number with an integral value, in *v; strings that look like numbers are not. */
+bool cfg_to_integer(lua_State *L, int idx, lua_Integer *v);
+
+/*
+ * The value at idx, an integer in [min, max]; else cfg_fail() at path,
+ * what saying what is expected, in words.
+ */
+lua_Integer cfg_get_integer(struct loader *ld, int idx, const char *path, lua_Integer min,
+			    lua_Integer max, const char *what);
+
+/* Seconds, fractions allowed, as milliseconds (at least 1); 0 only when zero_ok. */
+int cfg_get_seconds(struct loader *ld, int idx, const char *path, bool zero_ok);
+
+/* true or false; anything else is cfg_fail() at path. */
+bool cfg_get_boolean(struct loader *ld, int idx, const char *path);
+
+/* How many keys the table at idx has (lua_rawlen counts only the sequence). */
+size_t cfg_table_size(lua_State *L, int idx);
+
+/*
+ * The length of the list at idx: a single value stands for a list of one,
+ * as in Prosody; a table must be a proper sequence (else cfg_fail() at path).
+ */
+size_t cfg_list_len(struct loader *ld, int idx, const char *path);
+
+/* Push item i (from 1) of the list at idx. */
+void cfg_push_item(lua_State *L, int idx, size_t i);
+
+/* The path of item i of the list at idx: "path[i]", or path for a single value. */
+void cfg_item_path(char *buf, size_t cap, lua_State *L, int idx, const char *path, size_t i);
+
+/* A port from 1 to 65535: an integer, or a string of digits as Prosody takes it (tonumber). */
+bool cfg_to_port(lua_State *L, int idx, uint16_t *port);
+
+/*
+ * Split "host:port" or "[v6]:port" into host (cap bytes) and *port, and say
+ * whether the host was in brackets. Returns NULL, or what is wrong.
+ */
+const char *cfg_split_host_port(const char *text, char *host, size_t cap, uint16_t *port,
+				bool *bracketed);
+
+/* A numeric IPv4 or IPv6 address into *family and addr; false when text is neither. */
+bool cfg_parse_ip(const char *text, sa_family_t *family, uint8_t addr[16]);
+
+/*
+ * The project's one text form of an address (RFC 5952, no dotted tail),
+ * with ":port" ("[v6]:port") unless port is negative.
+ */
+void cfg_format_addr(char *out, size_t cap, sa_family_t family, const uint8_t *addr, int port);
+
+/*
+ * A service's address: "host:port", "[v6]:port" or "unix:/path" into *t;
+ * names are resolved now, first answer. Else cfg_fail() at path.
+ */
+void cfg_parse_target(struct loader *ld, const char *path, const char *text, struct npd_target *t);
+
+/* The TLV type called name (any case), or -1. */
+int cfg_tlv_type(const char *name);
+
+/* The name of TLV type, or NULL when it has none. */
+const char *cfg_tlv_name(uint8_t type);
 
 #endif /* NPD_CONFIG_INTERNAL_H */
