@@ -7,6 +7,8 @@
  * bottom two:
  *
  *   config.c            the interface (load, free) and the loader's life
+ *   prosody.c           Prosody's services, with the ports and interfaces
+ *                       its own keys give them
  *   config_values.c     the settings' names; integers, seconds, booleans,
  *                       lists, ports and addresses read from Lua values
  *   config_messages.c   where a value was written; "FILE:LINE: KEY: what"
