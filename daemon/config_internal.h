@@ -7,6 +7,7 @@
  * bottom two:
  *
  *   config.c            the interface (load, free) and the loader's life
+ *   config_services.c   services, and the addresses they connect to
  *   prosody.c           Prosody's services, with the ports and interfaces
  *                       its own keys give them
  *   config_values.c     the settings' names; integers, seconds, booleans,

@@ -1,0 +1,31 @@
+/*
+ * config_settings.h - a config's settings, checked and resolved into
+ * config.h's structs once the sandbox has run it: config_settings.c reads
+ * them in order, config_listeners.c the ports and where they listen,
+ * config_services.c the services. Order and dependencies:
+ * config_internal.h.
+ */
+#ifndef NPD_CONFIG_SETTINGS_H
+#define NPD_CONFIG_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config_internal.h"
+
+/* --- config_services.c ---------------------------------------------------- */
+
+/* services = { name = { ... } } into ld->cfg->services, sorted by name. */
+void cfg_read_services(struct loader *ld);
+
+/* The index of the service called name in cfg->services (sorted), or -1. */
+int cfg_find_service(const struct npd_config *cfg, const char *name);
+
+/*
+ * A service for a mapped name that services lacks: one of Prosody's, found
+ * where Prosody's config says, delivered plain, sorted in; path names the
+ * mapping. Returns false, adding nothing, when name is not one of Prosody's.
+ */
+bool cfg_add_prosody_service(struct loader *ld, const char *name, const char *path);
+
+#endif /* NPD_CONFIG_SETTINGS_H */
