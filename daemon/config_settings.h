@@ -13,6 +13,22 @@
 
 #include "config_internal.h"
 
+/* --- config_listeners.c --------------------------------------------------- */
+
+/*
+ * proxy_port_mappings into ld->map; a name that services lacks is added
+ * when it is one of Prosody's services (cfg_add_prosody_service()), else
+ * warned about. Needs the services read.
+ */
+void cfg_read_mappings(struct loader *ld);
+
+/*
+ * The listeners into ld->cfg: each port of proxy_ports, else every mapped
+ * port, on each interface, or on the address an entry names. Needs the
+ * mappings read. Fails when there is nothing to listen on.
+ */
+void cfg_read_listeners(struct loader *ld);
+
 /* --- config_services.c ---------------------------------------------------- */
 
 /* services = { name = { ... } } into ld->cfg->services, sorted by name. */
