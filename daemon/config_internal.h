@@ -7,6 +7,8 @@
  * bottom two:
  *
  *   config.c            the interface (load, free) and the loader's life
+ *   config_settings.c   which globals are settings; the tunables and trusted
+ *                       senders; the order in which settings are read
  *   config_listeners.c  proxy_port_mappings, the interfaces and proxy_ports,
  *                       resolved into listeners
  *   config_services.c   services, and the addresses they connect to

@@ -13,6 +13,22 @@
 
 #include "config_internal.h"
 
+/* --- config_settings.c ---------------------------------------------------- */
+
+/*
+ * Whether a global called name[0..len) is a setting netproxyd reads: one of
+ * cfg_key_names, or one of Prosody's <service>_ports and _interfaces.
+ */
+bool cfg_is_setting(const char *name, size_t len);
+
+/*
+ * Check every setting and resolve it into ld->cfg, in a protected call.
+ * The stack holds what cfg_sandbox_run() left: the environment, the values
+ * table and the lines table. Returns a Lua status; when it is not LUA_OK
+ * and not a cfg_fail() (ld->failed), the error value is on top.
+ */
+int cfg_settings_read(struct loader *ld);
+
 /* --- config_listeners.c --------------------------------------------------- */
 
 /*
