@@ -7,6 +7,9 @@
  * bottom two:
  *
  *   config.c            the interface (load, free) and the loader's life
+ *   config_sandbox.c    the Lua state: its caps, the safe library, the
+ *                       environment that records each global and Prosody's
+ *                       words (Include, VirtualHost, Component, ENV_)
  *   config_settings.c   which globals are settings; the tunables and trusted
  *                       senders; the order in which settings are read
  *   config_listeners.c  proxy_port_mappings, the interfaces and proxy_ports,
