@@ -1,6 +1,9 @@
 /*
  * config.c - netproxyd's configuration: a Lua 5.4 chunk evaluated in a
  * sandbox, then every setting checked and resolved into config.h's structs.
+ * This file is the interface and the loader's life: it reads the file, runs
+ * the sandbox and then the settings' checks, turns Lua's failures into
+ * messages, and frees what the loader held, whatever happened.
  *
  * The chunk's global assignments are the settings. It runs in a fresh state
  * that offers only functions without side effects, with its memory and its
@@ -17,34 +20,16 @@
  *
  * The parts of the loader, and which may use which: config_internal.h.
  */
-#include <arpa/inet.h>
-#include <ctype.h>
-#include <errno.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <sys/un.h>
 
-#include <lauxlib.h>
 #include <lua.h>
-#include <lualib.h>
 
 #include "config.h"
 #include "config_internal.h"
 #include "config_sandbox.h"
 #include "config_settings.h"
-#include "netproxy.h"
-#include "perms.h"
-#include "prosody.h"
 
 /* c2s and s2s are Prosody's services, found at Prosody's default addresses. */
 const char npd_config_default_lua[] =
@@ -147,71 +132,3 @@ void npd_config_free(struct npd_config *cfg)
 	free(cfg);
 }
 
-static void describe_service(const struct npd_service *s, FILE *out)
-{
-	static const char *const modes[] = {"plain", "send_proxy v1", "send_proxy v2"};
-	bool first = true;
-
-	fprintf(out, "%s (%s", s->name, s->target[0].text);
-	for (int i = 1; i < s->ntargets; i++)
-		fprintf(out, " and %s", s->target[i].text);
-	if (s->prosody[0])
-		fprintf(out, " from %s", s->prosody);
-	fprintf(out, ", %s", modes[s->send_proxy]);
-	if (s->transparent)
-		fputs(s->transparent_port ? ", transparent" : ", transparent without ports", out);
-	if (s->mark)
-		fprintf(out, ", mark %" PRIu32, s->mark);
-	if (s->crc32c)
-		fputs(", crc32c", out);
-	for (int t = 0; t < 256; t++) {
-		const char *name;
-
-		if (!(s->pass_tlvs[t / 8] & (1u << (t % 8))))
-			continue;
-		name = cfg_tlv_name((uint8_t)t);
-		fputs(first ? ", pass_tlvs " : " ", out);
-		if (name)
-			fputs(name, out);
-		else
-			fprintf(out, "0x%02X", t);
-		first = false;
-	}
-	fputs(")", out);
-}
-
-void npd_config_describe(const struct npd_config *cfg, FILE *out)
-{
-	char net[NP_ADDRSTRLEN];
-
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		const struct npd_listener *l = &cfg->listeners[i];
-
-		fprintf(out, "listen %s -> ", l->addr_text);
-		if (l->service < 0 && l->missing[0])
-			fprintf(out, "%s (not a service: connections closed after the header)",
-				l->missing);
-		else if (l->service < 0)
-			fputs("(unmapped: connections closed after the header)", out);
-		else
-			describe_service(&cfg->services[l->service], out);
-		fputc('\n', out);
-	}
-	fputs("trusted:", out);
-	if (cfg->ntrusted == 0)
-		fputs(" ANY (warning)", out);
-	for (size_t i = 0; i < cfg->ntrusted; i++) {
-		cfg_format_addr(net, sizeof(net),
-				cfg->trusted[i].family == NP_AF_INET ? AF_INET : AF_INET6,
-				cfg->trusted[i].addr, -1);
-		fprintf(out, " %s/%u", net, cfg->trusted[i].prefix);
-	}
-	fprintf(out, "\nheader timeout: %g s\nmax header: %zu bytes\n",
-		cfg->header_timeout_ms / 1000.0, cfg->max_header);
-	if (cfg->prosody)
-		fprintf(out, "a Prosody config: %d file%s read, %d of Prosody's own settings "
-			     "skipped\n",
-			cfg->nfiles, cfg->nfiles == 1 ? "" : "s", cfg->prosody_skipped);
-	else if (cfg->nfiles > 1)
-		fprintf(out, "%d files read\n", cfg->nfiles);
-}

@@ -17,6 +17,7 @@
  *   config_services.c   services, and the addresses they connect to
  *   prosody.c           Prosody's services, with the ports and interfaces
  *                       its own keys give them
+ *   config_describe.c   a loaded config as netproxyd -t writes it
  *   config_values.c     the settings' names; integers, seconds, booleans,
  *                       lists, ports and addresses read from Lua values
  *   config_messages.c   where a value was written; "FILE:LINE: KEY: what"
