@@ -45,7 +45,7 @@ static void describe_service(const struct npd_service *s, FILE *out)
 
 void npd_config_describe(const struct npd_config *cfg, FILE *out)
 {
-	char net[NP_ADDRSTRLEN];
+	char net[CFG_CIDRSTRLEN];
 
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct npd_listener *l = &cfg->listeners[i];
@@ -64,10 +64,8 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 	if (cfg->ntrusted == 0)
 		fputs(" ANY (warning)", out);
 	for (size_t i = 0; i < cfg->ntrusted; i++) {
-		cfg_format_addr(net, sizeof(net),
-				cfg->trusted[i].family == NP_AF_INET ? AF_INET : AF_INET6,
-				cfg->trusted[i].addr, -1);
-		fprintf(out, " %s/%u", net, cfg->trusted[i].prefix);
+		cfg_format_cidr(net, sizeof(net), &cfg->trusted[i]);
+		fprintf(out, " %s", net);
 	}
 	fprintf(out, "\nheader timeout: %g s\nmax header: %zu bytes\n",
 		cfg->header_timeout_ms / 1000.0, cfg->max_header);

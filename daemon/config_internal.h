@@ -261,6 +261,10 @@ bool cfg_parse_ip(const char *text, sa_family_t *family, uint8_t addr[16]);
  */
 void cfg_format_addr(char *out, size_t cap, sa_family_t family, const uint8_t *addr, int port);
 
+/* A CIDR block in the same form, "10.0.0.0/8" or "2001:db8::/32". */
+#define CFG_CIDRSTRLEN (NP_ADDRSTRLEN + 4) /* NUL included */
+void cfg_format_cidr(char *out, size_t cap, const struct np_cidr *c);
+
 /*
  * A service's address: "host:port", "[v6]:port" or "unix:/path" into *t;
  * names are resolved now, first answer. Else cfg_fail() at path.

@@ -155,7 +155,7 @@ static void read_trusted(struct loader *ld)
 	struct npd_config *cfg = ld->cfg;
 	size_t n;
 	int idx;
-	char path[64], buf[80], net[NP_ADDRSTRLEN];
+	char path[64], buf[80], net[CFG_CIDRSTRLEN];
 
 	if (cfg_push_setting(ld, K_TRUSTED) == LUA_TNIL) {
 		cfg->trusted = calloc(2, sizeof(*cfg->trusted));
@@ -205,10 +205,8 @@ static void read_trusted(struct loader *ld)
 		slash = memchr(text, '/', len);
 		if (slash && np_cidr_parse(text, (size_t)(slash - text), &host) == 0 &&
 		    memcmp(host.addr, c->addr, 16) != 0) {
-			cfg_format_addr(net, sizeof(net),
-					c->family == NP_AF_INET ? AF_INET : AF_INET6, c->addr, -1);
-			cfg_warn(ld, path, "%s has host bits set: it is read as %s/%u", text, net,
-				 c->prefix);
+			cfg_format_cidr(net, sizeof(net), c);
+			cfg_warn(ld, path, "%s has host bits set: it is read as %s", text, net);
 		}
 		lua_pop(L, 1);
 	}

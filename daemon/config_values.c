@@ -241,6 +241,14 @@ void cfg_format_addr(char *out, size_t cap, sa_family_t family, const uint8_t *a
 		snprintf(out, cap, family == AF_INET ? "%s:%d" : "[%s]:%d", ip, port);
 }
 
+void cfg_format_cidr(char *out, size_t cap, const struct np_cidr *c)
+{
+	char net[NP_ADDRSTRLEN];
+
+	cfg_format_addr(net, sizeof(net), c->family == NP_AF_INET ? AF_INET : AF_INET6, c->addr, -1);
+	snprintf(out, cap, "%s/%u", net, c->prefix);
+}
+
 int npd_target_family(const struct npd_target *t)
 {
 	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&t->addr;
