@@ -188,13 +188,38 @@ $(BUILD)/fuzz/%: fuzz/%.c fuzz/check.h $(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 		$< $(LIB_SRC) -o $@
 
+# fuzz_config runs the config loader: the daemon's config sources with Lua,
+# capped at 1 million Lua instructions instead of 100 million, and sealed by
+# the wrappers of open, opendir and getaddrinfo in fuzz/fuzz_config.c (which
+# says why). The replayer is built the same way, so that it runs the same code.
+FUZZ_CONFIG_SRC   := $(filter daemon/config%.c daemon/prosody.c daemon/perms.c \
+			daemon/trust.c,$(NPD_SRC))
+FUZZ_CONFIG_FLAGS := -Idaemon $(LUA_CFLAGS) -DNPD_CONFIG_MAX_STEPS=1 \
+		     -Wl,--wrap=open,--wrap=opendir,--wrap=getaddrinfo
+
+$(BUILD)/fuzz/fuzz_config: fuzz/fuzz_config.c fuzz/check.h $(FUZZ_CONFIG_SRC) $(NPD_HDR) \
+		$(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
+	$(FUZZ_CC) $(BASE_CFLAGS) -Ilib -DNP_BUILDING_LIBRARY -O1 -g \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(FUZZ_CONFIG_FLAGS) \
+		$< $(FUZZ_CONFIG_SRC) $(LIB_SRC) $(LUA_LIBS) -lm -o $@
+
+$(BUILD)/replay/fuzz_config: fuzz/fuzz_config.c fuzz/replay.c fuzz/check.h $(FUZZ_CONFIG_SRC) \
+		$(NPD_HDR) $(STATIC) | $(BUILD)/replay
+	$(CC) $(BASE_CFLAGS) -Ilib $(CFLAGS) $(FUZZ_CONFIG_FLAGS) fuzz/replay.c $< \
+		$(FUZZ_CONFIG_SRC) $(STATIC) $(LUA_LIBS) -lm -o $@
+
 # New inputs go to $(BUILD)/fuzz/corpus-<target>; the seeds in fuzz/corpus are
-# read but never written. Each target runs FUZZ_SECONDS.
+# read but never written. Each target runs FUZZ_SECONDS; an input that takes
+# FUZZ_TIMEOUT seconds is a finding; fuzz/<target>.dict, when there is one,
+# gives the target's words.
+FUZZ_TIMEOUT ?= 10
+
 fuzz: $(FUZZ_BIN)
 	@set -e; for t in $(FUZZ_NAMES); do \
 		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 		$(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-timeout=$(FUZZ_TIMEOUT) $$(ls fuzz/$$t.dict 2>/dev/null | sed 's/^/-dict=/') \
 			-artifact_prefix=$(BUILD)/fuzz/$$t- \
 			$(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t $$(ls -d fuzz/found/$$t 2>/dev/null); \
 	done

@@ -36,8 +36,16 @@
 #include "perms.h"
 #include "prosody.h"
 
-#define STEP_INSNS  1000000 /* the count hook runs every million instructions */
-#define MAX_STEPS   100	    /* so a config may run 100 million */
+/*
+ * The count hook runs every million instructions, and a config may run
+ * MAX_STEPS million. The fuzz build (fuzz/fuzz_config.c) allows 1 million:
+ * a spinning input would otherwise cost it a second each.
+ */
+#ifndef NPD_CONFIG_MAX_STEPS
+#define NPD_CONFIG_MAX_STEPS 100
+#endif
+#define STEP_INSNS  1000000
+#define MAX_STEPS   NPD_CONFIG_MAX_STEPS
 #define FILE_MAX    ((size_t)16 << 20)
 #define FILES_MAX   256	    /* files one config may read, Include's among them */
 #define DEPTH_MAX   16	    /* Includes within Includes */
