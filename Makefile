@@ -189,12 +189,14 @@ $(BUILD)/fuzz/%: fuzz/%.c fuzz/check.h $(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
 		$< $(LIB_SRC) -o $@
 
 # fuzz_config runs the config loader: the daemon's config sources with Lua,
-# capped at 1 million Lua instructions instead of 100 million, and sealed by
-# the wrappers of open, opendir and getaddrinfo in fuzz/fuzz_config.c (which
-# says why). The replayer is built the same way, so that it runs the same code.
+# capped at 1 million Lua instructions instead of 100 million and at 256 MiB
+# allocated in all, and sealed by the wrappers of open, opendir and
+# getaddrinfo in fuzz/fuzz_config.c (which says why). The replayer is built
+# the same way, so that it runs the same code.
 FUZZ_CONFIG_SRC   := $(filter daemon/config%.c daemon/prosody.c daemon/perms.c \
 			daemon/trust.c,$(NPD_SRC))
 FUZZ_CONFIG_FLAGS := -Idaemon $(LUA_CFLAGS) -DNPD_CONFIG_MAX_STEPS=1 \
+		     -DNPD_CONFIG_ALLOC_BUDGET='((size_t)256 << 20)' \
 		     -Wl,--wrap=open,--wrap=opendir,--wrap=getaddrinfo
 
 $(BUILD)/fuzz/fuzz_config: fuzz/fuzz_config.c fuzz/check.h $(FUZZ_CONFIG_SRC) $(NPD_HDR) \

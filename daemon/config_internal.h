@@ -75,6 +75,7 @@ struct loader {
 	struct npd_config *cfg;
 	lua_State *L;
 	size_t mem;	   /* bytes the Lua state holds */
+	size_t handed;	   /* bytes handed to it in all, capped in the fuzz build only */
 	int steps;	   /* count hook calls so far */
 	bool failed;	   /* diag->error holds a config error */
 	int depth;	   /* Includes being run, one within another */

@@ -72,6 +72,16 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	}
 	if (nsize > old && nsize - old > CFG_MEM_LIMIT - ld->mem)
 		return NULL;
+#ifdef NPD_CONFIG_ALLOC_BUDGET
+	/*
+	 * The fuzz build also caps the bytes handed out in all: a config that
+	 * builds ever longer strings allocates without end within the
+	 * instruction cap, and the daemon relies on its trial (trial.h) to
+	 * stop it, which a fuzzer does not run.
+	 */
+	if (nsize > old && (ld->handed += nsize - old) > NPD_CONFIG_ALLOC_BUDGET)
+		return NULL;
+#endif
 	p = realloc(ptr, nsize);
 	if (p)
 		ld->mem = ld->mem - old + nsize;

@@ -25,9 +25,13 @@
  * a resolver. The build links these wrappers in with -Wl,--wrap (Makefile).
  * It also caps a config at 1 million Lua instructions, not 100 million
  * (NPD_CONFIG_MAX_STEPS): libFuzzer soon finds a loop, and each would
- * otherwise cost a second. Spinning inside one C function (a pattern that
- * backtracks) is what the daemon's trial process stops (trial.h); here
- * libFuzzer's -timeout reports it.
+ * otherwise cost a second. And it caps the bytes a config is handed in all
+ * at 256 MiB (NPD_CONFIG_ALLOC_BUDGET): a loop that makes a string one byte
+ * longer each time (s = 1 .. s) copies gigabytes within a million
+ * instructions, and ASan's quarantine made that 2 GB of RSS and 10 s for one
+ * input. In the daemon both, and time spent inside one C function (a
+ * pattern that backtracks), are what the trial process stops (trial.h);
+ * here libFuzzer's -timeout would report the last.
  *
  * Built with libFuzzer (make fuzz) and with fuzz/replay.c (make replay).
  */
