@@ -39,6 +39,10 @@ const char npd_config_default_lua[] =
 	"\t[15269] = \"s2s\",\n"
 	"}\n";
 
+/*
+ * Run the config in the sandbox, then read its settings into ld->cfg.
+ * Returns 0, or -1 with diag->error set.
+ */
 static int load(struct loader *ld)
 {
 	int status;
@@ -59,6 +63,11 @@ static int load(struct loader *ld)
 	return status == LUA_OK ? 0 : -1;
 }
 
+/*
+ * Load len bytes of src, called name in messages. owned (src when the
+ * caller read it, else NULL) is freed here whatever happens, as is all the
+ * loader held.
+ */
 static int load_buffer(const char *name, const char *src, size_t len, char *owned,
 		       struct npd_config **out, struct npd_config_diag *diag)
 {

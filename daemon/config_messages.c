@@ -120,7 +120,7 @@ int cfg_statement_line(struct source *f, int end, const char *name, size_t len)
 	return end;
 }
 
-/* record_global() keeps a global's file and line in one integer. */
+/* The sandbox's record_global() keeps a global's file and line in one integer. */
 lua_Integer cfg_where_pack(struct where at)
 {
 	return ((lua_Integer)at.file << 32) | (lua_Integer)(uint32_t)at.line;
@@ -133,7 +133,7 @@ struct where cfg_where_unpack(lua_Integer v)
 
 /*
  * Where the global name was last assigned, by the lines table (index 3
- * while check() runs); file 0, line 0 when unknown.
+ * while the settings are read); file 0, line 0 when unknown.
  */
 static struct where assigned_at(struct loader *ld, const char *name, size_t len)
 {
@@ -223,7 +223,7 @@ __attribute__((format(printf, 6, 0))) static void vformat(struct loader *ld, cha
 
 /*
  * A fatal config error: the message goes to diag->error, then a Lua error
- * unwinds to load(). Only called inside lua_pcall().
+ * unwinds to config.c's load(). Only called inside lua_pcall().
  */
 __attribute__((format(printf, 3, 4))) _Noreturn void
 cfg_fail(struct loader *ld, const char *path, const char *fmt, ...)
@@ -365,7 +365,7 @@ void cfg_lua_failure(struct loader *ld, int status)
 		return;
 	}
 	msg = lua_tostring(ld->L, -1);
-	/* "\1N:LINE: ...": a file's chunk (see chunk_file()); give it its whole name back. */
+	/* "\1N:LINE: ...": a file's chunk (config_sandbox.c); give it its whole name back. */
 	if (msg[0] == '\x01' && isdigit((unsigned char)msg[1])) {
 		char *end;
 		unsigned long n = strtoul(msg + 1, &end, 10);

@@ -94,7 +94,7 @@ static void read_unknown(struct loader *ld)
 	lua_pushnil(L);
 	while (lua_next(L, 3)) {
 		size_t len;
-		/* record_global() records string keys only. */
+		/* The sandbox's record_global() records string keys only. */
 		const char *name = lua_tolstring(L, -2, &len);
 		struct where at = cfg_where_unpack(lua_tointeger(L, -1));
 		int t;
