@@ -12,6 +12,7 @@
  * service does not have is named.
  */
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,23 @@ static int text_cmp(const void *a, const void *b)
 	return strcmp(a, b);
 }
 
+/*
+ * Write at list + *w what fmt says, and move *w on, never past the last
+ * byte: a list cut short still ends in its NUL, and what follows is dropped.
+ */
+__attribute__((format(printf, 4, 5))) static void append(char *list, size_t cap, size_t *w,
+							 const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(list + *w, cap - *w, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*w = (size_t)n < cap - *w ? *w + (size_t)n : cap - 1;
+}
+
 /* Typos must not be silent: name every key a service does not have, sorted. */
 static void check_service_keys(struct loader *ld, int idx, const char *path)
 {
@@ -114,13 +132,12 @@ static void check_service_keys(struct loader *ld, int idx, const char *path)
 			near = cfg_nearest(buf, service_keys,
 					   sizeof(service_keys) / sizeof(service_keys[0]));
 		}
-		w += (size_t)snprintf(list + w, sizeof(list) - w, "%s%s", i ? ", " : "", bad[i]);
-		if (near && w < sizeof(list))
-			w += (size_t)snprintf(list + w, sizeof(list) - w, " (did you mean %s?)",
-					      near);
+		append(list, sizeof(list), &w, "%s%s", i ? ", " : "", bad[i]);
+		if (near)
+			append(list, sizeof(list), &w, " (did you mean %s?)", near);
 	}
 	if (more)
-		snprintf(list + w, sizeof(list) - w, " and %zu more", more);
+		append(list, sizeof(list), &w, " and %zu more", more);
 	cfg_fail(ld, path,
 		 "unknown key%s %s; a service has connect, send_proxy, pass_tlvs, crc32c, "
 		 "connect_timeout, idle_timeout, transparent, transparent_port, mark",
