@@ -118,7 +118,8 @@ static int warnings;
 
 /*
  * "NAME:LINE: ..." with 1 <= LINE <= nlines + 1 (Lua reports an error at the
- * end of input on the line after the last newline), or "NAME: ...".
+ * end of input on the line after the last newline), or "NAME: ..." (where
+ * error("", 0) leaves nothing after the name).
  */
 static bool positioned(const char *text)
 {
@@ -130,7 +131,7 @@ static bool positioned(const char *text)
 		return false;
 	p = text + strlen(NAME ":");
 	if (*p == ' ')
-		return p[1] != '\0';
+		return true;
 	if (*p < '0' || *p > '9')
 		return false;
 	line = strtoul(p, &end, 10);
