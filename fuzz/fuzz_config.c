@@ -365,9 +365,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		CHECK(rc == -1 && cfg == NULL);
 		if (!positioned(diag.error)) {
-			/* "config.c keeps Lua's own words": only a position the config wrote. */
+			/*
+			 * Lua's own words are kept for a message the config raised with a
+			 * position of its own, cut to fit (the position may be cut off).
+			 */
 			CHECK(strncmp(diag.error, NAME, strlen(NAME)) != 0);
-			CHECK(luas_own(diag.error));
+			CHECK(luas_own(diag.error) || strlen(diag.error) == sizeof(diag.error) - 1);
 		}
 	}
 	npd_config_free(cfg);
