@@ -97,9 +97,6 @@ static int load_buffer(const char *name, const char *src, size_t len, char *owne
 		free(ld.files[i].lines);
 	}
 	free(ld.files);
-	for (size_t i = 0; i < ld.nowned; i++)
-		free(ld.owned[i]);
-	free(ld.owned);
 	free(ld.map);
 	free(ld.ifaces);
 	if (rc != 0) {

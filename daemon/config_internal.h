@@ -80,8 +80,6 @@ struct loader {
 	bool failed;	   /* diag->error holds a config error */
 	int depth;	   /* Includes being run, one within another */
 	char section[80];  /* the VirtualHost or Component assignments go to now; "": global */
-	char **owned;	     /* what Include allocated, freed with the loader */
-	size_t nowned;
 	struct mapping *map; /* proxy_port_mappings, ascending by port */
 	size_t nmap;
 	struct iface *ifaces;

@@ -358,6 +358,16 @@ static void include_file(lua_State *L, struct loader *ld, const char *path)
 		lua_error(L); /* the same error, on to whoever catches it */
 }
 
+/* __close of the box that holds Include's paths. */
+static int free_paths(lua_State *L)
+{
+	char **paths = lua_touserdata(L, 1);
+
+	free(*paths);
+	*paths = NULL;
+	return 0;
+}
+
 /*
  * Include "file": as Prosody, relative to the including file, '*' and '?'
  * in the file name (prosody.h); each file runs in the same environment.
@@ -367,22 +377,27 @@ static int prosody_include(lua_State *L)
 	struct loader *ld = loader_of(L);
 	const char *file = luaL_checkstring(L, 1);
 	struct where at = running_at(L, 1);
-	char err[400], *paths, *p, **grown;
+	char err[400], **paths, *p;
 	size_t count;
 
-	paths = npd_prosody_include_paths(ld->files[at.file].name, file, &count, err,
-					  sizeof(err));
-	if (!paths)
-		return luaL_error(L, "Include \"%s\": %s", file, err);
-	/* Owned by the loader at once: an error in an included file unwinds past here. */
-	grown = realloc(ld->owned, (ld->nowned + 1) * sizeof(*grown));
-	if (!grown) {
-		free(paths);
-		return luaL_error(L, "out of memory");
+	/*
+	 * The paths are held by a box closed when this call ends, whichever way:
+	 * an error in an included file unwinds past here, and a config that
+	 * calls Include in a loop must not pile them up outside the memory cap.
+	 */
+	paths = lua_newuserdatauv(L, sizeof(*paths), 0);
+	*paths = NULL;
+	if (luaL_newmetatable(L, "netproxyd.include")) {
+		lua_pushcfunction(L, free_paths);
+		lua_setfield(L, -2, "__close");
 	}
-	ld->owned = grown;
-	ld->owned[ld->nowned++] = paths;
-	for (p = paths; count > 0; count--, p += strlen(p) + 1)
+	lua_setmetatable(L, -2);
+	lua_toclose(L, -1);
+	*paths = npd_prosody_include_paths(ld->files[at.file].name, file, &count, err,
+					   sizeof(err));
+	if (!*paths)
+		return luaL_error(L, "Include \"%s\": %s", file, err);
+	for (p = *paths; count > 0; count--, p += strlen(p) + 1)
 		include_file(L, ld, p);
 	return 0;
 }
