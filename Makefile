@@ -4,7 +4,8 @@
 #   make check      every test: unit tests (also under ASan+UBSan), the fuzz
 #                   corpus replayed, integration tests, man page lint
 #   make run        netproxyd on its default config
-#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60); an input
+#                   taking FUZZ_TIMEOUT seconds (default 10) is a finding
 #   make bench      the library's ns-per-call table
 #   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
@@ -30,6 +31,7 @@ CFLAGS  ?= -O2 -g
 PYTHON  ?= /usr/bin/python3
 PROVE   ?= prove
 FUZZ_SECONDS ?= 60
+FUZZ_TIMEOUT ?= 10
 
 BUILD   ?= build
 
@@ -214,8 +216,6 @@ $(BUILD)/replay/fuzz_config: fuzz/fuzz_config.c fuzz/replay.c fuzz/check.h $(FUZ
 # read but never written. Each target runs FUZZ_SECONDS; an input that takes
 # FUZZ_TIMEOUT seconds is a finding; fuzz/<target>.dict, when there is one,
 # gives the target's words.
-FUZZ_TIMEOUT ?= 10
-
 fuzz: $(FUZZ_BIN)
 	@set -e; for t in $(FUZZ_NAMES); do \
 		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
