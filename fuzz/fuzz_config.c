@@ -118,8 +118,8 @@ static int warnings;
 
 /*
  * "NAME:LINE: ..." with 1 <= LINE <= nlines + 1 (Lua reports an error at the
- * end of input on the line after the last newline), or "NAME: ..." (where
- * error("", 0) leaves nothing after the name).
+ * end of input on the line after the last newline), or "NAME: ...". The
+ * text may be empty: error("") says nothing after the place.
  */
 static bool positioned(const char *text)
 {
@@ -135,7 +135,7 @@ static bool positioned(const char *text)
 	if (*p < '0' || *p > '9')
 		return false;
 	line = strtoul(p, &end, 10);
-	return *end == ':' && end[1] == ' ' && end[2] != '\0' && line >= 1 && line <= nlines + 1;
+	return *end == ':' && end[1] == ' ' && line >= 1 && line <= nlines + 1;
 }
 
 /* Lua's own words, as config.c keeps them: a position "...:N:" before any newline. */
