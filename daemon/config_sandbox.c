@@ -39,7 +39,7 @@
 /*
  * The count hook runs every million instructions, and a config may run
  * MAX_STEPS million. The fuzz build (fuzz/fuzz_config.c) allows 1 million:
- * a spinning input would otherwise cost it a second each.
+ * a spinning input would otherwise cost it a third of a second each.
  */
 #ifndef NPD_CONFIG_MAX_STEPS
 #define NPD_CONFIG_MAX_STEPS 100

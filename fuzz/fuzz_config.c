@@ -4,8 +4,9 @@
  *
  *   - a load that fails sets no config and one message, either of the form
  *     "NAME:LINE: ..." or "NAME: ..." (LINE within the source), or Lua's own
- *     words for an error the config raised with a position of its own; every
- *     warning is of the first form;
+ *     words for an error the config raised with a position of its own (which
+ *     may imitate the first form, see may_forge()); every warning is of the
+ *     first form;
  *   - a config that loads is whole: at least one listener, each with a valid
  *     service index or -1, its port and address text those of its sockaddr;
  *     services sorted by name, each with one address or two of different
@@ -25,7 +26,7 @@
  * a resolver. The build links these wrappers in with -Wl,--wrap (Makefile).
  * It also caps a config at 1 million Lua instructions, not 100 million
  * (NPD_CONFIG_MAX_STEPS): libFuzzer soon finds a loop, and each would
- * otherwise cost a second. And it caps the bytes a config is handed in all
+ * otherwise cost a third of a second. And it caps the bytes a config is handed in all
  * at 256 MiB (NPD_CONFIG_ALLOC_BUDGET): a loop that makes a string one byte
  * longer each time (s = 1 .. s) copies gigabytes within a million
  * instructions, and ASan's quarantine made that 2 GB of RSS and 10 s for one
