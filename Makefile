@@ -5,7 +5,8 @@
 #                   corpus replayed, integration tests, the daemon's threaded
 #                   tests under ThreadSanitizer (make tsan), man page lint
 #   make run        netproxyd on its default config
-#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60); an input
+#                   taking FUZZ_TIMEOUT seconds (default 10) is a finding
 #   make bench      the library's ns-per-call table
 #   make bench-compare  netproxyd, HAProxy, nginx stream and the direct path
 #                   side by side (bench/README.md); ONLY=, MODES=, REPEAT=
@@ -49,6 +50,7 @@ CFLAGS  ?= -O2 -g
 PYTHON  ?= /usr/bin/python3
 PROVE   ?= prove
 FUZZ_SECONDS ?= 60
+FUZZ_TIMEOUT ?= 10
 
 BUILD   ?= build
 
@@ -239,13 +241,38 @@ $(BUILD)/fuzz/%: fuzz/%.c fuzz/check.h $(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 		$< $(LIB_SRC) -o $@
 
+# fuzz_config runs the config loader: the daemon's config sources with Lua,
+# capped at 1 million Lua instructions instead of 100 million and at 256 MiB
+# allocated in all, and sealed by the wrappers of open, opendir and
+# getaddrinfo in fuzz/fuzz_config.c (which says why). The replayer is built
+# the same way, so that it runs the same code.
+FUZZ_CONFIG_SRC   := $(filter daemon/config%.c daemon/prosody.c daemon/perms.c \
+			daemon/trust.c,$(NPD_SRC))
+FUZZ_CONFIG_FLAGS := -Idaemon $(LUA_CFLAGS) -DNPD_CONFIG_MAX_STEPS=1 \
+		     -DNPD_CONFIG_ALLOC_BUDGET='((size_t)256 << 20)' \
+		     -Wl,--wrap=open,--wrap=opendir,--wrap=getaddrinfo
+
+$(BUILD)/fuzz/fuzz_config: fuzz/fuzz_config.c fuzz/check.h $(FUZZ_CONFIG_SRC) $(NPD_HDR) \
+		$(LIB_SRC) $(LIB_HDR) | $(BUILD)/fuzz
+	$(FUZZ_CC) $(BASE_CFLAGS) -Ilib -DNP_BUILDING_LIBRARY -O1 -g \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(FUZZ_CONFIG_FLAGS) \
+		$< $(FUZZ_CONFIG_SRC) $(LIB_SRC) $(LUA_LIBS) -lm -o $@
+
+$(BUILD)/replay/fuzz_config: fuzz/fuzz_config.c fuzz/replay.c fuzz/check.h $(FUZZ_CONFIG_SRC) \
+		$(NPD_HDR) $(STATIC) | $(BUILD)/replay
+	$(CC) $(BASE_CFLAGS) -Ilib $(CFLAGS) $(FUZZ_CONFIG_FLAGS) fuzz/replay.c $< \
+		$(FUZZ_CONFIG_SRC) $(STATIC) $(LUA_LIBS) -lm -o $@
+
 # New inputs go to $(BUILD)/fuzz/corpus-<target>; the seeds in fuzz/corpus are
-# read but never written. Each target runs FUZZ_SECONDS.
+# read but never written. Each target runs FUZZ_SECONDS; an input that takes
+# FUZZ_TIMEOUT seconds is a finding; fuzz/<target>.dict, when there is one,
+# gives the target's words.
 fuzz: $(FUZZ_BIN)
 	@set -e; for t in $(FUZZ_NAMES); do \
 		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 		$(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-timeout=$(FUZZ_TIMEOUT) $$(ls fuzz/$$t.dict 2>/dev/null | sed 's/^/-dict=/') \
 			-artifact_prefix=$(BUILD)/fuzz/$$t- \
 			$(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t $$(ls -d fuzz/found/$$t 2>/dev/null); \
 	done

@@ -1,7 +1,10 @@
 /*
  * prosody.c - Prosody's network services and Include, as Prosody 0.12 has
  * them (core/portmanager.lua, core/configmanager.lua and each module's
- * module:provides("net", ...)), for reading its config.
+ * module:provides("net", ...)), for reading its config: which services a
+ * proxy port may be mapped to, and the ports and interfaces Prosody's own
+ * keys (or its defaults) give each, so that netproxyd connects where
+ * Prosody listens.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -10,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "config_internal.h"
 #include "prosody.h"
 
 /*
@@ -164,4 +171,171 @@ char *npd_prosody_include_paths(const char *from, const char *file, size_t *coun
 	}
 	free(full);
 	return out;
+}
+
+/* --- Prosody's keys in a config being loaded (config_internal.h) ---------- */
+
+/* <service>_ports or <service>_interfaces of one of Prosody's services. */
+bool npd_prosody_is_service_key(const char *name, size_t len)
+{
+	static const char *const suffixes[] = {"_ports", "_interfaces", "_interface"};
+	char service[NPD_NAME_MAX];
+
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		size_t slen = strlen(suffixes[i]);
+
+		if (len <= slen || len - slen >= sizeof(service) ||
+		    memcmp(name + len - slen, suffixes[i], slen) != 0)
+			continue;
+		memcpy(service, name, len - slen);
+		service[len - slen] = '\0';
+		if (npd_prosody_service(service))
+			return true;
+	}
+	return false;
+}
+
+/* A boolean of Prosody's that is true unless set to false (use_ipv4, use_ipv6). */
+static bool prosody_flag(struct loader *ld, enum key k)
+{
+	bool on = cfg_push_setting(ld, k) == LUA_TNIL || lua_toboolean(ld->L, -1);
+
+	lua_pop(ld->L, 1);
+	return on;
+}
+
+void npd_prosody_families(struct loader *ld, bool *v4, bool *v6)
+{
+	*v4 = prosody_flag(ld, K_USE_IPV4);
+	*v6 = prosody_flag(ld, K_USE_IPV6);
+}
+
+/* Prosody listens nowhere by default with both families turned off: say so. */
+void npd_prosody_check_families(struct loader *ld, bool v4, bool v6)
+{
+	if (!v4 && !v6)
+		cfg_fail(ld, cfg_key_names[K_USE_IPV6],
+			 "use_ipv4 and use_ipv6 are both false: without interfaces, Prosody "
+			 "listens nowhere");
+}
+
+/*
+ * Push the interfaces Prosody's portmanager gives a service (prosody.h) and
+ * return the key they came from, or NULL for Prosody's defaults. key holds
+ * the service's own two key names.
+ */
+static const char *push_prosody_interfaces(struct loader *ld, const struct npd_prosody_service *ps,
+					   char (*key)[NPD_NAME_MAX + 16])
+{
+	lua_State *L = ld->L;
+	bool v4 = prosody_flag(ld, K_USE_IPV4), v6 = prosody_flag(ld, K_USE_IPV6);
+	const char *keys[4], *from;
+	size_t n = 0;
+
+	snprintf(key[0], sizeof(key[0]), "%s_interfaces", ps->name);
+	snprintf(key[1], sizeof(key[1]), "%s_interface", ps->name);
+	keys[n++] = key[0];
+	keys[n++] = key[1];
+	if (ps->private) {
+		keys[n++] = cfg_key_names[K_LOCAL_INTERFACES];
+	} else {
+		keys[n++] = cfg_key_names[K_INTERFACES];
+		keys[n++] = cfg_key_names[K_INTERFACE];
+	}
+	if ((from = cfg_push_first(ld, keys, n)))
+		return from;
+	npd_prosody_check_families(ld, v4, v6);
+	/* Prosody's own defaults: "*" is IPv4 alone there, "::" IPv6 alone. */
+	lua_createtable(L, 2, 0);
+	n = 0;
+	if (v4) {
+		lua_pushstring(L, ps->private ? "127.0.0.1" : "*");
+		lua_rawseti(L, -2, (lua_Integer)++n);
+	}
+	if (v6) {
+		lua_pushstring(L, ps->private ? "::1" : "::");
+		lua_rawseti(L, -2, (lua_Integer)++n);
+	}
+	return NULL;
+}
+
+/*
+ * The addresses of one of Prosody's services, from Prosody's keys: its
+ * first port, on the first of its interfaces of each address family, as
+ * npd_prosody_connect_host() reaches them. path names the setting that
+ * needs it.
+ */
+void npd_prosody_read_address(struct loader *ld, const char *path, struct npd_service *svc,
+			      const struct npd_prosody_service *ps)
+{
+	lua_State *L = ld->L;
+	int top = lua_gettop(L), list;
+	char ports_key[NPD_NAME_MAX + 16], ifaces_keys[2][NPD_NAME_MAX + 16], item[160];
+	char text[NPD_ADDR_TEXT], buf[80];
+	const char *ifaces_from, *host;
+	uint16_t port = ps->default_port;
+	bool ports_set;
+	size_t n;
+
+	snprintf(ports_key, sizeof(ports_key), "%s_ports", ps->name);
+	ports_set = lua_getfield(L, 2, ports_key) != LUA_TNIL;
+	if (!ports_set && !port)
+		cfg_fail(ld, path,
+			 "Prosody does not listen for %s: set %s, as in %s = { 5223 } (it has no "
+			 "default port)",
+			 ps->name, ports_key, ports_key);
+	if (ports_set) {
+		if (cfg_list_len(ld, top + 1, ports_key) == 0)
+			cfg_fail(ld, ports_key,
+				 "the list is empty: Prosody does not listen for %s, so %s "
+				 "cannot reach it",
+				 ps->name, path);
+		cfg_push_item(L, top + 1, 1);
+		cfg_item_path(item, sizeof(item), L, top + 1, ports_key, 1);
+		if (!cfg_to_port(L, -1, &port))
+			cfg_fail(ld, item, "expected a port from 1 to 65535, got %s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
+	}
+
+	ifaces_from = push_prosody_interfaces(ld, ps, ifaces_keys);
+	list = lua_gettop(L);
+	n = cfg_list_len(ld, list, ifaces_from ? ifaces_from : path);
+	if (n == 0)
+		cfg_fail(ld, ifaces_from,
+			 "the list is empty: Prosody does not listen for %s, so %s "
+			 "cannot reach it",
+			 ps->name, path);
+	for (size_t i = 1; i <= n; i++) {
+		struct npd_target t;
+		bool have = false;
+
+		cfg_push_item(L, list, i);
+		cfg_item_path(item, sizeof(item), L, list, ifaces_from ? ifaces_from : path, i);
+		/* Prosody binds to what it is given: no brackets, no port. */
+		if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
+		    strpbrk(lua_tostring(L, -1), "[] /") ||
+		    strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+			cfg_fail(ld, item,
+				 "expected an address such as \"*\", \"::\" or \"127.0.0.1\", got "
+				 "%s",
+				 cfg_show(L, -1, buf, sizeof(buf)));
+		host = npd_prosody_connect_host(lua_tostring(L, -1));
+		snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+		cfg_parse_target(ld, item, text, &t);
+		/* Prosody listens on each; one of each family is all a connection picks from. */
+		for (int j = 0; j < svc->ntargets; j++)
+			have |= npd_target_family(&svc->target[j]) == npd_target_family(&t);
+		if (!have)
+			svc->target[svc->ntargets++] = t;
+		lua_pop(L, 1);
+	}
+	if (!ports_set && !ifaces_from)
+		snprintf(svc->prosody, sizeof(svc->prosody), "Prosody's defaults for %s", ps->name);
+	else
+		snprintf(svc->prosody, sizeof(svc->prosody), "Prosody's %s and %s",
+			 ports_set ? ports_key : "default port",
+			 ifaces_from	? ifaces_from
+			 : ps->private ? "default local_interfaces"
+				       : "default interfaces");
+	lua_settop(L, top);
 }

@@ -51,4 +51,29 @@ const char *npd_prosody_connect_host(const char *iface);
 char *npd_prosody_include_paths(const char *from, const char *file, size_t *count, char *err,
 				size_t errcap);
 
+/* Whether name[0..len) is <service>_ports, _interfaces or _interface of a service above. */
+bool npd_prosody_is_service_key(const char *name, size_t len);
+
+/*
+ * Reading Prosody's keys from a config being loaded (config_internal.h):
+ * each function reads the settings' values and may cfg_fail().
+ */
+struct loader;
+struct npd_service;
+
+/* use_ipv4 and use_ipv6, each true unless set to false. */
+void npd_prosody_families(struct loader *ld, bool *v4, bool *v6);
+
+/* With both families off, Prosody listens nowhere by default: cfg_fail() at use_ipv6. */
+void npd_prosody_check_families(struct loader *ld, bool v4, bool v6);
+
+/*
+ * The addresses of Prosody's service ps into svc, from Prosody's keys: its
+ * first port, on the first of its interfaces of each address family, as
+ * npd_prosody_connect_host() reaches them; svc->prosody says where they came
+ * from. path names the setting that needs them, for messages.
+ */
+void npd_prosody_read_address(struct loader *ld, const char *path, struct npd_service *svc,
+			      const struct npd_prosody_service *ps);
+
 #endif /* NPD_PROSODY_H */

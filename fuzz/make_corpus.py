@@ -7,20 +7,28 @@ fuzz/corpus/fuzz_parse/ and fuzz/corpus/fuzz_roundtrip/ get one file per
 vector of tests/data/vectors-peers.json (its raw bytes, named after the
 vector) plus hand-made headers named own-*; fuzz/corpus/fuzz_tlv/ gets the
 TLV areas of the accepted vectors that have TLVs (vec-<name>) plus hand-made
-areas (own-*). The three directories are emptied and rewritten, so the
-output depends only on the vectors and this script. With --check nothing is
-written: the script exits 1 when the stored corpus differs.
+areas (own-*). fuzz/corpus/fuzz_config/ gets the configs of the config unit
+tests (the C string literals that are Lua snippets, named after the test and
+a hash of the text), examples/netproxyd.conf.lua and the built-in default.
+The directories are emptied and rewritten, so the output depends only on
+those files and this script. With --check nothing is written: the script
+exits 1 when the stored corpus differs.
 
 Standard library only.
 """
 
+import hashlib
 import json
 import os
+import re
 import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(ROOT, "tests", "data", "vectors-peers.json")
+CONFIG_TESTS = [os.path.join(ROOT, "tests", "unit", name)
+                for name in ("test_npd_config.c", "test_npd_prosody.c")]
+CONFIG_FILES = {"example-netproxyd.conf.lua": os.path.join(ROOT, "examples", "netproxyd.conf.lua")}
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -177,6 +185,88 @@ def tlv_area(vec, raw):
     return area
 
 
+# A C string literal, or a macro name standing for one; comments and
+# whitespace between them join adjacent ones into one string, as in C.
+C_LITERAL = re.compile(r'"(?:\\.|[^"\\\n])*"')
+C_SKIP = re.compile(r'\s+|/\*.*?\*/|//[^\n]*', re.S)
+C_ESCAPES = {"n": 10, "t": 9, "r": 13, '"': 34, "\\": 92, "'": 39, "a": 7, "b": 8,
+             "f": 12, "v": 11, "?": 63}
+
+
+def c_string(body):
+    """The bytes of a C string literal's body."""
+    out, i = bytearray(), 0
+    while i < len(body):
+        if body[i] != "\\":
+            out += body[i].encode()
+            i += 1
+        elif body[i + 1] in C_ESCAPES:
+            out.append(C_ESCAPES[body[i + 1]])
+            i += 2
+        elif body[i + 1] == "x":
+            digits = re.match(r"[0-9a-fA-F]+", body[i + 2:]).group()
+            out.append(int(digits, 16) & 0xFF)
+            i += 2 + len(digits)
+        else:
+            digits = re.match(r"[0-7]{1,3}", body[i + 1:]).group()
+            out.append(int(digits, 8))
+            i += 1 + len(digits)
+    return bytes(out)
+
+
+def c_strings(src):
+    """Every run of adjacent string literals (and string macros) in C source."""
+    macros = {m.group(1): c_string(m.group(2)[1:-1]) for m in
+              re.finditer(r'^#define (\w+) ("(?:\\.|[^"\\\n])*")$', src, re.M)}
+    src = re.sub(r"^#.*$", "", src, flags=re.M)
+    token = re.compile("|".join([C_LITERAL.pattern] + [r"\b%s\b" % m for m in macros]))
+    runs, pos = [], 0
+    while True:
+        m = token.search(src, pos)
+        if not m:
+            return runs
+        parts, pos = [], m.start()
+        while True:
+            t = token.match(src, pos)
+            if t:
+                tok = t.group()
+                parts.append(c_string(tok[1:-1]) if tok.startswith('"') else macros[tok])
+                pos = t.end()
+                continue
+            skip = C_SKIP.match(src, pos)
+            if not skip:
+                break
+            pos = skip.end()
+        runs.append(b"".join(parts))
+
+
+# What the tests expect back (messages, -t's lines) is not a config.
+NOT_CONFIG = re.compile(rb"^(\n*(t\.lua|listen |trusted:|header timeout|max header|a Prosody config|"
+                        rb"\d+ files read)|%s|\*)")
+
+
+def config_seeds():
+    """The unit tests' Lua snippets, the example and the built-in default."""
+    seeds = {}
+    for path in CONFIG_TESTS:
+        with open(path, encoding="utf-8") as f:
+            src = f.read()
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for text in c_strings(src):
+            if (b"=" not in text and not text.endswith(b"\n")) or NOT_CONFIG.match(text) \
+                    or b"-> " in text or b"\0" in text:
+                continue
+            seeds["{}-{}".format(stem, hashlib.sha1(text).hexdigest()[:10])] = text
+    for name, path in CONFIG_FILES.items():
+        with open(path, "rb") as f:
+            seeds[name] = f.read()
+    with open(os.path.join(ROOT, "daemon", "config.c"), encoding="utf-8") as f:
+        default = re.search(r"npd_config_default_lua\[\] =\n((?:\s*\"[^\n]*\"\n?)+);", f.read())
+    seeds["builtin-default"] = b"".join(c_string(lit[1:-1]) for lit in
+                                        C_LITERAL.findall(default.group(1)))
+    return seeds
+
+
 def corpora():
     with open(VECTORS, encoding="utf-8") as f:
         vectors = json.load(f)
@@ -190,7 +280,8 @@ def corpora():
         assert name not in headers
         headers[name] = data
     areas.update(own_areas())
-    return {"fuzz_parse": headers, "fuzz_roundtrip": headers, "fuzz_tlv": areas}
+    return {"fuzz_parse": headers, "fuzz_roundtrip": headers, "fuzz_tlv": areas,
+            "fuzz_config": config_seeds()}
 
 
 def stored(d):

@@ -262,6 +262,12 @@ static const struct {
 	{MAP "services = { c2s = { zz = 1, conect = \"127.0.0.1:1\", [1] = 2 } }\n",
 	 "t.lua:2: services.c2s: unknown keys \"conect\" (did you mean connect?), \"zz\", [1]; a "
 	 "service has*"},
+	/* Eight typos with hints fill the list: it is cut, never overrun (ASan checks). */
+	{MAP "services = { c2s = { connect = \"127.0.0.1:1\", transparent_porA = 1, "
+	     "transparent_porB = 1, transparent_porC = 1, transparent_porD = 1, transparent_porE = 1, "
+	     "transparent_porF = 1, transparent_porG = 1, transparent_porH = 1, transparent_porI = 1 } }\n",
+	 "t.lua:2: services.c2s: unknown keys \"transparent_por*\" (did you mean transparent_port?), "
+	 "*(did you ; a service has connect, send_proxy, *"},
 	/* Top-level typos are errors too, so that -t (ExecStartPre) catches them. */
 	{"proxy_trusted_proxy = { \"10.0.0.1\" }\n" MAP C2S,
 	 "t.lua:1: unknown key proxy_trusted_proxy (did you mean proxy_trusted_proxies?)"},
