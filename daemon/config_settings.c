@@ -192,11 +192,16 @@ static void read_trusted(struct loader *ld)
 				 luaL_typename(L, -1));
 		text = lua_tolstring(L, -1, &len);
 		r = np_cidr_parse(text, len, c);
-		if (r == NP_EFAMILY)
+		if (r == NP_EFAMILY) {
+			struct np_endpoint ep = {0};
+			char v4[NP_ADDRSTRLEN] = "";
+
+			memcpy(ep.ip4, c->addr, 4);
+			np_format_addr(v4, sizeof(v4), NP_AF_INET, &ep);
 			cfg_fail(ld, path, "%s is an IPv4-mapped block, which no peer matches: a "
-				       "v4-mapped peer is matched as IPv4; write the IPv4 form "
-				       "(\"127.0.0.0/8\" for \"::ffff:127.0.0.0/104\")",
-				 cfg_show(L, -1, buf, sizeof(buf)));
+				       "v4-mapped peer is matched as IPv4; write \"%s/%u\"",
+				 cfg_show(L, -1, buf, sizeof(buf)), v4, (unsigned)c->prefix);
+		}
 		if (r != 0)
 			cfg_fail(ld, path, "%s is not an IPv4 or IPv6 address or CIDR block",
 				 cfg_show(L, -1, buf, sizeof(buf)));

@@ -364,7 +364,7 @@ struct np_cidr {
  * prefix of 1 to 3 digits; host bits are cleared. Returns 0 with *out
  * filled; NP_EADDRESS for the address, NP_EINVAL for the prefix (or a NULL
  * argument), NP_EFAMILY for a block inside ::ffff:0:0/96, which no peer can
- * match: write it as IPv4.
+ * match: *out is then that block written as IPv4, what to suggest instead.
  */
 NP_EXPORT int np_cidr_parse(const char *text, size_t len, struct np_cidr *out);
 

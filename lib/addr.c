@@ -235,8 +235,21 @@ int np_cidr_parse(const char *text, size_t len, struct np_cidr *out)
 	 * block inside ::ffff:0:0/96 could never match: it is refused, and its
 	 * IPv4 form is what the user meant.
 	 */
-	if (family == NP_AF_INET6 && prefix >= 96 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)addr))
+	if (family == NP_AF_INET6 && prefix >= 96 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)addr)) {
+		/* What the user meant, for the message: the same block written as IPv4. */
+		memmove(addr, addr + 12, 4);
+		memset(addr + 4, 0, 12);
+		family = NP_AF_INET;
+		prefix -= 96;
+		if (prefix % 8)
+			addr[prefix / 8] &= (uint8_t)(0xff << (8 - prefix % 8));
+		for (unsigned i = (prefix + 7) / 8; i < 4; i++)
+			addr[i] = 0;
+		out->family = family;
+		out->prefix = (uint8_t)prefix;
+		memcpy(out->addr, addr, 16);
 		return NP_EFAMILY;
+	}
 	/* Host bits are cleared, so that a match compares whole bytes and one masked byte. */
 	if (prefix % 8)
 		addr[prefix / 8] &= (uint8_t)(0xff << (8 - prefix % 8));

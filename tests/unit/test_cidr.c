@@ -106,7 +106,7 @@ int main(void)
 {
 	size_t np = sizeof(parses) / sizeof(parses[0]), nm = sizeof(matches) / sizeof(matches[0]);
 
-	plan((int)(np + nm + 3));
+	plan((int)(np + nm + 3 + 4));
 	for (size_t i = 0; i < np; i++) {
 		struct np_cidr c;
 		int r = np_cidr_parse(parses[i].text, strlen(parses[i].text), &c);
@@ -134,6 +134,30 @@ int main(void)
 			np_cidr_match(&c, (struct sockaddr *)&ss);
 		ok(r == matches[i].want, "%s %s %s", matches[i].peer,
 		   matches[i].want ? "is in" : "is not in", matches[i].block);
+	}
+
+	/* A v4-mapped block is refused with its IPv4 form, to suggest. */
+	static const struct {
+		const char *text, *v4;
+		int prefix;
+	} mapped[] = {
+		{"::ffff:127.0.0.0/104", "127.0.0.0", 8},
+		{"::ffff:192.0.2.77/120", "192.0.2.0", 24},
+		{"::ffff:10.0.0.1", "10.0.0.1", 32},
+		{"::ffff:0:0/96", "0.0.0.0", 0},
+	};
+	for (size_t i = 0; i < sizeof(mapped) / sizeof(mapped[0]); i++) {
+		struct np_cidr m;
+		struct np_endpoint ep = {0};
+		char text[NP_ADDRSTRLEN] = "";
+		int r = np_cidr_parse(mapped[i].text, strlen(mapped[i].text), &m);
+
+		memcpy(ep.ip4, m.addr, 4);
+		np_format_addr(text, sizeof(text), NP_AF_INET, &ep);
+		ok(r == NP_EFAMILY && m.family == NP_AF_INET && m.prefix == mapped[i].prefix &&
+			   strcmp(text, mapped[i].v4) == 0,
+		   "\"%s\" refused, meant %s/%d (got %s/%d)", mapped[i].text, mapped[i].v4,
+		   mapped[i].prefix, text, m.prefix);
 	}
 
 	/* The length bounds the text: what follows it is not read as part of the block. */

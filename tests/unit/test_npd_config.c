@@ -124,7 +124,7 @@ static const struct {
 	 "t.lua:1: proxy_trusted_proxies[2]: \"gateway.example\" is not*"},
 	{"proxy_trusted_proxies = { \"::ffff:127.0.0.0/104\" }\n" MAP C2S,
 	 "t.lua:1: proxy_trusted_proxies[1]: \"::ffff:127.0.0.0/104\" is an IPv4-mapped block, which "
-	 "no peer matches: a v4-mapped peer is matched as IPv4; write the IPv4 form*"},
+	 "no peer matches: a v4-mapped peer is matched as IPv4; write \"127.0.0.0/8\""},
 	{"proxy_trusted_proxies = { 10 }\n" MAP C2S,
 	 "t.lua:1: proxy_trusted_proxies[1]: expected an address or a CIDR block such as "
 	 "\"10.0.0.0/8\", got number"},
