@@ -176,6 +176,7 @@ int npd_worker_init(struct npd_worker *w, int id, int nworkers)
 	pthread_mutex_init(&w->lock, NULL);
 	npd_list_init(&w->conns);
 	npd_list_init(&w->graveyard);
+	npd_list_init(&w->ready);
 	return 0;
 }
 
@@ -350,18 +351,12 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 	}
 }
 
-static int next_timeout(struct npd_worker *w)
+int npd_worker_timeout(struct npd_worker *w)
 {
-	int64_t first = -1;
-
-	for (size_t i = 0; i < w->ntimers; i++) {
-		struct npd_list *h = &w->timers[i]->head;
-		if (npd_list_empty(h))
-			continue;
-		int64_t d = npd_container_of(h->next, struct npd_timer, node)->deadline_ms;
-		if (first < 0 || d < first)
-			first = d;
-	}
+	if (!npd_list_empty(&w->ready))
+		return 0;
+	struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
+	int64_t first = t ? t->deadline_ms : -1;
 	/* Rejections left out of the log are counted in a line once the limit allows. */
 	if (w->reject_suppressed && (first < 0 || w->reject_log_until - 9000 < first))
 		first = w->reject_log_until - 9000;
@@ -371,17 +366,25 @@ static int next_timeout(struct npd_worker *w)
 	return wait < 0 ? 0 : wait > 60000 ? 60000 : (int)wait;
 }
 
-static void expire_timers(struct npd_worker *w)
+bool npd_worker_expire(struct npd_worker *w)
 {
-	for (size_t i = 0; i < w->ntimers; i++) {
-		struct npd_list *h = &w->timers[i]->head;
-		while (!npd_list_empty(h)) {
-			struct npd_timer *t = npd_container_of(h->next, struct npd_timer, node);
-			if (t->deadline_ms > w->now_ms)
-				break;
-			npd_timer_cancel(t);
-			npd_conn_expire(npd_container_of(t, struct npd_conn, timer));
-		}
+	for (int n = 0; n < NPD_EXPIRIES_PER_TURN; n++) {
+		struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
+		if (!t || t->deadline_ms > w->now_ms)
+			return false;
+		npd_timer_cancel(t);
+		npd_conn_expire(npd_container_of(t, struct npd_conn, timer));
+	}
+	struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
+	return t && t->deadline_ms <= w->now_ms;
+}
+
+void npd_worker_serve_ready(struct npd_list *queued)
+{
+	while (!npd_list_empty(queued)) {
+		struct npd_conn *c = npd_container_of(queued->next, struct npd_conn, ready);
+		npd_list_del(&c->ready);
+		npd_relay_again(c);
 	}
 }
 
@@ -390,6 +393,8 @@ static void bury(struct npd_worker *w)
 	while (!npd_list_empty(&w->graveyard)) {
 		struct npd_conn *c = npd_container_of(w->graveyard.next, struct npd_conn, link);
 		npd_list_del(&c->link);
+		if (npd_list_linked(&c->ready))
+			npd_list_del(&c->ready);
 		c->next_free = w->free_conns;
 		w->free_conns = c;
 	}
@@ -439,12 +444,17 @@ static void *worker_main(void *arg)
 	for (;;) {
 		/* This turn's lines, before sleeping: a line waits at most one turn. */
 		npd_log_flush();
-		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, next_timeout(w));
+		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, npd_worker_timeout(w));
 		if (n < 0 && errno != EINTR) {
 			npd_log(NPD_LOG_ERROR, "worker %d: epoll_wait: %s", w->id, strerror(errno));
 			break;
 		}
 		w->now_ms = npd_now_ms();
+		w->turn++;
+		/* Those the last turn left over come after this turn's events. */
+		struct npd_list queued;
+		npd_list_init(&queued);
+		npd_list_splice_tail(&queued, &w->ready);
 		for (int i = 0; i < n; i++) {
 			struct npd_ev *ev = evs[i].data.ptr;
 			switch (ev->kind) {
@@ -472,7 +482,8 @@ static void *worker_main(void *arg)
 			}
 			}
 		}
-		expire_timers(w);
+		npd_worker_serve_ready(&queued);
+		npd_worker_expire(w);
 		bury(w);
 		if (w->reject_suppressed && w->now_ms >= w->reject_log_until - 9000) {
 			npd_log(NPD_LOG_WARN, "%u more rejections not logged", w->reject_suppressed);

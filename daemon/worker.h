@@ -64,6 +64,25 @@ struct npd_worker_update {
 struct npd_buf;
 struct npd_conn;
 
+/*
+ * Every turn of a worker's loop is bounded, so that no connection waits long
+ * for one that has much to do. A connection reads at most NPD_TURN_BYTES
+ * from each of its sides in a turn (relay.c); one that used them while a
+ * socket was still readable is put on the worker's ready list, and served
+ * again at the next turn, after the connections with events. At most
+ * NPD_EXPIRIES_PER_TURN timers expire in a turn, earliest first. While
+ * either kind of work is left over, epoll_wait only looks for events,
+ * without waiting.
+ *
+ * NPD_TURN_BYTES is one bulk buffer (NPD_BULK_SIZE, conn.h), so a bulk read
+ * is never cut short: a turn of 4 streams then copies 4 MiB, about 2 ms on
+ * loopback. A quarter of that halved the turn, but cost 50% more CPU per
+ * GiB relayed (bench-compare, up): four times the system calls and wake-ups
+ * of the peers.
+ */
+#define NPD_TURN_BYTES (1024 * 1024)
+#define NPD_EXPIRIES_PER_TURN 64
+
 struct npd_worker {
 	int id;
 	pthread_t thread;
@@ -86,6 +105,8 @@ struct npd_worker {
 	struct npd_timer_list **timers; /* one list per distinct duration; never moved */
 	size_t ntimers;
 	int64_t now_ms; /* the clock, read once per loop turn */
+	uint64_t turn;	/* loop turns so far, from 1: a connection's budget is per turn */
+	struct npd_list ready; /* connections that used their turn's budget with more to do */
 
 	size_t nconns, max_conns;
 	struct npd_list conns;	    /* every open connection, to close them at exit */
@@ -98,6 +119,7 @@ struct npd_worker {
 	int reserve_fd; /* given up when accept() hits the fd limit, to shed one connection */
 	int64_t reject_log_until; /* rate limit for rejection lines */
 	unsigned reject_suppressed;
+
 };
 
 /* Set up worker id of nworkers (epoll, eventfd); nothing runs until npd_worker_start. */
@@ -111,6 +133,26 @@ void npd_worker_join(struct npd_worker *w);
 
 /* The timer list for a duration, created on first use. NULL only when out of memory. */
 struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms);
+
+/*
+ * The parts of a loop turn, for the loop and the unit tests. A turn: read
+ * the clock into now_ms and count it in turn; take the ready list (the
+ * connections queued by the last turn); dispatch epoll's events; serve the
+ * connections taken (npd_worker_serve_ready); expire timers
+ * (npd_worker_expire); then wait at most npd_worker_timeout() ms.
+ */
+
+/* Serve each connection of queued (taken from a ready list) once more; queued ends empty. */
+void npd_worker_serve_ready(struct npd_list *queued);
+
+/*
+ * Expire the timers due at w->now_ms, earliest first, at most
+ * NPD_EXPIRIES_PER_TURN of them. Returns true when some are still due.
+ */
+bool npd_worker_expire(struct npd_worker *w);
+
+/* How long epoll_wait may wait, in ms: 0 while work is left for the next turn; -1: forever. */
+int npd_worker_timeout(struct npd_worker *w);
 
 /*
  * A relay buffer from the worker's pools: of NPD_BUF_SIZE, or for bulk of
