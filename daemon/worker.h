@@ -120,6 +120,13 @@ struct npd_worker {
 	int64_t reject_log_until; /* rate limit for rejection lines */
 	unsigned reject_suppressed;
 
+	/* Out of file descriptors: accept() failed with EMFILE or ENFILE (worker.c). */
+	bool fd_short;		     /* in such an episode: it has been logged */
+	int64_t fd_short_since;	     /* its first failed accept() */
+	int64_t fd_short_last;	     /* its last: it ends after a second without one */
+	unsigned fd_refused;	     /* connections taken and closed at once during it */
+	unsigned fd_pauses;	     /* times it had no spare and rested its listeners */
+	int64_t accept_paused_until; /* listeners disarmed until then (no spare); 0: armed */
 };
 
 /* Set up worker id of nworkers (epoll, eventfd); nothing runs until npd_worker_start. */

@@ -5,6 +5,9 @@
   new connection are served while they stream.
 - Thousands of header timeouts due at once do not stop the worker from
   accepting and serving a new connection meanwhile.
+- Out of file descriptors with two workers, netproxyd neither spins nor
+  stays silent: it says so, closes what it cannot hold, and serves again
+  once descriptors are free.
 
 Performance is measured by `make bench-compare` (MODES=mixed), not here:
 these tests assert bounded, generous outcomes (served at all within seconds,
@@ -277,3 +280,75 @@ def test_header_timeouts_due_at_once_do_not_stop_the_worker():
             s.close()
         serve.terminate()
         serve.wait(5)
+
+
+# --- out of descriptors --------------------------------------------------------
+
+
+def test_out_of_descriptors_with_two_workers():
+    """Two workers under a limit of 64 descriptors, flooded with connections
+    past it. Each worker sheds what it cannot hold with a spare descriptor
+    of its own; if it ever has none, it rests its listener instead of
+    spinning. The daemon says it is out of descriptors, uses little CPU,
+    closes the excess connections, and serves again once the flood is gone."""
+    if raise_nofile(4000) < 3500:
+        pytest.skip("needs 3500 descriptors for the flood")
+    port = free_port()
+    with Echo() as echo, Netproxyd(conf({port: "svc"}, {"svc": echo.port},
+                                        "workers = 2\n")) as d:
+        pid = d.proc.pid
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
+        base = open_fds(pid)
+        capacity = 64 - base        # connections it can hold, one descriptor each
+        held = []
+        try:
+            # Far more silent connections than it can hold, at once: both
+            # workers shed at the same time...
+            for _ in range(1000):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", port))
+                held.append(s)
+            wait_for(lambda: open_fds(pid) >= 62, 5, "netproxyd to use up its descriptors")
+            # ... then more, for 2 s, while its CPU time is read.
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            while time.monotonic() - t0 < 2.0 and len(held) < 3000:
+                for _ in range(20):
+                    s = socket.socket()
+                    s.setblocking(False)
+                    s.connect_ex(("127.0.0.1", port))
+                    held.append(s)
+                time.sleep(0.02)
+            cpu = cpu_seconds(pid) - cpu0
+            assert d.proc.poll() is None, d.log()
+            assert cpu < 0.5, (f"netproxyd used {cpu:.2f} s of CPU in 2 s out of "
+                               f"descriptors: a busy loop\n{d.log()[-3000:]}")
+            d.wait_log(r"worker \d: out of file descriptors accepting on 127\.0\.0\.1:%d "
+                       r"\(Too many open files; the limit is 64\)" % port)
+            # Every connection beyond what it holds is closed, not left waiting.
+            def settled():
+                closed = 0
+                for s in held:
+                    try:
+                        closed += s.recv(1) == b""
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed += 1
+                return len(held) - closed <= capacity
+            wait_for(settled, 5, f"all but {capacity} of {len(held)} connections to be closed")
+        finally:
+            for s in held:
+                s.close()
+
+        # The flood is gone: its connections close, and a new one is served.
+        def serves():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    s.sendall(GOOD)
+                    return request(s, b"back", 2) is not None
+            except OSError:
+                return False
+        wait_for(serves, 10, "netproxyd to serve again")
+        d.wait_log(r"connections were refused in", timeout=5)
+        assert d.proc.poll() is None
