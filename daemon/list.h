@@ -45,16 +45,4 @@ static inline void npd_list_del(struct npd_list *n)
 	n->prev = n->next = n;
 }
 
-/* Move every node of from, in order, to the tail of to; from is left empty. */
-static inline void npd_list_splice_tail(struct npd_list *to, struct npd_list *from)
-{
-	if (npd_list_empty(from))
-		return;
-	from->next->prev = to->prev;
-	to->prev->next = from->next;
-	from->prev->next = to;
-	to->prev = from->prev;
-	npd_list_init(from);
-}
-
 #endif /* NPD_LIST_H */

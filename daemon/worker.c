@@ -510,13 +510,13 @@ bool npd_worker_expire(struct npd_worker *w)
 	return t && t->deadline_ms <= w->now_ms;
 }
 
-void npd_worker_serve_ready(struct npd_list *queued)
+void npd_worker_serve_ready(struct npd_worker *w)
 {
-	while (!npd_list_empty(queued)) {
-		struct npd_conn *c = npd_container_of(queued->next, struct npd_conn, ready);
-		npd_list_del(&c->ready);
-		npd_relay_again(c);
-	}
+	if (npd_list_empty(&w->ready))
+		return;
+	struct npd_conn *c = npd_container_of(w->ready.next, struct npd_conn, ready);
+	npd_list_del(&c->ready);
+	npd_relay_again(c);
 }
 
 static void bury(struct npd_worker *w)
@@ -590,10 +590,6 @@ static void *worker_main(void *arg)
 		}
 		w->now_ms = npd_now_ms();
 		w->turn++;
-		/* Those the last turn left over come after this turn's events. */
-		struct npd_list queued;
-		npd_list_init(&queued);
-		npd_list_splice_tail(&queued, &w->ready);
 		for (int i = 0; i < n; i++) {
 			struct npd_ev *ev = evs[i].data.ptr;
 			switch (ev->kind) {
@@ -621,7 +617,7 @@ static void *worker_main(void *arg)
 			}
 			}
 		}
-		npd_worker_serve_ready(&queued);
+		npd_worker_serve_ready(w);
 		npd_worker_expire(w);
 		bury(w);
 		if (w->reject_suppressed && w->now_ms >= w->reject_log_until - 9000) {

@@ -67,20 +67,21 @@ struct npd_conn;
 /*
  * Every turn of a worker's loop is bounded, so that no connection waits long
  * for one that has much to do. A connection reads at most NPD_TURN_BYTES
- * from each of its sides in a turn (relay.c); one that used them while a
- * socket was still readable is put on the worker's ready list, and served
- * again at the next turn, after the connections with events. At most
+ * from each of its sides when it has the loop (relay.c); one that used them
+ * while a socket was still readable goes to the tail of the worker's ready
+ * list. Each turn serves the connections with events that are not queued,
+ * then the one queued longest: however many streams are queued, a new
+ * connection or a small request waits at most for one of them. At most
  * NPD_EXPIRIES_PER_TURN timers expire in a turn, earliest first. While
  * either kind of work is left over, epoll_wait only looks for events,
  * without waiting.
  *
- * NPD_TURN_BYTES is one bulk buffer (NPD_BULK_SIZE, conn.h), so a bulk read
- * is never cut short: a turn of 4 streams then copies 4 MiB, about 2 ms on
- * loopback. A quarter of that halved the turn, but cost 50% more CPU per
- * GiB relayed (bench-compare, up): four times the system calls and wake-ups
- * of the peers.
+ * NPD_TURN_BYTES is four bulk buffers (NPD_BULK_SIZE, conn.h): about 1.5 ms
+ * of copying on loopback. 1 MiB per connection, every queued connection
+ * served each turn, cost 15-20% more CPU per GiB with four streams (the
+ * peers are woken four times as often), for no better latency.
  */
-#define NPD_TURN_BYTES (1024 * 1024)
+#define NPD_TURN_BYTES (4 * 1024 * 1024)
 #define NPD_EXPIRIES_PER_TURN 64
 
 struct npd_worker {
@@ -143,14 +144,14 @@ struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms);
 
 /*
  * The parts of a loop turn, for the loop and the unit tests. A turn: read
- * the clock into now_ms and count it in turn; take the ready list (the
- * connections queued by the last turn); dispatch epoll's events; serve the
- * connections taken (npd_worker_serve_ready); expire timers
+ * the clock into now_ms and count it in turn; dispatch epoll's events (a
+ * connection on the ready list waits for its place there); serve the head
+ * of the ready list (npd_worker_serve_ready); expire timers
  * (npd_worker_expire); then wait at most npd_worker_timeout() ms.
  */
 
-/* Serve each connection of queued (taken from a ready list) once more; queued ends empty. */
-void npd_worker_serve_ready(struct npd_list *queued);
+/* Serve the connection queued longest on w's ready list, if any, once more. */
+void npd_worker_serve_ready(struct npd_worker *w);
 
 /*
  * Expire the timers due at w->now_ms, earliest first, at most

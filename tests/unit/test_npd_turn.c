@@ -1,10 +1,12 @@
 /*
  * test_npd_turn.c - every turn of a worker's loop is bounded (worker.h):
- * a connection reads at most NPD_TURN_BYTES from each side per turn and,
- * when it had more, is queued on the ready list and carries on at the next
- * turn without losing a byte; at most NPD_EXPIRIES_PER_TURN timers expire
- * per turn, earliest first; and while either kind of work is left over,
- * the loop does not wait in epoll_wait.
+ * a connection reads at most NPD_TURN_BYTES from each side when it has the
+ * loop and, when it had more, is queued on the ready list and carries on
+ * when its place comes, without losing a byte; a turn serves one queued
+ * connection, the one queued longest, and events for a queued connection
+ * wait for its place; at most NPD_EXPIRIES_PER_TURN timers expire per turn,
+ * earliest first; and while either kind of work is left over, the loop does
+ * not wait in epoll_wait.
  *
  * The worker is set up but never started: the test plays its loop, turn by
  * turn, on connections whose sockets are TCP pairs on loopback.
@@ -120,12 +122,8 @@ static void bury_all(void)
 /* The next turn: what the loop does around epoll_wait, with no events. */
 static void next_turn(void)
 {
-	struct npd_list queued;
-
 	w.turn++;
-	npd_list_init(&queued);
-	npd_list_splice_tail(&queued, &w.ready);
-	npd_worker_serve_ready(&queued);
+	npd_worker_serve_ready(&w);
 }
 
 static uint8_t pattern_byte(uint64_t i)
@@ -202,6 +200,11 @@ static void test_budget_per_turn(void)
 	/* An event in the same turn (the backend's EPOLLOUT, say) reads no more. */
 	npd_conn_event(c, &c->backend, EPOLLOUT);
 	is_int((long)c->client.bytes, NPD_TURN_BYTES, "a second event in the turn reads nothing more");
+	/* Nor one in the next turn: the connection waits for its place in the queue. */
+	w.turn++;
+	npd_conn_event(c, &c->client, EPOLLIN);
+	is_int((long)c->client.bytes, NPD_TURN_BYTES, "an event for a queued connection waits");
+	ok(queued(c), "and leaves it queued");
 
 	uint64_t got = 0, before = c->client.bytes;
 	bool in_order = drain(be[1], &got), bounded = true, stayed = true;
@@ -239,7 +242,11 @@ static void test_budget_per_turn(void)
 	bury_all();
 }
 
-/* A small request never waits for a turn: it is not queued. */
+/*
+ * A small request is relayed at its event and leaves the connection off the
+ * ready list; a connection moving bulk data waits for its place there, even
+ * with an event of its own.
+ */
 static void test_small_is_not_queued(void)
 {
 	int cl[2], be[2];
@@ -251,10 +258,19 @@ static void test_small_is_not_queued(void)
 	send(cl[1], "ping", 4, 0);
 	struct npd_conn *c = relay_conn(cl[0], be[0]);
 	w.turn++;
-	npd_relay(c);
+	npd_conn_event(c, &c->client, EPOLLIN);
 	char buf[8];
-	ok(recv(be[1], buf, sizeof(buf), 0) == 4, "a small request goes through in its turn");
+	ok(recv(be[1], buf, sizeof(buf), 0) == 4, "a small request goes through at its event");
 	ok(!queued(c), "and leaves the connection off the ready list");
+
+	c->client.bulk = true; /* as after a read that filled its buffer */
+	send(cl[1], "bulk", 4, 0);
+	w.turn++;
+	npd_conn_event(c, &c->client, EPOLLIN);
+	ok(queued(c) && c->client.bytes == 4, "a bulk connection's event queues it, unread");
+	next_turn();
+	ok(!queued(c) && c->client.bytes == 8, "its place comes at the next turn");
+	ok(recv(be[1], buf, sizeof(buf), 0) == 4, "and the bytes go through");
 	npd_conn_close(c, "test over");
 	close(cl[1]);
 	close(be[1]);
@@ -281,6 +297,55 @@ static void test_both_directions(void)
 	npd_conn_close(c, "test over");
 	close(cl[1]);
 	close(be[1]);
+	bury_all();
+}
+
+/*
+ * Three connections with more than a turn's worth each: a turn serves one,
+ * the one queued longest, which goes to the tail: round robin.
+ */
+static void test_one_queued_per_turn(void)
+{
+	enum { N = 3 };
+	int cl[N][2], be[N][2];
+	struct npd_conn *c[N];
+
+	for (int i = 0; i < N; i++) {
+		if (tcp_pair(cl[i]) != 0 || tcp_pair(be[i]) != 0) {
+			ok(0, "socket pairs");
+			return;
+		}
+		if (fill(cl[i][1], 2 * NPD_TURN_BYTES) < 2 * NPD_TURN_BYTES)
+			diag("connection %d has less than two turns' worth waiting", i);
+		c[i] = relay_conn(cl[i][0], be[i][0]);
+	}
+	w.turn++;
+	for (int i = 0; i < N; i++)
+		npd_relay(c[i]);
+	bool all_queued = true;
+	for (int i = 0; i < N; i++)
+		all_queued &= queued(c[i]);
+	ok(all_queued, "each read its budget and is queued");
+
+	bool one_each = true;
+	for (int t = 0; t < N; t++) {
+		uint64_t before[N];
+		for (int i = 0; i < N; i++)
+			before[i] = c[i]->client.bytes;
+		next_turn();
+		for (int i = 0; i < N; i++) {
+			uint64_t got = 0;
+			drain(be[i][1], &got);
+			/* In turn t, connection t mod N, and only it, moves. */
+			one_each &= (c[i]->client.bytes != before[i]) == (i == t % N);
+		}
+	}
+	ok(one_each, "each turn serves the one queued longest, and only it");
+	for (int i = 0; i < N; i++) {
+		npd_conn_close(c[i], "test over");
+		close(cl[i][1]);
+		close(be[i][1]);
+	}
 	bury_all();
 }
 
@@ -365,6 +430,7 @@ int main(void)
 	test_budget_per_turn();
 	test_small_is_not_queued();
 	test_both_directions();
+	test_one_queued_per_turn();
 	test_expiries_per_turn();
 
 	/* What the worker holds, freed as its shutdown does, for the leak check. */
