@@ -35,7 +35,7 @@ import lab as labmod
 import report
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ["conn", "kept", "lat-kept", "lat-conn", "up", "down", "idle", "shim"]
+MODES = ["conn", "kept", "lat-kept", "lat-conn", "up", "down", "mixed", "idle", "shim"]
 SOURCES = "127.0.0.2-127.0.0.250"        # the load generator's addresses
 CLAIMS = "127.1.0.2-127.1.0.250"         # the clients the headers claim (see README)
 CONCURRENCY = {"conn": 32, "kept": 32, "lat-kept": 1, "lat-conn": 1, "up": 1, "down": 1}
@@ -56,6 +56,8 @@ def parse_args():
                     help="measured seconds per run (default 2)")
     ap.add_argument("--idle-conns", type=int, default=5000,
                     help="connections held for the memory measurement (default 5000)")
+    ap.add_argument("--streams", type=int, default=4,
+                    help="bulk streams beside the probes of the mixed measurement (default 4)")
     ap.add_argument("--out", default=None, help="write PREFIX.md and PREFIX.json "
                     "(default BUILD/bench/compare)")
     ap.add_argument("--no-netns", action="store_true",
@@ -71,8 +73,9 @@ def parse_args():
     for x in a.modes:
         if x not in MODES:
             ap.error(f"--modes: no mode {x!r} (there are {', '.join(MODES)})")
-    if not 1 <= a.repeat <= 20 or not 0.2 <= a.seconds <= 60 or not 1 <= a.idle_conns <= 50000:
-        ap.error("--repeat 1..20, --seconds 0.2..60, --idle-conns 1..50000")
+    if not 1 <= a.repeat <= 20 or not 0.2 <= a.seconds <= 60 or not 1 <= a.idle_conns <= 50000 \
+            or not 1 <= a.streams <= 1000:
+        ap.error("--repeat 1..20, --seconds 0.2..60, --idle-conns 1..50000, --streams 1..1000")
     return a
 
 
@@ -175,6 +178,62 @@ class Comparison:
                 values[f"{mode}_cpu"] = cpu / gib
         self.add(rec, mode, rnd, values, out, {"receiver_cpu_s": cpu, "others_cpu_s": others,
                                                "stolen_s": stolen, "wall_s": wall})
+
+    def measure_mixed(self, rec, rnd):
+        """Bulk streams and, beside them, one client's small requests on a kept
+        connection and one client's new connections, all through rec at once:
+        what bulk transfers cost everyone else on the receiver's loop.
+
+        The streams start first and end last; the probes run the measured
+        seconds in between, one request (one connection) at a time, as
+        lat-kept and lat-conn do: each latency is that of one request alone.
+        (Paced probes were tried: once a stall put them behind their pace
+        they never caught up, and their latencies measured the backlog.)
+        """
+        secs = self.args.seconds
+        common = ["--json", "-w", 5, "--header", rec.header, "-b", SOURCES]
+        if rec.header != "none":
+            common += ["--claim-src", CLAIMS]
+        target = ["127.0.0.1", rec.port_for("mixed")]
+        bulk_argv = [self.bench, "-m", "up", "-c", self.args.streams, "-d", secs + 1.5,
+                     *common, *target]
+        probes = {"kept": [self.bench, "-m", "kept", "-c", 1, "-d", secs, *common, *target],
+                  "conn": [self.bench, "-m", "conn", "-c", 1, "-d", secs, *common, *target]}
+        pids = rec.pids("mixed")
+        cpu0 = labmod.cpu_seconds(pids)
+        procs = {"bulk": self.lab.popen(bulk_argv, self.lab.load_cpu)}
+        time.sleep(0.5)         # the streams established and streaming
+        for name, argv in probes.items():
+            procs[name] = self.lab.popen(argv, self.lab.load_cpu)
+        out = {}
+        for name, p in procs.items():
+            try:
+                stdout, stderr = p.communicate(timeout=2 * secs + 30)
+            except subprocess.TimeoutExpired:
+                labmod.stop(p)
+                stdout, stderr = "", "timed out"
+            try:
+                out[name] = json.loads(stdout)
+            except ValueError:
+                out[name] = None
+                say(f"  {rec.name} mixed {name}: no report (exit {p.returncode}): "
+                    f"{stderr.strip()}")
+        cpu = labmod.cpu_seconds(pids) - cpu0
+        values = {}
+        for name in ("kept", "conn"):
+            lat = (out[name] or {}).get("latency_us") or {}
+            for p in ("p50", "p99", "p999"):
+                values[f"mixed_{name}_{p}"] = lat.get(p)
+        if out["bulk"]:
+            values["mixed_bulk_rate"] = out["bulk"]["throughput_mib_s"]
+        errors = sum(r["errors"]["total"] if r else 1 for r in out.values())
+        for name, r in out.items():
+            if r and r["errors"]["total"]:
+                say(f"  {rec.name} mixed {name}: {r['errors']}")
+        # One report stands for the run in the error count; all three are kept.
+        summary = {"errors": {"total": errors}}
+        self.add(rec, "mixed", rnd, values, summary,
+                 {"reports": out, "receiver_cpu_s": cpu, "streams": self.args.streams})
 
     def measure_idle(self, rec, rnd):
         """RSS of the receiver with N idle relayed connections, less without, over N.
@@ -297,7 +356,7 @@ def heading(info, args, lab, skipped, vers, others):
              f"- CPU taken by other processes during the runs: {disturbance(others, 0)}; "
              f"stolen by the hypervisor: {disturbance(others, 1)}",
              f"- {args.repeat} runs of each, {args.seconds:g} s each, interleaved; "
-             f"{args.idle_conns} idle connections; {pin}",
+             f"{args.idle_conns} idle connections; {args.streams} bulk streams in mixed; {pin}",
              f"- {'in a network namespace of its own' if lab.ns else 'on the host loopback'}",
              f"- {vers['netproxyd']}; {vers['haproxy']}; {vers['nginx']}"]
     lines += [f"- skipped: {name}: {why}" for name, why in skipped]
@@ -354,6 +413,8 @@ def run(args):
                     if mode == "idle":
                         if rec.name != "direct":
                             comparison.measure_idle(rec, rep)
+                    elif mode == "mixed":
+                        comparison.measure_mixed(rec, rep)
                     else:
                         comparison.measure(rec, mode, rep)
         shim_added = comparison.measure_shim() if "shim" in args.modes else None
@@ -365,7 +426,7 @@ def run(args):
         if shim_added is not None:
             text += ["", f"accept() under the preload shim: median {comparison.shim['shim']:.0f} ns, "
                      f"without: {comparison.shim['plain']:.0f} ns, added: {shim_added:.0f} ns"]
-        text += ["", "## Targets (issue 7)", "",
+        text += ["", "## Targets (issues 7 and 12)", "",
                  report.targets(comparison.samples, receivers, shim_added), "",
                  f"(the whole comparison took {time.monotonic() - started:.0f} s)"]
         out = "\n".join(text) + "\n"

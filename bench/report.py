@@ -1,5 +1,5 @@
 """The comparison's table: medians and spread per receiver, ratios to HAProxy
-and to the direct path, and issue 7's targets checked against the ratios.
+and to the direct path, and issues 7's and 12's targets checked against the ratios.
 
 Input: samples[receiver name][metric] = {round: value} over the repeated
 rounds, and the receivers in table order (direct first). Output: Markdown
@@ -32,6 +32,20 @@ METRICS = [
     ("up_cpu", "CPU per GiB relayed client → server", "s", "up", "lower", False),
     ("down_rate", "throughput server → client", "MiB/s", "down", "higher", True),
     ("down_cpu", "CPU per GiB relayed server → client", "s", "down", "lower", False),
+    ("mixed_kept_p50", "beside bulk streams, a request on a kept connection: p50", "µs",
+     "mixed", "lower", True),
+    ("mixed_kept_p99", "beside bulk streams, a request on a kept connection: p99", "µs",
+     "mixed", "lower", True),
+    ("mixed_kept_p999", "beside bulk streams, a request on a kept connection: p99.9", "µs",
+     "mixed", "lower", True),
+    ("mixed_conn_p50", "beside bulk streams, a new connection: p50", "µs", "mixed", "lower",
+     True),
+    ("mixed_conn_p99", "beside bulk streams, a new connection: p99", "µs", "mixed", "lower",
+     True),
+    ("mixed_conn_p999", "beside bulk streams, a new connection: p99.9", "µs", "mixed", "lower",
+     True),
+    ("mixed_bulk_rate", "the bulk streams' throughput, client → server", "MiB/s", "mixed",
+     "higher", True),
     ("idle_rss", "RSS per idle relayed connection", "KiB", "idle", "lower", False),
 ]
 
@@ -106,7 +120,7 @@ def table(samples, receivers, errors):
 
 
 def targets(samples, receivers, shim_added_ns):
-    """Issue 7's targets for each netproxyd delivery mode, checked in this run.
+    """Issues 7's and 12's targets for each netproxyd delivery mode, checked in this run.
 
     The verdict is the median round's; when the rounds disagree the row says
     in how many the target was met, since the verdict is then within the
@@ -150,6 +164,16 @@ def targets(samples, receivers, shim_added_ns):
                       f"{ours:+.1f} µs vs {theirs:+.1f} µs",
                       statistics.median(o - h for o, h, _ in triples) <= 0,
                       [o <= h for o, h, _ in triples])
+        for key, what in (("mixed_kept_p99", "a request on a kept connection"),
+                          ("mixed_conn_p99", "a new connection")):
+            pairs = rounds_of(samples, [r.name, HAPROXY], key)
+            if pairs:
+                ours = statistics.median(o for o, _ in pairs)
+                theirs = statistics.median(h for _, h in pairs)
+                check(f"beside bulk streams, p99 latency of {what} ≤ HAProxy's (issue 12)",
+                      r.label, f"{ours:.1f} µs vs {theirs:.1f} µs",
+                      statistics.median(o - h for o, h in pairs) <= 0,
+                      [o <= h for o, h in pairs])
         rss = [v for (v,) in rounds_of(samples, [r.name], "idle_rss")]
         if rss:
             check("RSS per idle relayed connection ≤ 1 KiB", r.label,

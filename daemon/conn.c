@@ -92,6 +92,7 @@ void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
 	c->backend.ev.kind = NPD_EV_BACKEND;
 	c->backend.fd = -1;
 	npd_timer_init(&c->timer);
+	npd_list_init(&c->ready);
 	npd_list_add_tail(&w->conns, &c->link);
 	w->nconns++;
 

@@ -77,6 +77,7 @@ struct npd_side {
 	int error;		 /* errno of the read or write that failed on it; 0 while fine */
 	struct npd_buf *in;	 /* read from this side, not yet written to the other */
 	bool bulk;		 /* its last read filled its buffer: read into a bulk one */
+	uint32_t budget;	 /* bytes that may still be read from it in the turn (relay.c) */
 	uint64_t bytes;		 /* application bytes read from this side */
 };
 
@@ -89,6 +90,8 @@ struct npd_conn {
 	const struct npd_target *target;   /* the service's address it goes to; NULL before */
 	struct npd_timer timer;		   /* header, connect or idle deadline */
 	struct npd_list link;		   /* in the worker's conns, then its graveyard */
+	struct npd_list ready;		   /* in the worker's ready list (worker.h) */
+	uint64_t turn;			   /* the loop turn the sides' budgets are for */
 	struct npd_conn *next_free;
 	uint64_t id;
 	int64_t start_ms;
@@ -113,8 +116,15 @@ void npd_conn_expire(struct npd_conn *c);
 
 __attribute__((format(printf, 2, 3))) void npd_conn_close(struct npd_conn *c, const char *fmt, ...);
 
-/* Move bytes both ways as far as readiness allows (relay.c). Closes c when done or on error. */
+/*
+ * Move bytes both ways as far as readiness and the turn's budget allow
+ * (relay.c). Closes c when done or on error; queues it on the worker's ready
+ * list when the budget ran out first.
+ */
 void npd_relay(struct npd_conn *c);
+
+/* c was taken from the ready list: go on with whatever it was doing (relay.c). */
+void npd_relay_again(struct npd_conn *c);
 
 /* Give back the buffer holding what was read from s, with whatever is still in it. */
 void npd_side_discard(struct npd_conn *c, struct npd_side *s);

@@ -10,6 +10,7 @@
 #ifndef NPD_TIMER_H
 #define NPD_TIMER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "list.h"
@@ -45,6 +46,25 @@ static inline void npd_timer_cancel(struct npd_timer *t)
 {
 	if (npd_list_linked(&t->node))
 		npd_list_del(&t->node);
+}
+
+/*
+ * The timer of the n lists that is due first (the earliest of their heads),
+ * or NULL when all are empty. O(n): a worker has a handful of lists.
+ */
+static inline struct npd_timer *npd_timer_first(struct npd_timer_list *const *lists, size_t n)
+{
+	struct npd_timer *first = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct npd_list *h = &lists[i]->head;
+		if (npd_list_empty(h))
+			continue;
+		struct npd_timer *t = npd_container_of(h->next, struct npd_timer, node);
+		if (!first || t->deadline_ms < first->deadline_ms)
+			first = t;
+	}
+	return first;
 }
 
 #endif /* NPD_TIMER_H */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +21,21 @@
 #define ACCEPTS_PER_TURN 64 /* then the connections already accepted get their turn */
 #define FREE_BUFS_KEPT 64   /* beyond that, drained buffers go back to the system */
 #define FREE_BULK_KEPT 4    /* and bulk ones: 4 MiB kept, the rest lent afresh */
+#define ACCEPT_PAUSE_MS 50  /* out of descriptors with no spare: listeners rest this long */
+#define FD_SHORT_QUIET_MS 1000 /* an episode without descriptors ends after this long */
+
+/*
+ * Descriptors are the process's, not a worker's. A worker sheds a connection
+ * at the limit by closing its spare descriptor, accepting into the slot
+ * freed, closing that and reopening the spare; if another worker's accept()
+ * takes the slot in between, the spare is lost. So while any worker is out
+ * of descriptors, every worker accepts and takes its spare under this lock.
+ * (Other threads' descriptors, a backend's socket, may still take the slot:
+ * a worker without a spare then rests its listeners, and takes a spare back
+ * when one of its connections closes or the rest is over.)
+ */
+static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int fd_short_workers; /* workers in an episode (fd_short) */
 
 int64_t npd_now_ms(void)
 {
@@ -176,6 +192,7 @@ int npd_worker_init(struct npd_worker *w, int id, int nworkers)
 	pthread_mutex_init(&w->lock, NULL);
 	npd_list_init(&w->conns);
 	npd_list_init(&w->graveyard);
+	npd_list_init(&w->ready);
 	return 0;
 }
 
@@ -241,7 +258,8 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 	}
 	/* Every socket is (re)registered: the struct its event points at has moved. */
 	for (size_t i = 0; i < u->nsocks; i++) {
-		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &socks[i].ev};
+		struct epoll_event ev = {.events = w->accept_paused_until ? 0 : EPOLLIN,
+					 .data.ptr = &socks[i].ev};
 		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, socks[i].fd, &ev) != 0)
 			npd_log(NPD_LOG_ERROR, "worker %d: epoll: %s", w->id, strerror(errno));
 	}
@@ -279,33 +297,135 @@ static bool take_mail(struct npd_worker *w)
 	return stop;
 }
 
+/* Take the spare descriptor back, if it was lost. */
+static void take_spare(struct npd_worker *w)
+{
+	if (w->reserve_fd >= 0)
+		return;
+	pthread_mutex_lock(&fd_lock);
+	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	pthread_mutex_unlock(&fd_lock);
+}
+
+static int accept_locked(struct npd_worker *w, int lfd, union npd_sockaddr *peer, socklen_t *len)
+{
+	bool lock = w->fd_short || atomic_load_explicit(&fd_short_workers, memory_order_relaxed);
+
+	if (lock)
+		pthread_mutex_lock(&fd_lock);
+	int fd = accept4(lfd, &peer->sa, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	int err = errno;
+	if (lock)
+		pthread_mutex_unlock(&fd_lock);
+	errno = err;
+	return fd;
+}
+
+/*
+ * accept() failed for want of a descriptor: the first time in a while, say
+ * so, once; the end of the episode (a second without) is said with its count.
+ */
+static void fd_short_begin(struct npd_worker *w, const struct npd_listener *l, int err)
+{
+	w->fd_short_last = w->now_ms;
+	if (w->fd_short)
+		return;
+	struct rlimit rl;
+	char limit[32] = "?";
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		snprintf(limit, sizeof(limit), "%llu", (unsigned long long)rl.rlim_cur);
+	w->fd_short = true;
+	w->fd_short_since = w->now_ms;
+	w->fd_refused = w->fd_pauses = 0;
+	atomic_fetch_add(&fd_short_workers, 1);
+	npd_log(NPD_LOG_WARN, "worker %d: out of file descriptors accepting on %s (%s; the limit is "
+		"%s): new connections are closed at once until some are free", w->id, l->addr_text,
+		strerror(err), limit);
+}
+
+static void fd_short_end(struct npd_worker *w)
+{
+	int64_t ms = w->now_ms - w->fd_short_since;
+
+	w->fd_short = false;
+	atomic_fetch_sub(&fd_short_workers, 1);
+	char rested[96] = "";
+	if (w->fd_pauses)
+		snprintf(rested, sizeof(rested), "; with no spare descriptor, accepting rested %u "
+			 "times", w->fd_pauses);
+	npd_log(NPD_LOG_WARN, "worker %d: no accept() has failed for want of a descriptor for "
+		"%d s: %u connections were refused in %lld.%03lld s without them%s", w->id,
+		FD_SHORT_QUIET_MS / 1000, w->fd_refused, (long long)(ms / 1000),
+		(long long)(ms % 1000), rested);
+}
+
+/* Disarm (events 0) or rearm the worker's listeners. */
+static void arm_listeners(struct npd_worker *w, bool on)
+{
+	for (size_t i = 0; i < w->nsocks; i++) {
+		struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = &w->socks[i].ev};
+		epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->socks[i].fd, &ev);
+	}
+}
+
+/*
+ * Without a spare descriptor, a connection cannot be shed, and the
+ * level-triggered listener would wake the loop at once, for ever: rest the
+ * listeners for a while. Connections wait in the queue meanwhile.
+ */
+static void pause_accepting(struct npd_worker *w)
+{
+	if (w->accept_paused_until)
+		return;
+	arm_listeners(w, false);
+	w->accept_paused_until = w->now_ms + ACCEPT_PAUSE_MS;
+	w->fd_pauses++;
+}
+
+static void resume_accepting(struct npd_worker *w)
+{
+	take_spare(w);
+	arm_listeners(w, true);
+	w->accept_paused_until = 0;
+}
+
+enum shed { SHED_ONE, SHED_NONE_WAITING, SHED_NO_SPARE };
+
 /*
  * At the file descriptor limit accept() fails and the connection stays in
  * the queue, so a level-triggered listener would wake us again at once. Give
- * up the reserve descriptor, take the connection, close it, and take the
- * reserve back: the peer sees a close, the loop does not spin.
+ * up the spare descriptor, take the connection, close it, and take the
+ * spare back: the peer sees a close, the loop does not spin.
  */
-static bool shed_one(struct npd_worker *w, const struct npd_lsock *ls, int err)
+static enum shed shed_one(struct npd_worker *w, const struct npd_lsock *ls, int err)
 {
-	int fd = -1;
+	int fd = -1, accept_err = 0;
 
-	/*
-	 * accept() takes the descriptor before it looks at the queue, so it
-	 * fails at the limit even when nothing waits: only a connection taken
-	 * here is one dropped.
-	 */
+	pthread_mutex_lock(&fd_lock);
 	if (w->reserve_fd >= 0) {
 		close(w->reserve_fd);
 		fd = accept4(ls->fd, NULL, NULL, SOCK_CLOEXEC);
+		accept_err = errno;
 		if (fd >= 0)
 			close(fd);
 		w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
-	if (fd < 0)
-		return false;
+	pthread_mutex_unlock(&fd_lock);
+	if (fd < 0) {
+		/*
+		 * accept() takes the descriptor before it looks at the queue, so it
+		 * fails at the limit even when nothing waits: only a connection
+		 * taken here is one dropped. Without a spare, or with its slot taken
+		 * before our accept() could use it, nothing can be shed for now.
+		 */
+		if (w->reserve_fd < 0 || accept_err == EMFILE || accept_err == ENFILE)
+			return SHED_NO_SPARE;
+		return SHED_NONE_WAITING; /* nothing waits, or it went away (ECONNABORTED) */
+	}
+	w->fd_refused++;
 	npd_worker_log_reject(w, "connection on %s dropped: %s",
 			      w->gen->cfg->listeners[ls->listener].addr_text, strerror(err));
-	return true;
+	return SHED_ONE;
 }
 
 static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
@@ -316,7 +436,7 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 	for (int i = 0; i < ACCEPTS_PER_TURN; i++) {
 		union npd_sockaddr peer;
 		socklen_t len = sizeof(peer);
-		int fd = accept4(ls->fd, &peer.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept_locked(w, ls->fd, &peer, &len);
 
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -324,9 +444,17 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EMFILE || errno == ENFILE) {
-				if (!shed_one(w, ls, errno))
+				int err = errno;
+				fd_short_begin(w, l, err);
+				switch (shed_one(w, ls, err)) {
+				case SHED_ONE:
+					continue;
+				case SHED_NONE_WAITING:
 					return;
-				continue;
+				case SHED_NO_SPARE:
+					pause_accepting(w);
+					return;
+				}
 			}
 			npd_worker_log_reject(w, "accept on %s: %s", l->addr_text, strerror(errno));
 			return;
@@ -350,49 +478,63 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 	}
 }
 
-static int next_timeout(struct npd_worker *w)
+int npd_worker_timeout(struct npd_worker *w)
 {
-	int64_t first = -1;
-
-	for (size_t i = 0; i < w->ntimers; i++) {
-		struct npd_list *h = &w->timers[i]->head;
-		if (npd_list_empty(h))
-			continue;
-		int64_t d = npd_container_of(h->next, struct npd_timer, node)->deadline_ms;
-		if (first < 0 || d < first)
-			first = d;
-	}
+	if (!npd_list_empty(&w->ready))
+		return 0;
+	struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
+	int64_t first = t ? t->deadline_ms : -1;
 	/* Rejections left out of the log are counted in a line once the limit allows. */
 	if (w->reject_suppressed && (first < 0 || w->reject_log_until - 9000 < first))
 		first = w->reject_log_until - 9000;
+	if (w->accept_paused_until && (first < 0 || w->accept_paused_until < first))
+		first = w->accept_paused_until;
+	if (w->fd_short && (first < 0 || w->fd_short_last + FD_SHORT_QUIET_MS < first))
+		first = w->fd_short_last + FD_SHORT_QUIET_MS;
 	if (first < 0)
 		return -1;
 	int64_t wait = first - npd_now_ms();
 	return wait < 0 ? 0 : wait > 60000 ? 60000 : (int)wait;
 }
 
-static void expire_timers(struct npd_worker *w)
+bool npd_worker_expire(struct npd_worker *w)
 {
-	for (size_t i = 0; i < w->ntimers; i++) {
-		struct npd_list *h = &w->timers[i]->head;
-		while (!npd_list_empty(h)) {
-			struct npd_timer *t = npd_container_of(h->next, struct npd_timer, node);
-			if (t->deadline_ms > w->now_ms)
-				break;
-			npd_timer_cancel(t);
-			npd_conn_expire(npd_container_of(t, struct npd_conn, timer));
-		}
+	for (int n = 0; n < NPD_EXPIRIES_PER_TURN; n++) {
+		struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
+		if (!t || t->deadline_ms > w->now_ms)
+			return false;
+		npd_timer_cancel(t);
+		npd_conn_expire(npd_container_of(t, struct npd_conn, timer));
 	}
+	struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
+	return t && t->deadline_ms <= w->now_ms;
+}
+
+void npd_worker_serve_ready(struct npd_worker *w)
+{
+	if (npd_list_empty(&w->ready))
+		return;
+	struct npd_conn *c = npd_container_of(w->ready.next, struct npd_conn, ready);
+	npd_list_del(&c->ready);
+	npd_relay_again(c);
 }
 
 static void bury(struct npd_worker *w)
 {
+	bool any = false;
+
 	while (!npd_list_empty(&w->graveyard)) {
 		struct npd_conn *c = npd_container_of(w->graveyard.next, struct npd_conn, link);
 		npd_list_del(&c->link);
+		if (npd_list_linked(&c->ready))
+			npd_list_del(&c->ready);
 		c->next_free = w->free_conns;
 		w->free_conns = c;
+		any = true;
 	}
+	/* Descriptors were freed: the first goes to the spare, if it was lost. */
+	if (any)
+		take_spare(w);
 }
 
 static void shut_down(struct npd_worker *w)
@@ -427,6 +569,8 @@ static void shut_down(struct npd_worker *w)
 	close(w->wakefd);
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
+	if (w->fd_short)
+		atomic_fetch_sub(&fd_short_workers, 1);
 }
 
 static void *worker_main(void *arg)
@@ -439,12 +583,13 @@ static void *worker_main(void *arg)
 	for (;;) {
 		/* This turn's lines, before sleeping: a line waits at most one turn. */
 		npd_log_flush();
-		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, next_timeout(w));
+		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, npd_worker_timeout(w));
 		if (n < 0 && errno != EINTR) {
 			npd_log(NPD_LOG_ERROR, "worker %d: epoll_wait: %s", w->id, strerror(errno));
 			break;
 		}
 		w->now_ms = npd_now_ms();
+		w->turn++;
 		for (int i = 0; i < n; i++) {
 			struct npd_ev *ev = evs[i].data.ptr;
 			switch (ev->kind) {
@@ -455,7 +600,7 @@ static void *worker_main(void *arg)
 			case NPD_EV_LISTENER:
 				/* After a switch, this turn's listener events may be stale; level
 				 * triggering reports the live ones again. */
-				if (!w->socks_changed)
+				if (!w->socks_changed && !w->accept_paused_until)
 					accept_some(w, (struct npd_lsock *)ev);
 				break;
 			case NPD_EV_CLIENT: {
@@ -472,12 +617,17 @@ static void *worker_main(void *arg)
 			}
 			}
 		}
-		expire_timers(w);
+		npd_worker_serve_ready(w);
+		npd_worker_expire(w);
 		bury(w);
 		if (w->reject_suppressed && w->now_ms >= w->reject_log_until - 9000) {
 			npd_log(NPD_LOG_WARN, "%u more rejections not logged", w->reject_suppressed);
 			w->reject_suppressed = 0;
 		}
+		if (w->accept_paused_until && w->now_ms >= w->accept_paused_until)
+			resume_accepting(w);
+		if (w->fd_short && w->now_ms - w->fd_short_last >= FD_SHORT_QUIET_MS)
+			fd_short_end(w);
 		free(w->old_socks);
 		w->old_socks = NULL;
 		w->socks_changed = false;

@@ -1921,6 +1921,15 @@ static int client_main(int argc, char **argv)
 #define MAX_LISTENERS 16
 #define PROXY_CAP 512u /* the largest PROXY header the backend takes */
 #define LISTENER_TAG (1ULL << 63)
+/*
+ * What one connection may move in one turn of the backend's loop, in bytes
+ * read and sent. A connection that used it without running dry waits for
+ * the next turn, behind the others: one fast stream (a receiver on another
+ * CPU can keep a socket full for ever) must not hold up every other
+ * connection's answer, or a benchmark of the receiver's fairness would
+ * measure the backend's.
+ */
+#define SERVE_TURN_BYTES IO_BUF
 
 enum sstate { S_PROXY, S_HEAD, S_BODY, S_UPLOAD, S_DOWNLOAD };
 
@@ -1936,12 +1945,16 @@ struct listener {
 	char text[INET6_ADDRSTRLEN + 8];
 };
 
+struct sconn;
+
 struct server {
 	pthread_t thread;
 	int epfd;
 	int fds[MAX_LISTENERS];
 	struct serve_stats st;
 	uint8_t *buf;
+	uint64_t turn_left; /* of SERVE_TURN_BYTES, for the connection being served */
+	struct sconn *again, **again_tail; /* used their turn with more to do: served next turn */
 };
 
 struct sconn {
@@ -1959,6 +1972,9 @@ struct sconn {
 	uint8_t *stash; /* input read but not yet handled: waits for the output */
 	uint32_t stash_len, stash_off;
 	struct server *srv;
+	struct sconn *next_again;
+	bool queued; /* in srv->again */
+	bool dead;   /* closed while queued: freed when the queue reaches it */
 	uint8_t pend[PROXY_CAP]; /* a PROXY header or a head arriving in pieces */
 };
 
@@ -1975,7 +1991,32 @@ static void sconn_close(struct sconn *c, int err)
 	close(c->fd);
 	free(c->out);
 	free(c->stash);
-	free(c);
+	c->out = c->stash = NULL;
+	if (c->queued)
+		c->dead = true; /* the queue still points at it */
+	else
+		free(c);
+}
+
+/* c used its turn with more to do: serve it again next turn, after the others. */
+static void sconn_again(struct sconn *c)
+{
+	struct server *s = c->srv;
+
+	if (c->queued)
+		return;
+	c->queued = true;
+	c->next_again = NULL;
+	if (!s->again)
+		s->again_tail = &s->again;
+	*s->again_tail = c;
+	s->again_tail = &c->next_again;
+}
+
+/* Take n bytes from the turn's allowance (a system call is never cut short by it). */
+static void sconn_spend(struct server *s, size_t n)
+{
+	s->turn_left = n < s->turn_left ? s->turn_left - n : 0;
 }
 
 static bool sconn_blocked(const struct sconn *c)
@@ -1994,6 +2035,10 @@ static int sconn_flush(struct sconn *c)
 
 	while (sconn_blocked(c)) {
 		ssize_t r;
+		if (s->turn_left == 0) {
+			sconn_again(c);
+			return 0;
+		}
 		if (c->out_off < c->out_len) {
 			r = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
 		} else {
@@ -2002,6 +2047,7 @@ static int sconn_flush(struct sconn *c)
 		}
 		if (r > 0) {
 			s->st.bytes_out += (uint64_t)r;
+			sconn_spend(s, (size_t)r);
 			if (c->out_off < c->out_len) {
 				c->out_off += (uint32_t)r;
 				if (c->out_off == c->out_len) {
@@ -2203,11 +2249,16 @@ static int sconn_stash(struct sconn *c, const uint8_t *p, size_t n)
 	return 0;
 }
 
-/* Whatever is possible now: send what is owed, handle stashed input, read. */
+/*
+ * Whatever is possible now, within the turn's allowance: send what is owed,
+ * handle stashed input, read. When the allowance runs out first, c is queued
+ * for the next turn: its edge-triggered readiness is not used up.
+ */
 static void sconn_pump(struct sconn *c)
 {
 	struct server *s = c->srv;
 
+	s->turn_left = SERVE_TURN_BYTES;
 	for (;;) {
 		if (sconn_flush(c) != 0)
 			return;
@@ -2227,8 +2278,13 @@ static void sconn_pump(struct sconn *c)
 		}
 		if (sconn_blocked(c) && c->state != S_DOWNLOAD)
 			return; /* read more once the answer is out */
+		if (s->turn_left == 0) {
+			sconn_again(c);
+			return;
+		}
 		ssize_t r = recv(c->fd, s->buf, IO_BUF, 0);
 		if (r > 0) {
+			sconn_spend(s, (size_t)r);
 			ssize_t u = sconn_feed(c, s->buf, (size_t)r);
 			if (u < 0)
 				return;
@@ -2295,13 +2351,26 @@ static void *serve_main(void *arg)
 	int64_t end = serve_duration_ns ? now_ns() + serve_duration_ns : INT64_MAX;
 
 	while (!got_signal && now_ns() < end) {
+		/* Connections queued for another turn: look for events, but do not wait. */
 		int n = epoll_wait(s->epfd, ev, (int)(sizeof(ev) / sizeof(ev[0])),
-				   (int)(WAKE_NS / 1000000));
+				   s->again ? 0 : (int)(WAKE_NS / 1000000));
 		for (int i = 0; i < n; i++) {
 			if (ev[i].data.u64 & LISTENER_TAG)
 				serve_accept(s, (unsigned)(ev[i].data.u64 & ~LISTENER_TAG));
-			else
+			else if (!((struct sconn *)ev[i].data.ptr)->dead)
 				sconn_pump(ev[i].data.ptr);
+		}
+		/* Those queued before this turn; those they queue again wait for the next. */
+		struct sconn *c = s->again;
+		s->again = NULL;
+		while (c) {
+			struct sconn *next = c->next_again;
+			c->queued = false;
+			if (c->dead)
+				free(c);
+			else
+				sconn_pump(c);
+			c = next;
 		}
 	}
 	return NULL;

@@ -1,0 +1,456 @@
+/*
+ * test_npd_turn.c - every turn of a worker's loop is bounded (worker.h):
+ * a connection reads at most NPD_TURN_BYTES from each side when it has the
+ * loop and, when it had more, is queued on the ready list and carries on
+ * when its place comes, without losing a byte; a turn serves one queued
+ * connection, the one queued longest, and events for a queued connection
+ * wait for its place; at most NPD_EXPIRIES_PER_TURN timers expire per turn,
+ * earliest first; and while either kind of work is left over, the loop does
+ * not wait in epoll_wait.
+ *
+ * The worker is set up but never started: the test plays its loop, turn by
+ * turn, on connections whose sockets are TCP pairs on loopback.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+#include "tap.h"
+#include "worker.h"
+
+static struct npd_worker w;
+static struct npd_config *cfg;
+
+static const char config_lua[] =
+	"proxy_ports = { \"127.0.0.1:15999\" }\n"
+	"proxy_port_mappings = { [15999] = \"svc\" }\n"
+	"services = { svc = { connect = \"127.0.0.1:9\" } }\n"
+	"proxy_header_timeout = 1\n";
+
+static void nonblocking(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/* Large socket buffers, so that several turns' worth of data can wait in them. */
+static void big_buffers(int fd)
+{
+	int size = 8 << 20;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+}
+
+/* A connected TCP pair on loopback, both ends non-blocking: fds[0] ours, fds[1] the peer's. */
+static int tcp_pair(int fds[2])
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	fds[0] = fds[1] = -1;
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(l, 1) != 0 ||
+	    getsockname(l, (struct sockaddr *)&a, &len) != 0)
+		goto fail;
+	fds[1] = socket(AF_INET, SOCK_STREAM, 0);
+	big_buffers(fds[1]);
+	if (fds[1] < 0 || connect(fds[1], (struct sockaddr *)&a, sizeof(a)) != 0)
+		goto fail;
+	fds[0] = accept(l, NULL, NULL);
+	if (fds[0] < 0)
+		goto fail;
+	big_buffers(fds[0]);
+	nonblocking(fds[0]);
+	nonblocking(fds[1]);
+	close(l);
+	return 0;
+fail:
+	diag("tcp_pair: %s", strerror(errno));
+	if (l >= 0)
+		close(l);
+	return -1;
+}
+
+/* A connection in the relay, as conn.c leaves it once the backend is there. */
+static struct npd_conn *relay_conn(int client_fd, int backend_fd)
+{
+	struct npd_conn *c = calloc(1, sizeof(*c));
+
+	c->w = &w;
+	c->gen = w.gen;
+	npd_gen_hold(c->gen);
+	c->listener = &cfg->listeners[0];
+	c->service = &cfg->services[0];
+	c->state = NPD_CONN_RELAY;
+	c->client.ev.kind = NPD_EV_CLIENT;
+	c->client.fd = client_fd;
+	c->backend.ev.kind = NPD_EV_BACKEND;
+	c->backend.fd = backend_fd;
+	c->client.readable = c->client.writable = c->client.short_read_drains = true;
+	c->backend.readable = c->backend.writable = c->backend.short_read_drains = true;
+	npd_timer_init(&c->timer);
+	npd_list_init(&c->ready);
+	npd_list_add_tail(&w.conns, &c->link);
+	w.nconns++;
+	return c;
+}
+
+/* Free what npd_conn_close() put in the graveyard, as the loop's end of turn does. */
+static void bury_all(void)
+{
+	while (!npd_list_empty(&w.graveyard)) {
+		struct npd_conn *c = npd_container_of(w.graveyard.next, struct npd_conn, link);
+		npd_list_del(&c->link);
+		if (npd_list_linked(&c->ready))
+			npd_list_del(&c->ready);
+		free(c);
+	}
+}
+
+/* The next turn: what the loop does around epoll_wait, with no events. */
+static void next_turn(void)
+{
+	w.turn++;
+	npd_worker_serve_ready(&w);
+}
+
+static uint8_t pattern_byte(uint64_t i)
+{
+	return (uint8_t)(i % 251);
+}
+
+/* Write the pattern into fd until it takes no more (or cap bytes); returns the count. */
+static size_t fill(int fd, size_t cap)
+{
+	static uint8_t chunk[65536];
+	size_t total = 0;
+
+	while (total < cap) {
+		size_t n = cap - total < sizeof(chunk) ? cap - total : sizeof(chunk);
+		for (size_t i = 0; i < n; i++)
+			chunk[i] = pattern_byte(total + i);
+		ssize_t r = send(fd, chunk, n, MSG_NOSIGNAL);
+		if (r <= 0)
+			break;
+		total += (size_t)r;
+	}
+	return total;
+}
+
+/* Read what fd has, checking the pattern from *got on; false on a wrong byte. */
+static bool drain(int fd, uint64_t *got)
+{
+	static uint8_t chunk[65536];
+	ssize_t r;
+
+	while ((r = recv(fd, chunk, sizeof(chunk), 0)) > 0) {
+		for (ssize_t i = 0; i < r; i++)
+			if (chunk[i] != pattern_byte(*got + (uint64_t)i))
+				return false;
+		*got += (uint64_t)r;
+	}
+	return true;
+}
+
+static bool queued(const struct npd_conn *c)
+{
+	return npd_list_linked(&c->ready);
+}
+
+/*
+ * A client with several turns' worth of data waiting: each turn reads one
+ * budget, the connection stays queued while there is more, every byte
+ * arrives in order, and once the client has nothing more it leaves the queue.
+ */
+static void test_budget_per_turn(void)
+{
+	int cl[2], be[2];
+
+	if (tcp_pair(cl) != 0 || tcp_pair(be) != 0) {
+		ok(0, "socket pairs");
+		return;
+	}
+	size_t total = fill(cl[1], 16u << 20);
+	if (total < 3 * NPD_TURN_BYTES) {
+		skip("the socket buffers hold %zu bytes, not three turns' worth (SO_RCVBUFFORCE "
+		     "needs CAP_NET_ADMIN)", total);
+		close(cl[0]), close(cl[1]), close(be[0]), close(be[1]);
+		return;
+	}
+
+	struct npd_conn *c = relay_conn(cl[0], be[0]);
+	w.turn++;
+	npd_relay(c);
+	is_int((long)c->client.bytes, NPD_TURN_BYTES, "the first turn reads one budget");
+	ok(queued(c), "and queues the connection for the next turn");
+	ok(npd_worker_timeout(&w) == 0, "epoll_wait does not wait while one is queued");
+
+	/* An event in the same turn (the backend's EPOLLOUT, say) reads no more. */
+	npd_conn_event(c, &c->backend, EPOLLOUT);
+	is_int((long)c->client.bytes, NPD_TURN_BYTES, "a second event in the turn reads nothing more");
+	/* Nor one in the next turn: the connection waits for its place in the queue. */
+	w.turn++;
+	npd_conn_event(c, &c->client, EPOLLIN);
+	is_int((long)c->client.bytes, NPD_TURN_BYTES, "an event for a queued connection waits");
+	ok(queued(c), "and leaves it queued");
+
+	uint64_t got = 0, before = c->client.bytes;
+	bool in_order = drain(be[1], &got), bounded = true, stayed = true;
+	int turns = 1;
+	for (int i = 0; i < 5000 && got < total; i++) {
+		if (!queued(c)) {
+			/* It ran dry for a moment: the next bytes bring an edge. */
+			struct pollfd p = {.fd = cl[0], .events = POLLIN};
+			poll(&p, 1, 10);
+			w.turn++;
+			npd_conn_event(c, &c->backend, EPOLLOUT); /* drained below, each turn */
+			npd_conn_event(c, &c->client, EPOLLIN);
+		} else {
+			next_turn();
+		}
+		turns++;
+		bounded &= c->client.bytes - before <= NPD_TURN_BYTES;
+		stayed &= queued(c) || c->client.bytes - before < NPD_TURN_BYTES;
+		before = c->client.bytes;
+		in_order &= drain(be[1], &got);
+	}
+	is_int((long)got, (long)total, "every byte reached the backend");
+	ok(in_order, "in order");
+	ok(bounded, "no turn read more than NPD_TURN_BYTES");
+	ok(stayed, "a turn that used its whole budget left the connection queued");
+	ok(turns >= (int)(total / NPD_TURN_BYTES), "it took %d turns for %zu bytes", turns, total);
+	/* A last turn may have spent its budget exactly: the next one finds nothing. */
+	for (int i = 0; i < 3 && queued(c); i++)
+		next_turn();
+	ok(!queued(c), "with the client quiet, the connection is no longer queued");
+
+	npd_conn_close(c, "test over");
+	close(cl[1]);
+	close(be[1]);
+	bury_all();
+}
+
+/*
+ * A small request is relayed at its event and leaves the connection off the
+ * ready list; a connection moving bulk data waits for its place there, even
+ * with an event of its own.
+ */
+static void test_small_is_not_queued(void)
+{
+	int cl[2], be[2];
+
+	if (tcp_pair(cl) != 0 || tcp_pair(be) != 0) {
+		ok(0, "socket pairs");
+		return;
+	}
+	send(cl[1], "ping", 4, 0);
+	struct npd_conn *c = relay_conn(cl[0], be[0]);
+	w.turn++;
+	npd_conn_event(c, &c->client, EPOLLIN);
+	char buf[8];
+	ok(recv(be[1], buf, sizeof(buf), 0) == 4, "a small request goes through at its event");
+	ok(!queued(c), "and leaves the connection off the ready list");
+
+	c->client.bulk = true; /* as after a read that filled its buffer */
+	send(cl[1], "bulk", 4, 0);
+	w.turn++;
+	npd_conn_event(c, &c->client, EPOLLIN);
+	ok(queued(c) && c->client.bytes == 4, "a bulk connection's event queues it, unread");
+	next_turn();
+	ok(!queued(c) && c->client.bytes == 8, "its place comes at the next turn");
+	ok(recv(be[1], buf, sizeof(buf), 0) == 4, "and the bytes go through");
+	npd_conn_close(c, "test over");
+	close(cl[1]);
+	close(be[1]);
+	bury_all();
+}
+
+/* Each side has its own budget: the direction served first cannot starve the other. */
+static void test_both_directions(void)
+{
+	int cl[2], be[2];
+
+	if (tcp_pair(cl) != 0 || tcp_pair(be) != 0) {
+		ok(0, "socket pairs");
+		return;
+	}
+	fill(cl[1], 2 * NPD_TURN_BYTES);
+	fill(be[1], 2 * NPD_TURN_BYTES);
+	struct npd_conn *c = relay_conn(cl[0], be[0]);
+	w.turn++;
+	npd_relay(c);
+	is_int((long)c->client.bytes, NPD_TURN_BYTES, "client to backend: one budget in the turn");
+	is_int((long)c->backend.bytes, NPD_TURN_BYTES, "backend to client: one budget as well");
+	ok(queued(c), "queued for more");
+	npd_conn_close(c, "test over");
+	close(cl[1]);
+	close(be[1]);
+	bury_all();
+}
+
+/*
+ * Three connections with more than a turn's worth each: a turn serves one,
+ * the one queued longest, which goes to the tail: round robin.
+ */
+static void test_one_queued_per_turn(void)
+{
+	enum { N = 3 };
+	int cl[N][2], be[N][2];
+	struct npd_conn *c[N];
+
+	for (int i = 0; i < N; i++) {
+		if (tcp_pair(cl[i]) != 0 || tcp_pair(be[i]) != 0) {
+			ok(0, "socket pairs");
+			return;
+		}
+		if (fill(cl[i][1], 2 * NPD_TURN_BYTES) < 2 * NPD_TURN_BYTES)
+			diag("connection %d has less than two turns' worth waiting", i);
+		c[i] = relay_conn(cl[i][0], be[i][0]);
+	}
+	w.turn++;
+	for (int i = 0; i < N; i++)
+		npd_relay(c[i]);
+	bool all_queued = true;
+	for (int i = 0; i < N; i++)
+		all_queued &= queued(c[i]);
+	ok(all_queued, "each read its budget and is queued");
+
+	bool one_each = true;
+	for (int t = 0; t < N; t++) {
+		uint64_t before[N];
+		for (int i = 0; i < N; i++)
+			before[i] = c[i]->client.bytes;
+		next_turn();
+		for (int i = 0; i < N; i++) {
+			uint64_t got = 0;
+			drain(be[i][1], &got);
+			/* In turn t, connection t mod N, and only it, moves. */
+			one_each &= (c[i]->client.bytes != before[i]) == (i == t % N);
+		}
+	}
+	ok(one_each, "each turn serves the one queued longest, and only it");
+	for (int i = 0; i < N; i++) {
+		npd_conn_close(c[i], "test over");
+		close(cl[i][1]);
+		close(be[i][1]);
+	}
+	bury_all();
+}
+
+/* A connection waiting for its header, with a deadline duration_ms after at. */
+static struct npd_conn *waiting_conn(int duration_ms, int64_t at)
+{
+	struct npd_conn *c = relay_conn(-1, -1);
+
+	c->state = NPD_CONN_HEADER;
+	npd_timer_arm(npd_worker_timers(&w, duration_ms), &c->timer, at);
+	return c;
+}
+
+/*
+ * Timers due at once expire NPD_EXPIRIES_PER_TURN a turn, earliest first
+ * across lists of different durations, and the loop does not wait while some
+ * are still due; one not due yet stays.
+ */
+static void test_expiries_per_turn(void)
+{
+	enum { N = 3 * NPD_EXPIRIES_PER_TURN + 10 };
+	struct npd_conn *c[N];
+
+	/*
+	 * Deadlines t0 + 1000 + 2i (i even, the 1 s list) and t0 + 1001 + 2i (i
+	 * odd, the 1.5 s list): increasing, alternating between the lists, and
+	 * all in the past. One more is due in a second.
+	 */
+	int64_t now = npd_now_ms(), t0 = now - 10000;
+	for (int i = 0; i < N; i++)
+		c[i] = waiting_conn(i % 2 ? 1500 : 1000, i % 2 ? t0 + 2 * i - 499 : t0 + 2 * i);
+	struct npd_conn *later = waiting_conn(1000, now);
+	size_t open_before = w.nconns;
+
+	w.now_ms = now;
+	int turns = 0;
+	bool more = true, bounded = true, waits_not = true;
+	while (more && turns < N) {
+		size_t n0 = w.nconns;
+		w.turn++;
+		more = npd_worker_expire(&w);
+		turns++;
+		bounded &= n0 - w.nconns <= NPD_EXPIRIES_PER_TURN;
+		if (more)
+			waits_not &= npd_worker_timeout(&w) == 0;
+	}
+	is_int((long)(open_before - w.nconns), N, "every due timer expired");
+	is_int(turns, (N + NPD_EXPIRIES_PER_TURN - 1) / NPD_EXPIRIES_PER_TURN,
+	       "in as many turns as the budget makes");
+	ok(bounded, "none expired more than NPD_EXPIRIES_PER_TURN");
+	ok(waits_not, "epoll_wait does not wait while some are still due");
+	ok(later->state != NPD_CONN_CLOSED, "one not due yet stays");
+	ok(npd_worker_timeout(&w) > 0, "and the loop waits for it");
+
+	/* The graveyard holds them in the order they were closed: by deadline. */
+	bool in_order = true;
+	int i = 0;
+	for (struct npd_list *n = w.graveyard.next; n != &w.graveyard; n = n->next, i++)
+		in_order &= npd_container_of(n, struct npd_conn, link) == c[i];
+	ok(in_order && i == N, "earliest first, across lists");
+
+	npd_conn_close(later, "test over");
+	bury_all();
+}
+
+int main(void)
+{
+	struct npd_config_diag dg = {0};
+
+	npd_log_setup(false, NPD_LOG_ERROR); /* the connections' lines are not the point */
+	if (npd_config_load_string("t.lua", config_lua, &cfg, &dg) != 0) {
+		diag("config: %s", dg.error);
+		return 1;
+	}
+	if (npd_worker_init(&w, 0, 1) != 0) {
+		diag("npd_worker_init: %s", strerror(errno));
+		return 1;
+	}
+	w.gen = npd_gen_new(cfg, 1);
+	w.now_ms = 1;
+
+	test_budget_per_turn();
+	test_small_is_not_queued();
+	test_both_directions();
+	test_one_queued_per_turn();
+	test_expiries_per_turn();
+
+	/* What the worker holds, freed as its shutdown does, for the leak check. */
+	while (w.free_bufs) {
+		struct npd_buf *b = w.free_bufs;
+		w.free_bufs = b->next_free;
+		free(b);
+	}
+	while (w.free_bulk) {
+		struct npd_buf *b = w.free_bulk;
+		w.free_bulk = b->next_free;
+		free(b);
+	}
+	for (size_t i = 0; i < w.ntimers; i++)
+		free(w.timers[i]);
+	free(w.timers);
+	npd_gen_release(w.gen);
+	close(w.epfd);
+	close(w.wakefd);
+	close(w.reserve_fd);
+	pthread_mutex_destroy(&w.lock);
+	return done_testing();
+}
