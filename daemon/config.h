@@ -25,7 +25,7 @@
 #define NPD_DEFAULT_HEADER_TIMEOUT_MS 5000
 #define NPD_DEFAULT_MAX_HEADER 4096
 #define NPD_DEFAULT_CONNECT_TIMEOUT_MS 5000
-#define NPD_DEFAULT_MAX_CONNECTIONS 10000
+#define NPD_DEFAULT_MAX_CONNECTIONS 0 /* from the descriptor limit (npd_connection_limit) */
 
 /* How a service learns the client's address. */
 enum npd_send_proxy {
@@ -91,7 +91,7 @@ struct npd_config {
 	int header_timeout_ms;
 	size_t max_header;
 	int workers; /* 0: one per CPU */
-	int max_connections;
+	int max_connections; /* 0: as many as the descriptor limit allows */
 	bool log_syslog;
 	int log_level;	/* 0 errors and warnings, 1 info (default), 2 debug */
 	char user[64];	/* run as this user after binding; "": stay */

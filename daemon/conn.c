@@ -94,6 +94,7 @@ void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
 	npd_timer_init(&c->timer);
 	npd_list_init(&c->ready);
 	npd_list_add_tail(&w->conns, &c->link);
+	npd_list_add_tail(&w->waiting, &c->waiting);
 	w->nconns++;
 
 	if (watch(w, &c->client) != 0) {
@@ -388,6 +389,7 @@ static void connect_backend(struct npd_conn *c)
 		return;
 	}
 	c->state = NPD_CONN_CONNECTING;
+	npd_list_del(&c->waiting);
 	struct npd_timer_list *tl = npd_worker_timers(c->w, svc->connect_timeout_ms);
 	if (!tl) {
 		npd_conn_close(c, "out of memory");
@@ -592,6 +594,8 @@ release:
 	npd_timer_cancel(&c->timer);
 	c->state = NPD_CONN_CLOSED;
 	/* Later events of this epoll batch may still name c: it is freed after the batch. */
+	if (npd_list_linked(&c->waiting))
+		npd_list_del(&c->waiting);
 	npd_list_del(&c->link);
 	npd_list_add_tail(&w->graveyard, &c->link);
 	w->nconns--;

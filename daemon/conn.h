@@ -91,6 +91,7 @@ struct npd_conn {
 	struct npd_timer timer;		   /* header, connect or idle deadline */
 	struct npd_list link;		   /* in the worker's conns, then its graveyard */
 	struct npd_list ready;		   /* in the worker's ready list (worker.h) */
+	struct npd_list waiting;	   /* in the worker's waiting list while in NPD_CONN_HEADER */
 	uint64_t turn;			   /* the loop turn the sides' budgets are for */
 	struct npd_conn *next_free;
 	uint64_t id;

@@ -412,7 +412,28 @@ static void raise_fd_limit(void)
 		setrlimit(RLIMIT_NOFILE, &rl);
 		getrlimit(RLIMIT_NOFILE, &rl);
 	}
+	npd_fd_limit = rl.rlim_cur > (1u << 30) ? (1u << 30) : (size_t)rl.rlim_cur;
 	npd_log(NPD_LOG_INFO, "file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
+/* What the connection limit is and where it comes from; a max_connections the descriptors cannot hold is warned about. */
+static void log_connection_limit(const struct npd_config *cfg, int nworkers)
+{
+	struct npd_config fds_only = *cfg;
+
+	fds_only.max_connections = 0;
+	size_t limit = npd_connection_limit(cfg, nworkers);
+	size_t fits = npd_connection_limit(&fds_only, nworkers);
+	if (cfg->max_connections == 0)
+		npd_log(NPD_LOG_INFO, "connection limit: %zu, from the descriptor limit %zu (set "
+				      "max_connections to choose)", limit, npd_fd_limit);
+	else if (limit > fits)
+		npd_log(NPD_LOG_WARN, "max_connections (%zu) needs about %zu descriptors, more than "
+				      "the limit of %zu: past about %zu connections, accept fails and "
+				      "connections are shed (raise LimitNOFILE, or lower max_connections)",
+			limit, 2 * limit + (npd_fd_limit - 2 * fits), npd_fd_limit, fits);
+	else
+		npd_log(NPD_LOG_INFO, "connection limit: %zu (max_connections)", limit);
 }
 
 static bool any_transparent(const struct npd_config *cfg, bool or_mark)
@@ -524,6 +545,7 @@ static int reload(const struct source *src, const sigset_t *stop_sigs, struct np
 	*gen = g;
 	npd_log(NPD_LOG_INFO, "reloaded: generation %u", g->number);
 	log_description(cfg);
+	log_connection_limit(cfg, nworkers);
 	npd_activation_used(cfg, true);
 	notify_ready(NULL, g, nworkers, socks);
 	return 0;
@@ -740,6 +762,7 @@ int main(int argc, char **argv)
 		}
 	}
 	log_description(cfg);
+	log_connection_limit(cfg, nworkers);
 	npd_log(NPD_LOG_INFO, "running: %d worker%s, pid %d", nworkers, nworkers == 1 ? "" : "s",
 		(int)getpid());
 	notify_ready(NULL, gen, nworkers, &socks);

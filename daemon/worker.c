@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,24 @@
  * a worker without a spare then rests its listeners, and takes a spare back
  * when one of its connections closes or the rest is over.)
  */
+
+size_t npd_fd_limit = 1024;
+
+/*
+ * Each connection holds two descriptors (client and backend); the rest of
+ * the process holds a few dozen plus a listening socket per listener and
+ * worker. Without max_connections, the limit is what the descriptors allow,
+ * so that the limit, not EMFILE, is what a flood meets.
+ */
+size_t npd_connection_limit(const struct npd_config *cfg, int nworkers)
+{
+	size_t reserve = 64 + cfg->nlisteners * (size_t)(nworkers > 0 ? nworkers : 1);
+
+	if (cfg->max_connections > 0)
+		return (size_t)cfg->max_connections;
+	return npd_fd_limit > 2 * reserve ? (npd_fd_limit - reserve) / 2 : reserve / 2;
+}
+
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int fd_short_workers; /* workers in an episode (fd_short) */
 
@@ -191,6 +210,7 @@ int npd_worker_init(struct npd_worker *w, int id, int nworkers)
 		return -1;
 	pthread_mutex_init(&w->lock, NULL);
 	npd_list_init(&w->conns);
+	npd_list_init(&w->waiting);
 	npd_list_init(&w->graveyard);
 	npd_list_init(&w->ready);
 	return 0;
@@ -274,7 +294,8 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 	w->gen = u->gen;
 	free(u);
 
-	w->max_conns = ((size_t)w->gen->cfg->max_connections + w->nworkers - 1) / w->nworkers;
+	w->max_conns = (npd_connection_limit(w->gen->cfg, (int)w->nworkers) + w->nworkers - 1) /
+		       w->nworkers;
 }
 
 /* Returns true when the worker is asked to stop. */
@@ -467,11 +488,20 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port);
 			continue;
 		}
+		if (w->nconns >= w->max_conns && !npd_list_empty(&w->waiting)) {
+			/* The oldest still silent makes room: it had its chance longest. */
+			struct npd_conn *oldest =
+				(struct npd_conn *)((char *)w->waiting.next - offsetof(struct npd_conn, waiting));
+			npd_conn_close(oldest, "shed: at the connection limit (%zu), the connection "
+					       "waiting longest for its header makes room",
+				       npd_connection_limit(cfg, (int)w->nworkers));
+		}
 		if (w->nconns >= w->max_conns) {
 			close(fd);
-			npd_worker_log_reject(w, "rejected peer=%s port=%u: max_connections (%d) reached",
+			npd_worker_log_reject(w, "rejected peer=%s port=%u: the connection limit (%zu) "
+						 "is reached, none of them waiting for its header",
 					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port,
-					      cfg->max_connections);
+					      npd_connection_limit(cfg, (int)w->nworkers));
 			continue;
 		}
 		npd_conn_open(w, ls, fd, &peer);

@@ -111,6 +111,12 @@ struct npd_worker {
 
 	size_t nconns, max_conns;
 	struct npd_list conns;	    /* every open connection, to close them at exit */
+	/*
+	 * Connections still waiting for their header, oldest first: at
+	 * max_connections the first makes room for a new one, so that silent
+	 * connections cannot keep out the clients that send their headers.
+	 */
+	struct npd_list waiting;
 	struct npd_list graveyard;  /* closed this turn; freed once no event can name them */
 	struct npd_conn *free_conns; /* slots to reuse */
 	struct npd_buf *free_bufs;
@@ -129,6 +135,15 @@ struct npd_worker {
 	unsigned fd_pauses;	     /* times it had no spare and rested its listeners */
 	int64_t accept_paused_until; /* listeners disarmed until then (no spare); 0: armed */
 };
+
+/*
+ * The descriptor limit netproxyd runs with, set by main before the workers
+ * start; without max_connections, the connection limit follows from it.
+ */
+extern size_t npd_fd_limit;
+
+/* The connection limit of cfg for the whole process (max_connections, or from npd_fd_limit). */
+size_t npd_connection_limit(const struct npd_config *cfg, int nworkers);
 
 /* Set up worker id of nworkers (epoll, eventfd); nothing runs until npd_worker_start. */
 int npd_worker_init(struct npd_worker *w, int id, int nworkers);

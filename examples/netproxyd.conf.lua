@@ -133,8 +133,11 @@ services = {
 -- means one per CPU; at most 256.
 workers = 0
 
--- Connections open at once, across all workers (default 10000).
-max_connections = 10000
+-- Connections open at once, across all workers. By default as many as the
+-- descriptor limit allows (two descriptors each; netproxyd says how many at
+-- start); set it to choose fewer. At the limit, the connection waiting longest
+-- for its header is closed to make room for a new one.
+-- max_connections = 10000
 
 -- "error", "warn", "info" (the default) or "debug".
 log_level = "info"

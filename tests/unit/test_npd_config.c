@@ -398,7 +398,7 @@ static void test_default(void)
 	}
 	is_int(cfg->ntrusted, 2, "trusted: loopback");
 	ok(cfg->header_timeout_ms == 5000 && cfg->max_header == 4096 && cfg->workers == 0 &&
-		   cfg->max_connections == 10000 && cfg->log_level == 1 && !cfg->log_syslog,
+		   cfg->max_connections == 0 && cfg->log_level == 1 && !cfg->log_syslog,
 	   "tunables at their defaults");
 	text = describe(cfg);
 	if (!ok(strcmp(text, "listen 0.0.0.0:15222 -> c2s (127.0.0.1:5222 and [::1]:5222 from "

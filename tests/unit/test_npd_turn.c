@@ -102,6 +102,7 @@ static struct npd_conn *relay_conn(int client_fd, int backend_fd)
 	c->backend.readable = c->backend.writable = c->backend.short_read_drains = true;
 	npd_timer_init(&c->timer);
 	npd_list_init(&c->ready);
+	npd_list_init(&c->waiting);
 	npd_list_add_tail(&w.conns, &c->link);
 	w.nconns++;
 	return c;
