@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -325,30 +324,6 @@ static int open_sockets(const struct npd_config *cfg, int nworkers, const struct
 	return 0;
 }
 
-/*
- * Take the sockets that fresh drops out of their workers' epoll sets, before
- * the workers close them. epoll forgets a socket only when the last
- * descriptor of it closes, and of a passed socket main and the service
- * manager hold others (activation.h): closed by the worker alone, it would
- * stay registered with the address of a freed listener. For the sockets
- * netproxyd opened this is merely early. (The worker could do it before its
- * close, after an update it has not applied yet too; this is main's half.)
- */
-static void unwatch_dropped(struct npd_worker *workers, int nworkers, const struct sockets *old,
-			    const struct sockets *fresh)
-{
-	size_t nold = old->cfg->nlisteners * (size_t)nworkers;
-	size_t nfresh = fresh->cfg->nlisteners * (size_t)nworkers;
-
-	for (size_t i = 0; i < nold; i++) {
-		bool kept = old->fds[i] < 0;
-		for (size_t j = 0; j < nfresh && !kept; j++)
-			kept = fresh->fds[j] == old->fds[i];
-		if (!kept)
-			epoll_ctl(workers[i % (size_t)nworkers].epfd, EPOLL_CTL_DEL, old->fds[i], NULL);
-	}
-}
-
 /* Hand each worker gen and its sockets; each update holds a reference to gen. */
 static int post_updates(struct npd_worker *workers, int nworkers, struct npd_gen *gen,
 			const struct sockets *s)
@@ -532,8 +507,6 @@ static int reload(const struct source *src, const sigset_t *stop_sigs, struct np
 	apply_log_settings(cfg);
 	check_privileges_and_routing(cfg);
 	struct npd_gen *g = npd_gen_new(cfg, (*gen)->number + 1);
-	if (g)
-		unwatch_dropped(workers, nworkers, socks, &fresh);
 	if (!g || post_updates(workers, nworkers, g, &fresh) != 0) {
 		npd_log(NPD_LOG_ERROR, "reload failed: out of memory");
 		exit(1); /* the workers may hold a mix of old and new: do not go on */

@@ -271,10 +271,16 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 		bool kept = false;
 		for (size_t j = 0; j < u->nsocks && !kept; j++)
 			kept = u->socks[j].fd == w->socks[i].fd;
+		/*
+		 * Out of the epoll set first, whether it closes or not: epoll forgets
+		 * a socket only when its last descriptor closes, and of a socket
+		 * passed by systemd main and the service manager hold others
+		 * (activation.h), so a close alone would leave it registered, its
+		 * events naming this freed array.
+		 */
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->socks[i].fd, NULL);
 		if (!kept)
 			close(w->socks[i].fd);
-		else
-			epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->socks[i].fd, NULL);
 	}
 	/* Every socket is (re)registered: the struct its event points at has moved. */
 	for (size_t i = 0; i < u->nsocks; i++) {
