@@ -342,7 +342,7 @@ static void check_config(const struct npd_config *cfg)
 	CHECK(cfg->header_timeout_ms >= 1);
 	CHECK(cfg->max_header >= NP_V2_MIN_LEN && cfg->max_header <= NP_V2_MAX_LEN);
 	CHECK(cfg->workers >= 0 && cfg->workers <= 256);
-	CHECK(cfg->max_connections >= 1);
+	CHECK(cfg->max_connections >= 0); /* 0: from the descriptor limit */
 	CHECK(cfg->log_level >= 0 && cfg->log_level <= 2);
 	CHECK(terminated(cfg->user, sizeof(cfg->user)) && terminated(cfg->group, sizeof(cfg->group)));
 	CHECK(cfg->nfiles == 1); /* Include reads nothing here */
