@@ -66,8 +66,10 @@ NPD_OBJ    := $(NPD_SRC:%.c=$(BUILD)/%.o)
 NPD_SAN_OBJ := $(NPD_SRC:%.c=$(BUILD)/asan/%.o)
 NETPROXYD  := $(if $(wildcard daemon/main.c),$(BUILD)/netproxyd)
 
-# The preload shim: preload/preload.c with the library's objects, one .so.
+# The preload shim: preload/*.c with the library's objects, one .so.
 PRELOAD    := $(BUILD)/libnetproxy_preload.so
+PRELOAD_SRC := $(wildcard preload/*.c)
+PRELOAD_HDR := $(wildcard preload/*.h)
 
 # Unit tests: every tests/unit/test_*.c is one TAP program.
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
@@ -131,10 +133,10 @@ $(BUILD)/asan/libnpd.a: $(NPD_SAN_OBJ)
 
 # --- the preload shim -----------------------------------------------------
 
-$(PRELOAD): preload/preload.c preload/preload.map $(LIB_OBJ) $(LIB_HDR)
+$(PRELOAD): $(PRELOAD_SRC) $(PRELOAD_HDR) preload/preload.map $(LIB_OBJ) $(LIB_HDR)
 	$(CC) $(BASE_CFLAGS) -Ilib -fPIC -fvisibility=hidden -shared $(CFLAGS) \
 		-Wl,--version-script=preload/preload.map -Wl,--no-undefined \
-		preload/preload.c $(LIB_OBJ) $(LDFLAGS) -pthread -o $@
+		$(PRELOAD_SRC) $(LIB_OBJ) $(LDFLAGS) -pthread -o $@
 
 # --- unit tests ------------------------------------------------------------
 

@@ -1675,3 +1675,21 @@ def test_burst_of_late_headers_nginx_two_workers(tmp_path):
         assert not failed, (f"{len(served)} of {BURST} served; {len(failed)} not: "
                             f"{dict(list(sorted(failed.items()))[:10])}\n"
                             f"{text_of(tmp_path / 'error.log')[-3000:]}")
+
+
+# --- 8. the library itself ------------------------------------------------------------------
+
+
+def test_exports_exactly_what_preload_map_lists():
+    """The shim's dynamic symbols are the calls preload/preload.map lists as
+    global, whatever files the shim is built from: nothing internal leaks."""
+    mapfile = Path(__file__).resolve().parents[2] / "preload" / "preload.map"
+    text = mapfile.read_text()
+    listed = text.split("global:", 1)[1].split("local:", 1)[0]
+    want = sorted(w.strip().rstrip(";") for w in listed.split() if w.strip().rstrip(";"))
+    lib = build_dir() / "libnetproxy_preload.so"
+    r = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    got = sorted(line.split()[-1] for line in r.stdout.splitlines() if line.strip())
+    assert got == want, f"{lib} exports {got}; preload.map lists {want}"
