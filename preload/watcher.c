@@ -290,21 +290,35 @@ void watcher_after_fork_parent(void)
 	pthread_mutex_unlock(&shim_lock);
 }
 
-/* Start the watcher thread if it is not running. Lock held. */
+/*
+ * Start the watcher if it is not running: its epoll instance, the eventfd
+ * that tells it of a new deadline, and the thread, all or nothing. When a
+ * step fails, what was made is closed and a debug line names the call; the
+ * caller refuses what needed the watcher, and the next one tries afresh.
+ * Lock held.
+ */
 bool start_watcher(void)
 {
-	if (!watcher_running) {
+	if (watcher_running)
+		return true;
+	const char *failed = NULL;
+	int err = 0, ep = epoll_create1(EPOLL_CLOEXEC), pk = -1;
+	if (ep < 0) {
+		failed = "epoll_create1";
+		err = errno;
+	} else if ((pk = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		failed = "eventfd";
+		err = errno;
+	} else {
+		struct epoll_event pev = {.events = EPOLLIN, .data.fd = pk};
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, pk, &pev) != 0) {
+			failed = "epoll_ctl";
+			err = errno;
+		}
+	}
+	if (!failed) {
 		pthread_t t;
 		pthread_attr_t attr;
-
-		if (epfd < 0) {
-			epfd = epoll_create1(EPOLL_CLOEXEC);
-			pokefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-			struct epoll_event pev = {.events = EPOLLIN, .data.fd = pokefd};
-			if (epfd < 0 || pokefd < 0 ||
-			    epoll_ctl(epfd, EPOLL_CTL_ADD, pokefd, &pev) != 0)
-				return false;
-		}
 		/* Born with every signal blocked: signals are the server's business. */
 		sigset_t all, old;
 		sigfillset(&all);
@@ -314,10 +328,23 @@ bool start_watcher(void)
 		int r = pthread_create(&t, &attr, watcher, NULL);
 		pthread_attr_destroy(&attr);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (r != 0)
-			return false;
-		watcher_running = true;
+		if (r != 0) {
+			failed = "pthread_create";
+			err = r;
+		}
 	}
+	if (failed) {
+		if (pk >= 0)
+			real.close(pk);
+		if (ep >= 0)
+			real.close(ep);
+		debug("the watcher cannot start: %s: %s", failed, strerror(err));
+		return false;
+	}
+	/* The thread reads these under the lock, which this caller holds. */
+	epfd = ep;
+	pokefd = pk;
+	watcher_running = true;
 	return true;
 }
 

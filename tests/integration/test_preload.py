@@ -56,16 +56,18 @@ DST6 = ("2001:db8::1", 443)
 # --- helpers -----------------------------------------------------------------
 
 
-def preload_lib():
+def preload_lib(after_shim=()):
+    """LD_PRELOAD for the shim: the shim, then after_shim (libraries that
+    interpose on calls the shim makes)."""
     path = build_dir() / "libnetproxy_preload.so"
     assert path.is_file(), f"{path}: build it first (make)"
-    return str(path)
+    return ":".join([str(path), *map(str, after_shim)])
 
 
-def shim_env(ports, **extra):
+def shim_env(ports, after_shim=(), **extra):
     """The environment of a process under the shim (NETPROXY_DEBUG on)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETPROXY_")}
-    env.update(LD_PRELOAD=preload_lib(), NETPROXY_PORTS=",".join(map(str, ports)),
+    env.update(LD_PRELOAD=preload_lib(after_shim), NETPROXY_PORTS=",".join(map(str, ports)),
                NETPROXY_DEBUG="1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -277,7 +279,7 @@ class ShimServer:
     as "::1/v6only" for an IPv6-only socket; proxy_ports: the NETPROXY_PORTS
     (default: every listen port); env: more NETPROXY_*."""
 
-    def __init__(self, tmp_path, shape, listen, proxy_ports=None, **env):
+    def __init__(self, tmp_path, shape, listen, proxy_ports=None, after_shim=(), **env):
         self.dir = Path(tmp_path) / f"server-{shape}-{listen[0][1]}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.script = self.dir / "server.py"
@@ -285,7 +287,7 @@ class ShimServer:
         self.out, self.err = self.dir / "events.jsonl", self.dir / "stderr.log"
         self.shape, self.listen = shape, listen
         ports = proxy_ports if proxy_ports is not None else [p for _, p in listen]
-        self.env = shim_env(ports, **env)
+        self.env = shim_env(ports, after_shim, **env)
         def spec(host, port):
             host, _, opt = host.partition("/")
             return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}") + \
@@ -689,6 +691,148 @@ def test_split_header_is_delivered_by_the_wake_up(shape, version, piece, tmp_pat
         assert ans["head"] == "data after a split header"
         assert 0.55 <= took < 2.0, f"took {took:.2f} s\n{srv.debug()}"
         assert len(srv.events("accept")) == 1, srv.debug()
+        srv.assert_no_errors()
+
+
+# The watcher's setup made to fail at one step, the first time the shim makes
+# that call: a library loaded after the shim interposes on it, and fails it
+# only when the caller is the shim (Python's own threads and epoll go on).
+FAULTS_C = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+static int from_shim(const char *name, void *caller)
+{
+	static int failed;
+	const char *which = getenv("FAIL_CALL");
+	Dl_info info;
+
+	if (!which || strcmp(which, name) != 0 || !dladdr(caller, &info) || !info.dli_fname ||
+	    !strstr(info.dli_fname, "libnetproxy_preload"))
+		return 0;
+	return __atomic_fetch_add(&failed, 1, __ATOMIC_RELAXED) == 0;
+}
+
+int epoll_create1(int flags)
+{
+	static int (*next)(int);
+	if (!next)
+		next = (int (*)(int))dlsym(RTLD_NEXT, "epoll_create1");
+	if (from_shim("epoll_create1", __builtin_return_address(0))) {
+		errno = EMFILE;
+		return -1;
+	}
+	return next(flags);
+}
+
+int eventfd(unsigned int initval, int flags)
+{
+	static int (*next)(unsigned int, int);
+	if (!next)
+		next = (int (*)(unsigned int, int))dlsym(RTLD_NEXT, "eventfd");
+	if (from_shim("eventfd", __builtin_return_address(0))) {
+		errno = EMFILE;
+		return -1;
+	}
+	return next(initval, flags);
+}
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	static int (*next)(int, int, int, struct epoll_event *);
+	if (!next)
+		next = (int (*)(int, int, int, struct epoll_event *))dlsym(RTLD_NEXT, "epoll_ctl");
+	if (from_shim("epoll_ctl", __builtin_return_address(0))) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return next(epfd, op, fd, ev);
+}
+
+int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+	static int (*next)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+	if (!next)
+		next = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))
+			dlsym(RTLD_NEXT, "pthread_create");
+	if (from_shim("pthread_create", __builtin_return_address(0)))
+		return EAGAIN;
+	return next(t, attr, fn, arg);
+}
+'''
+
+
+def anon_inodes(pid):
+    """How many of each anonymous inode kind ([eventfd], [eventpoll]) pid holds."""
+    kinds = {}
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("anon_inode:"):
+            kinds[target[11:]] = kinds.get(target[11:], 0) + 1
+    return kinds
+
+
+def closed_within(sock, bound):
+    """Seconds until the peer closes sock (EOF or reset), failing after bound."""
+    t0 = time.monotonic()
+    sock.settimeout(bound)
+    try:
+        got = sock.recv(1)
+    except ConnectionResetError:
+        got = b""
+    except socket.timeout:
+        raise AssertionError(f"not closed within {bound} s") from None
+    assert got == b"", got
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("call", ["epoll_create1", "eventfd", "epoll_ctl", "pthread_create"])
+def test_watcher_that_cannot_start_refuses_then_starts_whole(call, tmp_path):
+    """The watcher's setup fails at one step: the connection that needed it is
+    refused at once, with a debug line naming the call; the next one that
+    needs it finds nothing half made: a whole watcher starts, parked clients
+    are closed at their deadline, a later one too (the watcher, idle with no
+    deadline, is told of it), and a late header is delivered. No descriptor
+    of the failed attempt is left."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed"
+    src, lib = tmp_path / "faults.c", tmp_path / "faults.so"
+    src.write_text(FAULTS_C)
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", str(lib),
+                        str(src), "-ldl"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    port = free_port()
+    with ShimServer(tmp_path, "blocking", [("127.0.0.1", port)], after_shim=[lib],
+                    NETPROXY_TIMEOUT_MS=1500, FAIL_CALL=call) as srv:
+        with silent_clients(port, 1) as (first,):
+            took = closed_within(first, 5)
+            assert took < 1.0, f"refused after {took:.2f} s\n{srv.debug()}"
+        err = text_of(srv.err)
+        assert f"the watcher cannot start: {call}: " in err, srv.debug()
+        assert "refused: cannot watch it for its header" in err, srv.debug()
+        for _ in range(2):      # the second one while the watcher waits with no deadline
+            with silent_clients(port, 1) as (silent,):
+                took = closed_within(silent, 6)
+                assert 1.2 <= took < 4.0, f"closed after {took:.2f} s\n{srv.debug()}"
+        s = send_split(port, header("v2"), b"late but served", delay=0.3)
+        try:
+            s.shutdown(socket.SHUT_WR)
+            ans = json.loads(recv_all(s))
+        finally:
+            s.close()
+        assert ans["accept"] == list(CLIENT) and ans["head"] == "late but served", srv.debug()
+        kinds = anon_inodes(srv.proc.pid)
+        assert (kinds.get("[eventpoll]"), kinds.get("[eventfd]")) == (1, 1), (kinds, srv.debug())
+        assert text_of(srv.err).count("the watcher cannot start") == 1, srv.debug()
         srv.assert_no_errors()
 
 
