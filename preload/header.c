@@ -43,7 +43,7 @@ void header_after_fork_parent(void)
 
 void header_after_fork_child(void)
 {
-	pthread_mutex_init(&big_lock, NULL);
+	pthread_mutex_unlock(&big_lock);
 }
 
 /* An address of the header, in its own family. */

@@ -274,8 +274,13 @@ void watcher_after_fork_child(void)
 	watcher_running = false;
 	nto_wake = 0;
 	mailboxes_after_fork();
-	pthread_mutex_init(&shim_lock, NULL);
+	/*
+	 * The locks taken before the fork are this thread's, the child's only
+	 * one: let go of them (initialising a locked mutex again, as this did, is
+	 * undefined, and ThreadSanitizer saw every later lock as a double lock).
+	 */
 	header_after_fork_child();
+	pthread_mutex_unlock(&shim_lock);
 }
 
 void watcher_before_fork(void)
