@@ -29,18 +29,18 @@ static struct mail_slab *slab; /* where the next counter comes from */
 /* What travels with a descriptor through a mailbox. */
 struct mail {
 	int64_t deadline_ms; /* CLOCK_MONOTONIC is the same clock in every process */
-	bool has_client;
-	socklen_t client_len, dst_len;
-	struct sockaddr_in6 client, dst;
+	struct claim claim;
 };
 
 /* lfd's mailbox, if it is still the listener it was made for. Lock held. */
 struct mailbox *mailbox_of(int lfd)
 {
 	struct fd_entry *l = entry(lfd);
-	uint64_t cookie = l ? atomic_load_explicit(&l->cookie, memory_order_acquire) : 0;
 
-	for (size_t i = 0; i < nmailboxes && cookie; i++)
+	if (!l || st_kind(state_of(l)) != FD_LISTENER)
+		return NULL;
+	uint64_t cookie = atomic_load_explicit(&l->cookie, memory_order_relaxed);
+	for (size_t i = 0; i < nmailboxes; i++)
 		if (mailboxes[i].lfd == lfd && mailboxes[i].cookie == cookie)
 			return &mailboxes[i];
 	return NULL;
@@ -84,21 +84,17 @@ static bool send_mail(const struct mailbox *m, const struct mail *mail, int fd)
 	return false;
 }
 
-/* Post a ready connection to its listener's mailbox; true when it went (and fd is closed here). */
-bool post(int fd, struct fd_entry *e)
+/*
+ * Post a ready connection into mailbox m, with its deadline and addresses;
+ * true when it went, and the caller closes fd: the copy in flight lives on.
+ * Lock held.
+ */
+bool post(struct mailbox *m, int fd, struct fd_entry *e)
 {
-	struct mailbox *m = mailbox_of(e->listener);
-	if (!m)
-		return false;
-	struct mail mail = {.deadline_ms = e->deadline_ms, .has_client = e->has_client,
-			    .client_len = e->client_len, .dst_len = e->dst_len, .client = e->client,
-			    .dst = e->dst};
-	if (!send_mail(m, &mail, fd))
-		return false;
-	dequeue(fd);
-	forget(e);
-	real.close(fd); /* the copy in flight lives on */
-	return true;
+	struct mail mail = {.deadline_ms = e->deadline_ms};
+
+	entry_claim(e, &mail.claim);
+	return send_mail(m, &mail, fd);
 }
 
 /*
@@ -134,7 +130,7 @@ static int receive_mail(const struct mailbox *m, struct mail *mail)
 	}
 }
 
-/* A connection from lfd's mailbox, its entry set up, or -1. */
+/* A connection from lfd's mailbox, its entry set up and FD_TAKEN, or -1. */
 int take_mail(int lfd)
 {
 	pthread_mutex_lock(&shim_lock);
@@ -146,23 +142,18 @@ int take_mail(int lfd)
 		return -1;
 
 	struct fd_entry *e = entry(fd);
-	socklen_t plen = sizeof(e ? e->peer : mail.client);
-	if (!e || real.getpeername(fd, (struct sockaddr *)&e->peer, &plen) != 0) {
+	struct addr peer = {.len = sizeof(peer.sa)};
+	if (!e || real.getpeername(fd, (struct sockaddr *)&peer.sa, &peer.len) != 0) {
 		debug("fd %d from the mailbox closed: %s", fd,
 		      e ? "its peer is gone" : "beyond the shim's descriptor table");
 		real.close(fd);
 		return -1;
 	}
-	e->peer_len = plen;
+	entry_take(fd, e);
+	slot_put(&e->peer, &peer);
+	entry_set_claim(e, &mail.claim);
 	int fl = fcntl(fd, F_GETFL);
 	e->flags = SOCK_CLOEXEC | (fl >= 0 && (fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0);
-	e->has_client = mail.has_client;
-	e->client = mail.client;
-	e->client_len = mail.client_len;
-	e->dst = mail.dst;
-	e->dst_len = mail.dst_len;
-	e->kind = FD_READY;
-	atomic_store_explicit(&e->cookie, IN_USE, memory_order_release);
 	debug("fd %d: taken from the mailbox of fd %d", fd, lfd);
 	return fd;
 }
@@ -216,15 +207,36 @@ static struct mail_count *new_count(void)
 }
 
 /* Let go of a mailbox of this process. Lock held. */
-void free_mailbox(struct mailbox *m)
+static void free_mailbox(struct mailbox *m)
 {
 	struct fd_entry *le = entry(m->lfd);
+	struct mail_count *count = m->count;
 
-	if (le && atomic_load_explicit(&le->mail, memory_order_relaxed) == m->count)
-		atomic_store_explicit(&le->mail, NULL, memory_order_relaxed);
+	if (le)
+		atomic_compare_exchange_strong_explicit(&le->mail, &count, NULL, memory_order_relaxed,
+							memory_order_relaxed);
 	real.close(m->fds[0]);
 	real.close(m->fds[1]);
 	*m = mailboxes[--nmailboxes];
+}
+
+/*
+ * Let go of the mailboxes of listeners that are gone: closed or replaced
+ * through the shim, which only says so in their entries (close() takes no
+ * lock), or, with ask_kernel, behind its back (close_range(), a raw system
+ * call), which only the socket's cookie tells. Lock held.
+ */
+void mailboxes_sweep(bool ask_kernel)
+{
+	for (size_t i = 0; i < nmailboxes;) {
+		struct mailbox *old = &mailboxes[i];
+		if (listener_is(old->lfd, old->cookie) &&
+		    (!ask_kernel || old->cookie == cookie_of(old->lfd))) {
+			i++;
+			continue;
+		}
+		free_mailbox(old);
+	}
 }
 
 /*
@@ -234,24 +246,14 @@ void free_mailbox(struct mailbox *m)
 void mailbox_for_listener(int fd)
 {
 	pthread_mutex_lock(&shim_lock);
-	/* Mailboxes of listeners closed behind the shim's back (close_range, dup2) go. */
-	for (size_t i = 0; i < nmailboxes;) {
-		struct mailbox *old = &mailboxes[i];
-		struct fd_entry *oe = entry(old->lfd);
-		if (oe && atomic_load_explicit(&oe->cookie, memory_order_acquire) == old->cookie &&
-		    old->cookie == cookie_of(old->lfd)) {
-			i++;
-			continue;
-		}
-		free_mailbox(old);
-	}
+	mailboxes_sweep(true);
 	struct mailbox *m = mailbox_of(fd);
 	if (!m && nmailboxes < MAX_MAILBOXES) {
 		struct mail_count *count = new_count();
 		m = &mailboxes[nmailboxes];
 		if (count && socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, m->fds) == 0) {
 			m->lfd = fd;
-			m->cookie = atomic_load_explicit(&entry(fd)->cookie, memory_order_acquire);
+			m->cookie = atomic_load_explicit(&entry(fd)->cookie, memory_order_relaxed);
 			m->woken_ms = 0;
 			m->wake_wanted = false;
 			m->count = count;
@@ -309,29 +311,34 @@ static int sibling(int lfd, int fam)
  * Which listener a connection read on lfd, a socket of sock_family, is for:
  * lfd itself, or, for a client of a family lfd cannot report, this process's
  * listener of the client's family on the same port, as the kernel would have
- * chosen had the client connected itself; its addresses are set as that
+ * chosen had the client connected itself; c's addresses are set as that
  * listener reports them. -1, *why set, when no listener can report it: an
  * IPv6 client and no IPv6 listener. (An IPv4 client on an IPv6-only listener
  * with no IPv4 one beside it is reported v4-mapped there.) Lock held.
  */
-int route(int fd, struct fd_entry *e, int lfd, int sock_family, const char **why)
+int route(struct claim *c, int lfd, int sock_family, const char **why)
 {
-	const struct fd_entry *l = entry(lfd);
-	int fam = other_family(e, sock_family, l && l->v6only);
+	struct fd_entry *l = entry(lfd);
+	int fam = other_family(c, sock_family, l && (state_of(l) & ST_V6ONLY));
 
 	if (fam) {
 		int to = sibling(lfd, fam);
-		if (to >= 0) {
-			debug("fd %d: an IPv%c client, for fd %d, the IPv%c listener of its port", fd,
-			      fam == AF_INET6 ? '6' : '4', to, fam == AF_INET6 ? '6' : '4');
+		if (to >= 0)
 			return to;
-		}
 		if (fam == AF_INET6) {
 			/* The server expects an IPv4 address from an IPv4 socket, a sockaddr_in. */
 			*why = "an IPv6 client cannot be reported on an IPv4 listener";
 			return -1;
 		}
 	}
-	in_family(e, sock_family);
+	in_family(c, sock_family);
 	return lfd;
+}
+
+/* The debug line for a connection route() gave to the listener to, of its client's family. */
+void say_routed(int fd, int to, const struct claim *c)
+{
+	char v = c->client.sa.sin6_family == AF_INET6 ? '6' : '4';
+
+	debug("fd %d: an IPv%c client, for fd %d, the IPv%c listener of its port", fd, v, to, v);
 }

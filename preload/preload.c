@@ -48,6 +48,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,13 +76,9 @@ EXPORT int listen(int fd, int backlog)
 {
 	ensure_init();
 	int r = real.listen(fd, backlog);
-	if (r != 0 || !conf.active)
-		return r;
+	uint32_t ls;
 	/* A new listener, perhaps on a number a listener had before: read it afresh. */
-	struct fd_entry *le = entry(fd);
-	if (le && (le->kind == FD_LISTENER || le->kind == FD_PLAIN))
-		forget(le);
-	if (proxy_listener(fd))
+	if (r == 0 && conf.active && proxy_listener(fd, true, &ls))
 		mailbox_for_listener(fd);
 	return r;
 }
@@ -96,10 +93,15 @@ static void fill_addr(const void *src, socklen_t srclen, struct sockaddr *addr, 
 	*addrlen = srclen;
 }
 
-/* Hand fd over with the flags the caller asked for and the address it should see. */
+/*
+ * Hand fd, the caller's (FD_TAKEN), over with the flags the caller asked for
+ * and the address it should see.
+ */
 static int deliver(int fd, struct fd_entry *e, int flags, struct sockaddr *addr,
 		   socklen_t *addrlen)
 {
+	struct claim c;
+
 	/*
 	 * A connection accepted in this call already has the caller's flags; one
 	 * parked by an earlier call, or passed through a mailbox, may not.
@@ -109,22 +111,36 @@ static int deliver(int fd, struct fd_entry *e, int flags, struct sockaddr *addr,
 		fcntl(fd, F_SETFL, flags & SOCK_NONBLOCK ? O_NONBLOCK : 0);
 	if ((e->flags ^ flags) & SOCK_CLOEXEC)
 		fcntl(fd, F_SETFD, flags & SOCK_CLOEXEC ? FD_CLOEXEC : 0);
-	if (e->has_client) {
-		fill_addr(&e->client, e->client_len, addr, addrlen);
+	entry_claim(e, &c);
+	if (c.client.len) {
+		fill_addr(&c.client.sa, c.client.len, addr, addrlen);
 	} else if (addr && addrlen) {
 		/* LOCAL, UNKNOWN, UNSPEC: the connection's real peer. */
 		real.getpeername(fd, addr, addrlen);
 	}
-	e->kind = FD_PROXIED;
+	entry_publish(e, FD_PROXIED);
 	return fd;
+}
+
+/*
+ * Close fd, refused or dropped, unless the server closed it meanwhile (a
+ * close() of a descriptor it was never given).
+ */
+static void refuse(int fd, struct fd_entry *e)
+{
+	if (!e || entry_publish(e, FD_UNKNOWN))
+		real.close(fd);
 }
 
 static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
-	struct fd_entry *l = conf.active ? proxy_listener(lfd) : NULL;
+	uint32_t ls;
+	struct fd_entry *l = conf.active ? proxy_listener(lfd, false, &ls) : NULL;
 
 	if (!l)
 		return real.accept4(lfd, addr, addrlen, flags);
+	/* The listener's socket: connections queued for another on its number are not its. */
+	uint64_t lcookie = atomic_load_explicit(&l->cookie, memory_order_relaxed);
 	for (;;) {
 		/*
 		 * Connections whose header came after their accept go first, from
@@ -135,7 +151,7 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		int fd = -1;
 		if (atomic_load_explicit(&queue.queued, memory_order_relaxed) > 0) {
 			pthread_mutex_lock(&shim_lock);
-			fd = pop_ready(lfd);
+			fd = pop_ready(lfd, lcookie);
 			pthread_mutex_unlock(&shim_lock);
 		}
 		if (fd < 0 && mail_waits(l))
@@ -162,51 +178,59 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		}
 
 		struct fd_entry *e = entry(fd);
-		uint64_t cookie = IN_USE;
+		struct claim c;
 		const char *why = NULL;
 		int r = -1;
 		if (e) {
+			struct addr p = {.len = plen < sizeof(p.sa) ? plen : sizeof(p.sa)};
+			memcpy(&p.sa, &peer, p.len);
+			entry_take(fd, e);
 			e->flags = flags;
-			memcpy(&e->peer, &peer, plen < sizeof(e->peer) ? plen : sizeof(e->peer));
-			e->peer_len = plen < sizeof(e->peer) ? plen : sizeof(e->peer);
+			slot_put(&e->peer, &p);
 		}
 		if (!e)
 			why = "beyond the shim's descriptor table (raise RLIMIT_NOFILE before start)";
 		else if (!is_trusted((struct sockaddr *)&peer))
 			why = "untrusted sender (not in NETPROXY_TRUSTED)";
 		else
-			r = try_header(fd, e, false, &why);
-		if (r == 1 && !other_family(e, peer.ss_family, l->v6only)) {
-			in_family(e, peer.ss_family);
-			atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+			r = try_header(fd, &c, false, false, &why);
+		if (r == 1 && !other_family(&c, peer.ss_family, ls & ST_V6ONLY)) {
+			in_family(&c, peer.ss_family);
+			entry_set_claim(e, &c);
 			return deliver(fd, e, flags, addr, addrlen);
 		}
 		if (r == 1) {
 			/* Its client is of a family this listener cannot report. */
 			pthread_mutex_lock(&shim_lock);
-			int to = route(fd, e, lfd, peer.ss_family, &why);
+			int to = route(&c, lfd, peer.ss_family, &why);
 			if (to >= 0 && to != lfd && start_watcher()) {
 				/* Kept out of programs the server may exec while it waits. */
 				if (!(e->flags & SOCK_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
 					e->flags |= SOCK_CLOEXEC;
-				atomic_store_explicit(&e->cookie, cookie, memory_order_release);
-				enqueue(fd);
-				make_ready(fd, e, to);
+				entry_set_claim(e, &c);
+				bool posted = make_ready(fd, e, to);
+				if (!posted) {
+					enqueue(fd);
+					if (!entry_publish(e, FD_READY))
+						dequeue(fd); /* closed by the server meanwhile */
+				}
 				poke(); /* for the wake-up */
 				pthread_mutex_unlock(&shim_lock);
+				say_routed(fd, to, &c);
+				if (posted)
+					debug("fd %d: passed to the mailbox of fd %d", fd, to);
 				continue;
 			}
 			pthread_mutex_unlock(&shim_lock);
 			if (to == lfd) {
-				atomic_store_explicit(&e->cookie, cookie, memory_order_release);
+				entry_set_claim(e, &c);
 				return deliver(fd, e, flags, addr, addrlen);
 			}
 			if (to >= 0)
 				why = "cannot watch it for its header";
 		}
 		if (r == 2) { /* a wake-up: what it announces is queued here or in the mailbox */
-			forget(e);
-			real.close(fd);
+			refuse(fd, e);
 			if ((fd = take_mail(lfd)) >= 0) {
 				/*
 				 * Taken before this call looked at the count (a thread
@@ -221,19 +245,17 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		}
 		if (r == 0) {
 			pthread_mutex_lock(&shim_lock);
-			bool parked = park(fd, e, lfd, cookie);
+			enum parked parked = park(fd, e, lfd, lcookie);
 			pthread_mutex_unlock(&shim_lock);
-			if (parked) {
+			if (parked == PARKED)
 				debug("fd %d: header incomplete, parked", fd);
+			if (parked != NOT_PARKED)
 				continue;
-			}
 			why = "cannot watch it for its header";
 		}
 		/* Refused: it never reaches the server, which goes on to the next one. */
 		debug("connection on fd %d refused: %s", lfd, why);
-		if (e)
-			forget(e);
-		real.close(fd);
+		refuse(fd, e);
 	}
 }
 
@@ -253,10 +275,11 @@ EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 
 EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
+	struct claim c;
+
 	ensure_init();
-	struct fd_entry *e = conf.active ? proxied_entry(fd) : NULL;
-	if (e) {
-		fill_addr(&e->client, e->client_len, addr, addrlen);
+	if (conf.active && proxied_claim(fd, &c)) {
+		fill_addr(&c.client.sa, c.client.len, addr, addrlen);
 		return 0;
 	}
 	return real.getpeername(fd, addr, addrlen);
@@ -264,46 +287,69 @@ EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 
 EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
+	struct claim c;
+
 	ensure_init();
-	struct fd_entry *e = conf.active && conf.report_dst ? proxied_entry(fd) : NULL;
-	if (e) {
-		fill_addr(&e->dst, e->dst_len, addr, addrlen);
+	if (conf.active && conf.report_dst && proxied_claim(fd, &c)) {
+		fill_addr(&c.dst.sa, c.dst.len, addr, addrlen);
 		return 0;
 	}
 	return real.getsockname(fd, addr, addrlen);
 }
 
-/* fd is about to be closed (or replaced by dup2): forget what the shim knew of it. */
-static void let_go(int fd)
+/* --- close, dup2, dup3 ---------------------------------------------------- */
+
+/*
+ * fd is about to be closed (may_defer) or replaced (dup2, dup3): the entry
+ * forgets it. Lock-free and async-signal-safe, as close() and dup2() are:
+ * a word changed by compare-and-swap, perhaps a poke of the watcher, which
+ * tidies the rest under the lock (the queue of a closed listener, its
+ * mailbox). False when the close is left to the watcher, which holds the fd
+ * (ST_BUSY) and closes it when it is done; a replacement waits for it instead.
+ */
+static bool let_go(int fd, bool may_defer)
 {
 	struct fd_entry *e = conf.active ? entry(fd) : NULL;
-	if (e && atomic_load_explicit(&e->cookie, memory_order_acquire)) {
-		pthread_mutex_lock(&shim_lock);
-		if (e->kind == FD_LISTENER) {
-			/* Its waiting connections can no longer be accepted. */
-			for (int c = queue.head, next; c >= 0; c = next) {
-				next = table[c].next;
-				if (table[c].listener == fd)
-					drop_queued(c, "its listener was closed");
+	uint32_t s = e ? state_of(e) : 0;
+
+	while (e && st_kind(s) != FD_UNKNOWN) {
+		if (!st_queued(s)) {
+			/* A listener, or a connection given (or about to be given) to the server. */
+			bool listener = st_kind(s) == FD_LISTENER;
+			if (state_change(e, &s, FD_UNKNOWN)) {
+				if (listener)
+					poke(); /* its queued connections and its mailbox go */
+				break;
 			}
-			struct mailbox *m = mailbox_of(fd);
-			if (m)
-				free_mailbox(m);
-		} else if (e->kind == FD_PARKED || e->kind == FD_READY) {
+		} else if (s & ST_ORPHAN) {
+			break; /* closed before: the number is someone else's now */
+		} else if (!(s & ST_BUSY)) {
 			/* Not the server's to close, but it did: the queue lets go of it. */
-			if (e->kind == FD_PARKED)
-				unwatch(fd);
-			dequeue(fd);
+			if (state_change(e, &s, s | ST_ORPHAN)) {
+				poke();
+				break;
+			}
+		} else if (may_defer) {
+			if (state_change(e, &s, s | ST_CLOSE))
+				return false;
+		} else {
+			/* The watcher makes a few non-blocking calls on it, then lets go. */
+			sched_yield();
+			s = state_of(e);
 		}
-		forget(e);
-		pthread_mutex_unlock(&shim_lock);
 	}
+	return true;
 }
 
+/*
+ * These three are async-signal-safe once the shim has started (at the first
+ * call of any of its functions): they take no lock.
+ */
 EXPORT int close(int fd)
 {
 	ensure_init();
-	let_go(fd);
+	if (!let_go(fd, true))
+		return 0;
 	return real.close(fd);
 }
 
@@ -311,7 +357,7 @@ EXPORT int dup2(int oldfd, int newfd)
 {
 	ensure_init();
 	if (oldfd != newfd)
-		let_go(newfd);
+		let_go(newfd, false);
 	return real.dup2(oldfd, newfd);
 }
 
@@ -319,6 +365,6 @@ EXPORT int dup3(int oldfd, int newfd, int flags)
 {
 	ensure_init();
 	if (oldfd != newfd)
-		let_go(newfd);
+		let_go(newfd, false);
 	return real.dup3(oldfd, newfd, flags);
 }

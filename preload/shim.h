@@ -78,14 +78,21 @@ bool is_proxy_port(uint16_t port);
 
 /* --- table.c -------------------------------------------------------------- */
 
-/* What the shim knows of one descriptor. */
-enum fd_kind {
-	FD_UNKNOWN = 0,
-	FD_PLAIN,    /* a listener that is not on a PROXY port */
-	FD_LISTENER, /* a listener on a PROXY port */
-	FD_PROXIED,  /* an accepted connection handed to the server */
-	FD_PARKED,   /* accepted, header incomplete, watched */
-	FD_READY,    /* header read, waiting for its listener's accept() */
+/* An address and its length, 0 for none: a sockaddr_in6 holds AF_INET too. */
+struct addr {
+	struct sockaddr_in6 sa;
+	socklen_t len;
+};
+_Static_assert(sizeof(struct addr) == 32, "an address is four words");
+
+/* What a header named: its client and destination (client.len 0: neither). */
+struct claim {
+	struct addr client, dst;
+};
+
+/* An address in an entry: words that any thread may read while another writes. */
+struct addr_slot {
+	_Atomic uint64_t w[4];
 };
 
 /*
@@ -103,31 +110,98 @@ struct mail_count {
 	_Alignas(64) atomic_int waiting;
 };
 
-struct fd_entry {
-	_Atomic uint64_t cookie; /* 0: unused; a listener's SO_COOKIE; IN_USE for the rest */
-	uint8_t kind;
-	bool has_client;  /* the header named the addresses; else the real ones apply */
-	bool v6only;	  /* FD_LISTENER: an IPv6 socket with IPV6_V6ONLY */
-	int flags;	  /* the SOCK_NONBLOCK and SOCK_CLOEXEC it has now */
-	int listener;	  /* FD_PARKED, FD_READY: the listening fd it came from */
-	int next;	  /* FD_PARKED, FD_READY: the next queued fd, or -1 */
-	int64_t deadline_ms;
-	union {
-		int64_t wake_ms; /* FD_READY: when to send the next wake-up */
-		struct mail_count *_Atomic mail; /* FD_LISTENER: its mailbox's count, or NULL */
-	};
-	struct sockaddr_in6 client, dst; /* big enough for AF_INET too */
-	socklen_t client_len, dst_len;
-	struct sockaddr_in6 peer; /* the real peer, as accept() saw it: tells the socket apart */
-	socklen_t peer_len;
+/* What the shim knows of one descriptor: the kind in its entry's state word. */
+enum fd_kind {
+	FD_UNKNOWN = 0,
+	FD_PLAIN,    /* a listener that is not on a PROXY port */
+	FD_LISTENER, /* a listener on a PROXY port */
+	FD_TAKEN,    /* a connection in the hands of the one call that has it */
+	FD_PROXIED,  /* an accepted connection handed to the server */
+	FD_PARKED,   /* accepted, header incomplete, watched */
+	FD_READY,    /* header read, waiting for its listener's accept() */
 };
 
 /*
- * The cookie of an accepted connection's entry only says "in use": such an
- * entry is recognised by its real peer instead, which getpeername() reads
- * anyway, so accept() need not pay a getsockopt() for it.
+ * One entry per descriptor number, and who may touch what in it.
+ *
+ * state is the word any thread reads without the lock: the kind, the bits
+ * below, and a generation that grows with every change of the word, so that
+ * a reader can tell that the word it read still holds. Every change is
+ * atomic; close(), dup2() and dup3() make theirs with compare-and-swap and
+ * take no lock, so that a signal handler may call them. What else is in the
+ * entry belongs, by kind, to:
+ *
+ *   FD_UNKNOWN   nobody: nothing else is meaningful.
+ *   FD_PLAIN, FD_LISTENER
+ *                whoever reads the word: cookie and mail are stored before
+ *                the word (release) and read after it (acquire); ST_V6ONLY
+ *                is in the word. Written under the lock.
+ *   FD_TAKEN     the one call that took it: from the kernel (accept,
+ *                recvmsg) or off the queue. It alone writes the entry, and
+ *                only once the word says FD_TAKEN.
+ *   FD_PROXIED   any thread, read-only: peer, client and dst were written
+ *                before the word said so, in release stores, and are read
+ *                as under a sequence lock: the word, the words of the
+ *                addresses (acquire), the word again, and used only when it
+ *                has not changed. A descriptor closed behind the shim's back
+ *                and reused is told apart by its real peer.
+ *   FD_PARKED, FD_READY
+ *                the holder of the lock: the fd is on the queue, and flags,
+ *                listener, lcookie, next, deadline_ms, wake_ms and the
+ *                addresses are written and read under the lock only. Only the
+ *                holder of the lock changes the kind to or from these; the
+ *                wrappers of close() and dup() only add bits:
+ *                  ST_BUSY    the watcher, holding the lock, is making system
+ *                             calls on the fd: a close() asks it to close the
+ *                             fd when done (ST_CLOSE) and returns; a dup2()
+ *                             over it waits until it is done;
+ *                  ST_CLOSE   see ST_BUSY;
+ *                  ST_ORPHAN  the server closed or replaced the fd: the shim
+ *                             makes no more system calls on it and takes it
+ *                             off the queue at the next chance.
+ *
+ * A server that closes a descriptor it was never given (one the shim has
+ * queued, or accepted but not yet returned) keeps the table sound, and the
+ * descriptor closed; what then happens to that number is what happens to any
+ * descriptor closed under another thread's feet.
  */
-#define IN_USE 1
+#define ST_KIND 0x07u
+#define ST_V6ONLY 0x08u /* FD_LISTENER: an IPv6 socket with IPV6_V6ONLY */
+#define ST_BUSY 0x10u
+#define ST_CLOSE 0x20u
+#define ST_ORPHAN 0x40u
+#define ST_GEN 0x100u /* the generation's unit: 24 bits of it */
+
+struct fd_entry {
+	_Atomic uint32_t state;
+	int flags;	  /* the SOCK_NONBLOCK and SOCK_CLOEXEC it has now */
+	int listener;	  /* queued: the listening fd it is for */
+	int next;	  /* queued: the next queued fd, or -1 */
+	uint64_t lcookie; /* queued: that listener's cookie: another socket on its number is not it */
+	int64_t deadline_ms;
+	int64_t wake_ms;		 /* FD_READY: when to send the next wake-up */
+	_Atomic uint64_t cookie;	 /* FD_LISTENER, FD_PLAIN: its SO_COOKIE */
+	struct mail_count *_Atomic mail; /* FD_LISTENER: its mailbox's count, or NULL */
+	struct addr_slot peer;		 /* the real peer, as accept() saw it: tells the socket apart */
+	struct addr_slot client, dst;	 /* what the header named */
+};
+_Static_assert(sizeof(struct fd_entry) == 152, "the man page gives the entry's size");
+
+static inline unsigned st_kind(uint32_t s)
+{
+	return s & ST_KIND;
+}
+
+static inline bool st_queued(uint32_t s)
+{
+	return st_kind(s) == FD_PARKED || st_kind(s) == FD_READY;
+}
+
+/* The next word after s: one generation on, with kind and bits (of kind_bits' low byte). */
+static inline uint32_t st_next(uint32_t s, uint32_t kind_bits)
+{
+	return ((s & ~(ST_GEN - 1)) + ST_GEN) | (kind_bits & (ST_GEN - 1));
+}
 
 extern struct fd_entry *table;
 extern size_t table_size;
@@ -149,12 +223,22 @@ static inline struct fd_entry *entry(int fd)
 
 bool table_init(void);
 uint64_t cookie_of(int fd);
-struct fd_entry *proxied_entry(int fd);
-struct fd_entry *proxy_listener(int lfd);
-void forget(struct fd_entry *e);
+uint32_t state_of(struct fd_entry *e);
+uint32_t state_set(struct fd_entry *e, uint32_t kind_bits);
+bool state_change(struct fd_entry *e, uint32_t *from, uint32_t kind_bits);
+void slot_put(struct addr_slot *slot, const struct addr *a);
+void slot_get(struct addr_slot *slot, struct addr *a);
+void entry_set_claim(struct fd_entry *e, const struct claim *c);
+void entry_claim(struct fd_entry *e, struct claim *c);
+void entry_take(int fd, struct fd_entry *e);
+bool entry_publish(struct fd_entry *e, uint32_t kind);
+bool proxied_claim(int fd, struct claim *c);
+struct fd_entry *proxy_listener(int lfd, bool fresh, uint32_t *state);
+bool listener_is(int lfd, uint64_t cookie);
 void dequeue(int fd);
 void enqueue(int fd);
-int pop_ready(int lfd);
+void forget_queued(int fd);
+int pop_ready(int lfd, uint64_t lcookie);
 
 /* --- header.c ------------------------------------------------------------- */
 
@@ -165,9 +249,9 @@ bool header_init(void);
 void header_before_fork(void);
 void header_after_fork_parent(void);
 void header_after_fork_child(void);
-int try_header(int fd, struct fd_entry *e, bool fin, const char **why);
-int other_family(const struct fd_entry *e, int sock_family, bool v6only);
-void in_family(struct fd_entry *e, int sock_family);
+int try_header(int fd, struct claim *c, bool fin, bool watcher, const char **why);
+int other_family(const struct claim *c, int sock_family, bool v6only);
+void in_family(struct claim *c, int sock_family);
 
 /* --- mailbox.c ------------------------------------------------------------ */
 
@@ -186,21 +270,27 @@ struct mailbox *mailbox_of(int lfd);
 size_t mailbox_count(void);
 struct mailbox *mailbox_at(size_t i);
 void mailbox_for_listener(int fd);
+void mailboxes_sweep(bool ask_kernel);
 void mailboxes_after_fork(void);
-void free_mailbox(struct mailbox *m);
-bool post(int fd, struct fd_entry *e);
+bool post(struct mailbox *m, int fd, struct fd_entry *e);
 int take_mail(int lfd);
 bool mail_waiting(const struct mailbox *m);
 bool mail_waits(struct fd_entry *l);
-int route(int fd, struct fd_entry *e, int lfd, int sock_family, const char **why);
+int route(struct claim *c, int lfd, int sock_family, const char **why);
+void say_routed(int fd, int to, const struct claim *c);
 
 /* --- watcher.c ------------------------------------------------------------ */
 
+/* What park() did with a connection. */
+enum parked {
+	PARKED,	    /* on the queue, watched */
+	NOT_PARKED, /* the watcher cannot take it: the caller refuses it */
+	GONE,	    /* the server closed it meanwhile: nothing is left to do */
+};
+
 bool start_watcher(void);
-bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie);
-void make_ready(int fd, struct fd_entry *e, int lfd);
-void drop_queued(int fd, const char *why);
-void unwatch(int fd);
+enum parked park(int fd, struct fd_entry *e, int lfd, uint64_t lcookie);
+bool make_ready(int fd, struct fd_entry *e, int lfd);
 void poke(void);
 void ask_wake(int lfd);
 void watcher_before_fork(void);

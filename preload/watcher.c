@@ -6,6 +6,11 @@
  * that close what nobody completed or took; and what fork() does to all of
  * that. It uses mailbox.c, header.c, table.c and env.c; its state is under
  * the shim's lock.
+ *
+ * The watcher makes system calls on a queued descriptor only while it holds
+ * it ST_BUSY, and then makes nothing but non-blocking calls on it, writes no
+ * debug line and waits for no lock, so that a dup2() over it in a signal
+ * handler, which waits for the watcher to be done, never waits long.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,8 +24,8 @@
 
 #include "shim.h"
 
-static int epfd = -1;	/* the watcher's, over parked fds */
-static int pokefd = -1; /* an eventfd in epfd: a new deadline to wait for */
+static int epfd = -1;		     /* the watcher's, over parked fds */
+static atomic_int pokefd = -1;	     /* an eventfd in epfd: a new deadline to wait for */
 static bool watcher_running;
 
 /*
@@ -32,23 +37,63 @@ static bool watcher_running;
 static int to_wake[MAX_MAILBOXES];
 static size_t nto_wake;
 
-/* A parked fd is no longer to be watched. Lock held. */
-void unwatch(int fd)
+/*
+ * Hold a queued fd ST_BUSY, for system calls on it: false when the server
+ * closed it (ST_ORPHAN), and the shim must make none. The watcher only, with
+ * the lock.
+ */
+static bool hold(struct fd_entry *e)
 {
-	epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+	uint32_t s = state_of(e);
+
+	while (!(s & ST_ORPHAN))
+		if (state_change(e, &s, st_kind(s) | ST_BUSY))
+			return true;
+	return false;
 }
 
-/* Close a queued fd for good. Lock held. */
-void drop_queued(int fd, const char *why)
+/*
+ * Close a queued fd for good, held ST_BUSY or the caller's (FD_TAKEN): off
+ * the queue, then the entry says so, then the close, which a close() by the
+ * server while it was held asked for too (ST_CLOSE). Lock held.
+ */
+static void drop(int fd, struct fd_entry *e)
 {
-	struct fd_entry *e = entry(fd);
-
-	if (e->kind == FD_PARKED)
-		unwatch(fd);
-	dequeue(fd);
-	debug("fd %d closed: %s", fd, why);
-	forget(e);
+	if (st_kind(state_of(e)) == FD_PARKED)
+		epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+	if (st_queued(state_of(e)))
+		dequeue(fd);
+	state_set(e, FD_UNKNOWN);
 	real.close(fd);
+}
+
+/*
+ * Let go of a fd held ST_BUSY, as kind, on the queue; or close it, when the
+ * server closed it meanwhile (ST_CLOSE). Lock held.
+ */
+static void let_be(int fd, struct fd_entry *e, uint32_t kind)
+{
+	uint32_t s = state_of(e);
+
+	while (!(s & ST_CLOSE))
+		if (state_change(e, &s, kind))
+			return;
+	drop(fd, e);
+}
+
+/* A fd held ST_BUSY is now of kind, still held. Lock held. */
+static void rekind(struct fd_entry *e, uint32_t kind)
+{
+	uint32_t s = state_of(e);
+
+	while (!state_change(e, &s, kind | (s & (ST_BUSY | ST_CLOSE))))
+		;
+}
+
+/* A queued fd the server closed: off the queue, with no system call on it. Lock held. */
+static void let_go_orphan(int fd)
+{
+	forget_queued(fd);
 }
 
 /*
@@ -109,26 +154,6 @@ static void send_wakes(void)
 		wake(lfds[i]);
 }
 
-/*
- * fd's header is read: it is ready for listener lfd, in its mailbox when it
- * has one and takes it, else in this process's queue, and the watcher is to
- * wake lfd (the queue's wake_ms, the mailbox's wake_wanted). fd is queued.
- * Lock held.
- */
-void make_ready(int fd, struct fd_entry *e, int lfd)
-{
-	e->kind = FD_READY;
-	e->listener = lfd;
-	e->wake_ms = 0; /* at once */
-	/* A new window, to be accepted in: the header may have used most of the last. */
-	e->deadline_ms = now_ms() + conf.timeout_ms;
-	struct mailbox *m = mailbox_of(lfd);
-	if (m && post(fd, e)) {
-		debug("fd %d: passed to the mailbox of fd %d", fd, lfd);
-		m->wake_wanted = true;
-	}
-}
-
 static int family_of(int fd)
 {
 	int family = 0;
@@ -139,33 +164,77 @@ static int family_of(int fd)
 	return family;
 }
 
+/*
+ * fd's header is read (its addresses in its entry, as listener lfd reports
+ * them): it is ready for lfd. Into lfd's mailbox when lfd has one and it
+ * takes it: true, and fd is closed here, the copy in flight living on. Else
+ * false, and the caller queues it FD_READY: the watcher is to wake lfd (the
+ * entry's wake_ms, the mailbox's wake_wanted). fd is held ST_BUSY or is the
+ * caller's (FD_TAKEN). Lock held.
+ */
+bool make_ready(int fd, struct fd_entry *e, int lfd)
+{
+	e->listener = lfd;
+	e->lcookie = atomic_load_explicit(&entry(lfd)->cookie, memory_order_relaxed);
+	e->wake_ms = 0; /* at once */
+	/* A new window, to be accepted in: the header may have used most of the last. */
+	e->deadline_ms = now_ms() + conf.timeout_ms;
+	struct mailbox *m = mailbox_of(lfd);
+	if (!m || !post(m, fd, e))
+		return false;
+	m->wake_wanted = true;
+	drop(fd, e);
+	return true;
+}
+
 /* A parked fd has news (or its time is up): read its header if it is complete. Lock held. */
 static void service_parked(int fd, bool fin)
 {
 	struct fd_entry *e = entry(fd);
 	const char *why = NULL;
+	struct claim c;
 
-	if (!e || e->kind != FD_PARKED)
+	if (!e || st_kind(state_of(e)) != FD_PARKED)
 		return;
-	int r = try_header(fd, e, fin, &why);
-	if (r == 0)
+	if (!hold(e)) {
+		let_go_orphan(fd);
 		return;
+	}
+	int r = try_header(fd, &c, fin, true, &why);
+	if (r == 0) {
+		let_be(fd, e, FD_PARKED);
+		return;
+	}
+	int lfd = e->listener;
 	if (r != 1) {
-		int lfd = e->listener;
-		drop_queued(fd, why ? why : "a wake-up, dropped");
+		drop(fd, e);
+		debug("fd %d closed: %s", fd, why ? why : "a wake-up, dropped");
 		/* A wake-up that kept no listener readable: another, if mail waits. */
 		struct mailbox *m = r == 2 ? mailbox_of(lfd) : NULL;
 		if (m && atomic_load_explicit(&m->count->waiting, memory_order_relaxed) > 0)
 			m->wake_wanted = true;
 		return;
 	}
+	epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+	rekind(e, FD_READY);
+	int to = route(&c, lfd, family_of(fd), &why);
+	bool posted = false;
+	if (to >= 0) {
+		entry_set_claim(e, &c);
+		posted = make_ready(fd, e, to);
+		if (!posted)
+			let_be(fd, e, FD_READY);
+	} else {
+		drop(fd, e);
+	}
+	/* The lines, now that the fd is no longer held. */
 	debug("fd %d: header read after the accept", fd);
-	unwatch(fd);
-	int to = route(fd, e, e->listener, family_of(fd), &why);
 	if (to < 0)
-		drop_queued(fd, why);
-	else
-		make_ready(fd, e, to);
+		debug("fd %d closed: %s", fd, why);
+	else if (to != lfd)
+		say_routed(fd, to, &c);
+	if (posted)
+		debug("fd %d: passed to the mailbox of fd %d", fd, to);
 }
 
 /* Expire, and wake listeners for ready connections. Returns ms to the next event, or -1. */
@@ -173,16 +242,29 @@ static int tick(int64_t now)
 {
 	int64_t next = -1;
 
+	mailboxes_sweep(false);
 	for (int fd = queue.head, after; fd >= 0; fd = after) {
 		struct fd_entry *e = &table[fd];
+		uint32_t s = state_of(e);
 		after = e->next;
-		if (e->deadline_ms <= now) {
-			drop_queued(fd, e->kind == FD_PARKED ? "its header did not arrive in time"
-							      : "the server did not accept it in time");
-			continue;
+		const char *why = NULL;
+		if (s & ST_ORPHAN)
+			let_go_orphan(fd);
+		else if (!listener_is(e->listener, e->lcookie))
+			why = "its listener was closed";
+		else if (e->deadline_ms <= now)
+			why = st_kind(s) == FD_PARKED ? "its header did not arrive in time"
+						      : "the server did not accept it in time";
+		if (why && hold(e)) {
+			drop(fd, e);
+			debug("fd %d closed: %s", fd, why);
+		} else if (why) {
+			let_go_orphan(fd);
 		}
+		if (s & ST_ORPHAN || why)
+			continue;
 		int64_t due = e->deadline_ms;
-		if (e->kind == FD_READY) {
+		if (st_kind(s) == FD_READY) {
 			if (e->wake_ms <= now) {
 				want_wake(e->listener);
 				e->wake_ms = now + WAKE_EVERY_MS;
@@ -230,10 +312,11 @@ static void *watcher(void *arg)
 		int n = epoll_wait(fd, evs, 64, timeout);
 
 		pthread_mutex_lock(&shim_lock);
+		int pk = atomic_load_explicit(&pokefd, memory_order_relaxed);
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.fd == pokefd) {
+			if (evs[i].data.fd == pk) {
 				uint64_t v;
-				ssize_t r = read(pokefd, &v, sizeof(v));
+				ssize_t r = read(pk, &v, sizeof(v));
 				(void)r;
 				continue;
 			}
@@ -245,11 +328,19 @@ static void *watcher(void *arg)
 	return NULL;
 }
 
+/*
+ * Tell the watcher to look again: a new deadline, or a descriptor closed. No
+ * lock: a signal handler may call it (write() is async-signal-safe).
+ */
 void poke(void)
 {
+	int fd = atomic_load_explicit(&pokefd, memory_order_relaxed);
 	uint64_t one = 1;
-	ssize_t r = write(pokefd, &one, sizeof(one));
-	(void)r;
+
+	if (fd >= 0) {
+		ssize_t r = write(fd, &one, sizeof(one));
+		(void)r;
+	}
 }
 
 void watcher_after_fork_child(void)
@@ -257,27 +348,28 @@ void watcher_after_fork_child(void)
 	/*
 	 * The watcher did not come along and the epoll instance is the parent's.
 	 * The queued connections are the parent's too: this process lets go of
-	 * its copies, so that only the parent hands them over.
+	 * its copies, so that only the parent hands them over. (None is held
+	 * ST_BUSY: the parent's watcher waits for the lock this thread holds.)
 	 */
 	for (int fd = queue.head, next; fd >= 0; fd = next) {
 		next = table[fd].next;
-		forget(&table[fd]);
-		real.close(fd);
+		if (!(state_of(&table[fd]) & ST_ORPHAN))
+			real.close(fd);
+		forget_queued(fd);
 	}
-	queue.head = -1;
-	atomic_store(&queue.queued, 0);
 	if (epfd >= 0)
 		real.close(epfd);
-	if (pokefd >= 0)
-		real.close(pokefd);
-	epfd = pokefd = -1;
+	int pk = atomic_exchange_explicit(&pokefd, -1, memory_order_relaxed);
+	if (pk >= 0)
+		real.close(pk);
+	epfd = -1;
 	watcher_running = false;
 	nto_wake = 0;
 	mailboxes_after_fork();
 	/*
 	 * The locks taken before the fork are this thread's, the child's only
-	 * one: let go of them (initialising a locked mutex again, as this did, is
-	 * undefined, and ThreadSanitizer saw every later lock as a double lock).
+	 * one: it lets go of them (initialising a locked mutex again would be
+	 * undefined, and ThreadSanitizer sees every later lock as a double lock).
 	 */
 	header_after_fork_child();
 	pthread_mutex_unlock(&shim_lock);
@@ -286,6 +378,8 @@ void watcher_after_fork_child(void)
 void watcher_before_fork(void)
 {
 	pthread_mutex_lock(&shim_lock);
+	/* Listeners closed meanwhile: their mailboxes are not handed down. */
+	mailboxes_sweep(false);
 	header_before_fork();
 }
 
@@ -348,32 +442,36 @@ bool start_watcher(void)
 	}
 	/* The thread reads these under the lock, which this caller holds. */
 	epfd = ep;
-	pokefd = pk;
+	atomic_store_explicit(&pokefd, pk, memory_order_relaxed);
 	watcher_running = true;
 	return true;
 }
 
-/* Called with the lock held. Returns false when fd cannot be watched. */
-bool park(int fd, struct fd_entry *e, int lfd, uint64_t cookie)
+/*
+ * Park fd, the caller's (FD_TAKEN), accepted on listener lfd (whose cookie is
+ * lcookie) with its header incomplete, for the watcher. Lock held.
+ */
+enum parked park(int fd, struct fd_entry *e, int lfd, uint64_t lcookie)
 {
 	if (!start_watcher())
-		return false;
+		return NOT_PARKED;
 	/* Kept out of programs the server may exec while it waits here. */
 	if (!(e->flags & SOCK_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
 		e->flags |= SOCK_CLOEXEC;
-	e->kind = FD_PARKED;
 	e->listener = lfd;
+	e->lcookie = lcookie;
 	e->deadline_ms = now_ms() + conf.timeout_ms;
-	atomic_store_explicit(&e->cookie, cookie, memory_order_release);
-	enqueue(fd);
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = fd};
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+		return NOT_PARKED;
+	enqueue(fd);
+	if (!entry_publish(e, FD_PARKED)) {
+		/* Closed by the server meanwhile (and so out of the epoll set). */
 		dequeue(fd);
-		forget(e);
-		return false;
+		return GONE;
 	}
 	poke(); /* the watcher may be waiting with no deadline: give it this one */
-	return true;
+	return PARKED;
 }
 
 /* Ask the watcher for a wake-up for lfd, to keep it readable while mail waits. */

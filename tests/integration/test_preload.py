@@ -6,7 +6,10 @@ accept4()'s flags and address handling exactly, and nginx (which knows
 nothing of the PROXY protocol here) behind a real HAProxy sending v2, and
 with four workers receiving late headers directly. Bursts of 500 clients at
 once, half of them with a late header, must all be served, by the Python
-server in its four shapes and by nginx with two workers.
+server in its four shapes and by nginx with two workers. A C server whose
+signal handler closes and replaces descriptors while its threads accept
+must never hang; a watcher whose setup fails (a library after the shim
+fails one of its calls) must leave nothing half made.
 
 Everything runs on loopback. Every process a test starts is a child of the
 test, in a session of its own, stopped by its PID in a ``finally`` (SIGTERM,
@@ -1687,6 +1690,80 @@ def test_late_connection_nobody_accepts_is_closed(tmp_path):
     assert "parked" in err and "the server did not accept it in time" in err, err
 
 
+CLOSING_SERVER = r"""
+import os, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+s.setblocking(False)
+fds = lambda: len(os.listdir("/proc/self/fd"))
+print("listening", fds(), flush=True)
+for _ in range(2):
+    sys.stdin.readline()              # a client connected, its header incomplete
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            s.accept()                # the shim parks it and says EAGAIN
+            print("accepted", flush=True)
+        except BlockingIOError:
+            time.sleep(0.05)
+    print("parked", flush=True)
+sys.stdin.readline()                  # the second one's header is complete now
+s.close()
+print("closed", flush=True)
+time.sleep(1.5)
+print("fds", fds(), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_closing_the_listener_closes_what_waits_for_it(tmp_path):
+    """A listener closed while one connection waits for its header (parked)
+    and another, its header complete, waits in the listener's mailbox: both
+    are closed at once, not at their timeout, and the process keeps no
+    descriptor of them or of the mailbox (close() only marks the entry and
+    wakes the watcher, which does the rest)."""
+    port = free_port()
+    script = tmp_path / "closing.py"
+    script.write_text(CLOSING_SERVER)
+    proc = subprocess.Popen(["/usr/bin/python3", str(script), str(port)],
+                            env=shim_env([port], NETPROXY_TIMEOUT_MS="10000"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    out = Lines(proc.stdout)
+    clients = []
+    try:
+        word, listening_fds = out.next().split()
+        assert word == "listening"
+        for _ in range(2):
+            clients.append(connect(port))
+            clients[-1].sendall(b"PROXY TCP4 203.0.113.2 ")
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+            assert out.next() == "parked", out.all
+        clients[1].sendall(b"192.0.2.1 1 2\r\nlate")
+        time.sleep(0.5)                 # read by the watcher, passed to the mailbox
+        proc.stdin.write(b"close\n")
+        proc.stdin.flush()
+        assert out.next() == "closed", out.all
+        for c in clients:
+            took = closed_within(c, 5)
+            assert took < 1.0, f"closed after {took:.2f} s"
+        word, fds = out.next().split()
+        # Gone: the listener, its mailbox's two; come: the watcher's epoll and eventfd.
+        assert (word, int(fds)) == ("fds", int(listening_fds) - 3 + 2), out.all
+        proc.stdin.write(b"end\n")
+        proc.stdin.flush()
+    finally:
+        for c in clients:
+            c.close()
+        stop_pid(proc)
+        err = proc.communicate(timeout=10)[1].decode(errors="replace")
+    assert "passed to the mailbox" in err, err
+    assert "closed: its listener was closed" in err, err
+
+
 # --- 7. bursts: many late headers at once ----------------------------------------------
 
 
@@ -1821,7 +1898,205 @@ def test_burst_of_late_headers_nginx_two_workers(tmp_path):
                             f"{text_of(tmp_path / 'error.log')[-3000:]}")
 
 
-# --- 8. the library itself ------------------------------------------------------------------
+# --- 8. signal handlers that close descriptors ---------------------------------------------
+
+
+# A server whose signal handler closes (SIGALRM) or replaces with dup2() and
+# then closes (SIGUSR1) connections its threads accepted, while four threads
+# accept on a PROXY port: a thread of its own sends the signals to the
+# accepting threads, thousands a second, so that many land while a thread is
+# inside the shim's accept(). Two client threads of its own connect, half of
+# them with a header in two segments, which the shim parks and hands over
+# later. It runs for argv[2] seconds, then says what it did, as JSON; a
+# wrapper that takes a lock in the handler deadlocks it instead.
+SIGNAL_C = r"""
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ACCEPTORS 4
+#define CLIENTS 2
+#define SLOTS 64
+
+static atomic_int slot[SLOTS];	/* accepted fds for the handler to close, -1: none */
+static atomic_long accepted, claimed, handler_closed, handler_duped, signals_sent;
+static atomic_int stop;
+static int devnull, port;
+
+static void handler(int sig)
+{
+	int saved = errno;
+
+	for (int i = 0; i < SLOTS; i++) {
+		int fd = atomic_exchange(&slot[i], -1);
+		if (fd < 0)
+			continue;
+		if (sig == SIGUSR1 && dup2(devnull, fd) == fd)
+			atomic_fetch_add(&handler_duped, 1);
+		close(fd);
+		atomic_fetch_add(&handler_closed, 1);
+		break;
+	}
+	errno = saved;
+}
+
+static void *acceptor(void *arg)
+{
+	int l = *(int *)arg;
+
+	while (!atomic_load(&stop)) {
+		struct sockaddr_in sa, peer;
+		socklen_t len = sizeof(sa), plen = sizeof(peer);
+		int fd = accept4(l, (struct sockaddr *)&sa, &len, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue; /* EINTR, or the listener's timeout */
+		atomic_fetch_add(&accepted, 1);
+		if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0 &&
+		    peer.sin_addr.s_addr == htonl(0xCB007107)) /* 203.0.113.7 */
+			atomic_fetch_add(&claimed, 1);
+		for (int i = 0; i < SLOTS; i++) {
+			int none = -1;
+			if (atomic_compare_exchange_strong(&slot[i], &none, fd)) {
+				fd = -1;
+				break;
+			}
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	return NULL;
+}
+
+static void *client(void *arg)
+{
+	unsigned n = (unsigned)(size_t)arg;
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+	while (!atomic_load(&stop)) {
+		char hdr[64];
+		int len = snprintf(hdr, sizeof(hdr), "PROXY TCP4 203.0.113.7 192.0.2.1 %u 443\r\n",
+				   1024 + n++ % 60000);
+		int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(c, (struct sockaddr *)&to, sizeof(to)) == 0) {
+			if (n % 2) {
+				send(c, hdr, 7, MSG_NOSIGNAL);
+				usleep(3000);
+				send(c, hdr + 7, len - 7, MSG_NOSIGNAL);
+			} else {
+				send(c, hdr, len, MSG_NOSIGNAL);
+			}
+			usleep(1000);
+		}
+		close(c);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	port = atoi(argv[1]);
+	int seconds = atoi(argv[2]), one = 1;
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	for (int i = 0; i < SLOTS; i++)
+		atomic_init(&slot[i], -1);
+
+	struct sigaction sa = {.sa_handler = handler};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	struct timeval tv = {.tv_usec = 100000}; /* accept() gives up after 100 ms */
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(l, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (bind(l, (struct sockaddr *)&sin, sizeof(sin)) || listen(l, 1024)) {
+		perror("listen");
+		return 1;
+	}
+	pthread_t acc[ACCEPTORS], cli[CLIENTS];
+	for (int i = 0; i < ACCEPTORS; i++)
+		pthread_create(&acc[i], NULL, acceptor, &l);
+	for (int i = 0; i < CLIENTS; i++)
+		pthread_create(&cli[i], NULL, client, (void *)(size_t)(i * 30000));
+
+	struct timespec t0, t, gap = {.tv_nsec = 100000};
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (unsigned k = 0;; k++) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec >= seconds)
+			break;
+		pthread_kill(acc[k % ACCEPTORS], k % 3 ? SIGALRM : SIGUSR1);
+		atomic_fetch_add(&signals_sent, 1);
+		nanosleep(&gap, NULL);
+	}
+	atomic_store(&stop, 1);
+	for (int i = 0; i < CLIENTS; i++)
+		pthread_join(cli[i], NULL);
+	for (int i = 0; i < ACCEPTORS; i++)
+		pthread_join(acc[i], NULL);
+	printf("{\"accepted\": %ld, \"claimed\": %ld, \"handler_closed\": %ld, "
+	       "\"handler_duped\": %ld, \"signals\": %ld}\n", atomic_load(&accepted),
+	       atomic_load(&claimed), atomic_load(&handler_closed), atomic_load(&handler_duped),
+	       atomic_load(&signals_sent));
+	return 0;
+}
+"""
+
+
+def test_signal_handler_closing_descriptors_never_deadlocks(tmp_path):
+    """close() and dup2() from a signal handler, landing while the server's
+    threads are inside the shim's accept(), return: the program runs its 3
+    seconds and exits, having accepted and closed many connections."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed"
+    src, exe = tmp_path / "sig.c", tmp_path / "sig"
+    src.write_text(SIGNAL_C)
+    r = subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Werror", "-pthread", "-o", str(exe),
+                        str(src)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    port = free_port()
+    err = tmp_path / "sig.stderr"
+    with open(err, "wb") as errf:
+        proc = subprocess.Popen([str(exe), str(port), "3"], stdout=subprocess.PIPE,
+                                stderr=errf, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=shim_env([port], NETPROXY_DEBUG="0",
+                                             NETPROXY_TIMEOUT_MS="2000"))
+    try:
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the server hung (a wrapper blocked in its signal handler?)"
+                                 f"\n{text_of(err)[-3000:]}") from None
+        assert proc.returncode == 0, (proc.returncode, text_of(err)[-3000:])
+        got = json.loads(out)
+        print(f"\nsignal handler test: {got}")
+        assert got["accepted"] >= 100 and got["claimed"] >= 100, got
+        assert got["handler_closed"] >= 50 and got["handler_duped"] >= 10, got
+        assert got["signals"] >= 3000, got
+    finally:
+        stop_pid(proc)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+# --- 9. the library itself ------------------------------------------------------------------
 
 
 def test_exports_exactly_what_preload_map_lists():
