@@ -61,10 +61,23 @@ DST6 = ("2001:db8::1", 443)
 
 def preload_lib(after_shim=()):
     """LD_PRELOAD for the shim: the shim, then after_shim (libraries that
-    interpose on calls the shim makes)."""
+    interpose on calls the shim makes), then NETPROXY_PRELOAD_RUNTIME when
+    set, as make tsan sets it to gcc's ThreadSanitizer runtime for a shim
+    built with it. The runtime comes after the shim so that the C library
+    calls the shim passes on through dlsym(RTLD_NEXT), its own close() and
+    accept4() among them, reach the runtime's interceptors (and, through
+    them, the C library): it then sees every descriptor the shim makes,
+    accepts and closes, and a number the kernel hands out again is a new
+    descriptor to it. Put first, the runtime is what the shim's RTLD_NEXT
+    skips: it sees the watcher's wake-up connect on a socket, then a recv()
+    on the same number in another thread, but neither the close between
+    them nor the accept() that got the number again, and reports the two as
+    a race on "file descriptor N". The server's own calls reach the shim
+    first, and the runtime through it."""
     path = build_dir() / "libnetproxy_preload.so"
     assert path.is_file(), f"{path}: build it first (make)"
-    return ":".join([str(path), *map(str, after_shim)])
+    runtime = os.environ.get("NETPROXY_PRELOAD_RUNTIME")
+    return ":".join([str(path), *map(str, after_shim), *([runtime] if runtime else [])])
 
 
 def shim_env(ports, after_shim=(), **extra):
