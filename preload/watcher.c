@@ -10,7 +10,8 @@
  * The watcher makes system calls on a queued descriptor only while it holds
  * it ST_BUSY, and then makes nothing but non-blocking calls on it, writes no
  * debug line and waits for no lock, so that a dup2() over it in a signal
- * handler, which waits for the watcher to be done, never waits long.
+ * handler, which waits for the watcher to be done, never waits long. Its
+ * close of one comes just after it lets go of it (drop()).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,7 +56,10 @@ static bool hold(struct fd_entry *e)
 /*
  * Close a queued fd for good, held ST_BUSY or the caller's (FD_TAKEN): off
  * the queue, then the entry says so, then the close, which a close() by the
- * server while it was held asked for too (ST_CLOSE). Lock held.
+ * server while it was held asked for too (ST_CLOSE). The entry is let go of
+ * first: once the number is closed, whatever gets it next may be closed by
+ * the server, and that close must not be taken for one of this fd's and left
+ * to the watcher. Lock held.
  */
 static void drop(int fd, struct fd_entry *e)
 {
