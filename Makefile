@@ -2,8 +2,9 @@
 #
 #   make            the library (shared and static) and the tools
 #   make check      every test: unit tests (also under ASan+UBSan), the fuzz
-#                   corpus replayed, integration tests, the daemon's threaded
-#                   tests under ThreadSanitizer (make tsan), man page lint
+#                   corpus replayed, integration tests, the daemon's and the
+#                   preload shim's threaded tests under ThreadSanitizer (make
+#                   tsan), man page lint
 #   make run        netproxyd on its default config
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60); an input
 #                   taking FUZZ_TIMEOUT seconds (default 10) is a finding
@@ -84,8 +85,10 @@ NPD_OBJ    := $(NPD_SRC:%.c=$(BUILD)/%.o)
 NPD_SAN_OBJ := $(NPD_SRC:%.c=$(BUILD)/asan/%.o)
 NETPROXYD  := $(if $(wildcard daemon/main.c),$(BUILD)/netproxyd)
 
-# The preload shim: preload/preload.c with the library's objects, one .so.
+# The preload shim: preload/*.c with the library's objects, one .so.
 PRELOAD    := $(BUILD)/libnetproxy_preload.so
+PRELOAD_SRC := $(wildcard preload/*.c)
+PRELOAD_HDR := $(wildcard preload/*.h)
 
 # The Lua 5.4 binding, lua/netproxy.c with the library's objects, one .so
 # that require "netproxy" loads.
@@ -156,10 +159,10 @@ $(BUILD)/asan/libnpd.a: $(NPD_SAN_OBJ)
 
 # --- the preload shim -----------------------------------------------------
 
-$(PRELOAD): preload/preload.c preload/preload.map $(LIB_OBJ) $(LIB_HDR)
+$(PRELOAD): $(PRELOAD_SRC) $(PRELOAD_HDR) preload/preload.map $(LIB_OBJ) $(LIB_HDR)
 	$(CC) $(BASE_CFLAGS) -Ilib -fPIC -fvisibility=hidden -shared $(CFLAGS) \
 		-Wl,--version-script=preload/preload.map -Wl,--no-undefined \
-		preload/preload.c $(LIB_OBJ) $(LDFLAGS) -pthread -o $@
+		$(PRELOAD_SRC) $(LIB_OBJ) $(LDFLAGS) -pthread -o $@
 
 # --- the Lua binding -------------------------------------------------------
 
@@ -282,20 +285,35 @@ fuzz: $(FUZZ_BIN)
 integration: all
 	NETPROXY_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
 
-# The daemon built with ThreadSanitizer (gcc's, whose runtime is a shared
-# library) and its threaded integration tests run against it: workers, the
-# signal thread, reloads under traffic. Any report fails the target.
+# The daemon and the preload shim built with ThreadSanitizer (gcc's, whose
+# runtime is a shared library), and their threaded integration tests run
+# against them: the daemon's workers, signal thread, reloads under traffic;
+# the shim in servers that accept on many threads, fork, and close
+# descriptors from signal handlers. The shim is loaded into programs that
+# are not built for it (Python, nginx, test programs), so the runtime is
+# preloaded with it, after it (tests/integration/test_preload.py,
+# preload_lib(), says why after). Any report fails the target.
 TSAN_BUILD := $(BUILD)/tsan
+TSAN_CC    := gcc
+TSAN_RUNTIME = $(shell $(TSAN_CC) -print-file-name=libtsan.so.2)
 TSAN_TESTS := tests/integration/test_daemon_basic.py tests/integration/test_daemon_robust.py \
               tests/integration/test_cli.py tests/integration/test_config_guard.py
+TSAN_SHIM_TESTS := tests/integration/test_preload.py
+TSAN_ENV = TSAN_OPTIONS="halt_on_error=1 log_path=$(abspath $(TSAN_BUILD))/reports/tsan" \
+	NETPROXY_BUILD=$(abspath $(TSAN_BUILD))
 tsan:
-	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CC=gcc \
+	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CC=$(TSAN_CC) \
 		CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS=-fsanitize=thread all
 	@rm -rf $(TSAN_BUILD)/reports && mkdir -p -m 1777 $(TSAN_BUILD)/reports
-	TSAN_OPTIONS="halt_on_error=1 log_path=$(abspath $(TSAN_BUILD))/reports/tsan" \
-		NETPROXY_BUILD=$(abspath $(TSAN_BUILD)) $(PYTHON) -m pytest -q $(TSAN_TESTS)
-	@if ls $(TSAN_BUILD)/reports/* >/dev/null 2>&1; then \
-		cat $(TSAN_BUILD)/reports/*; echo "tsan: ThreadSanitizer reported the above"; exit 1; fi
+	@status=0; \
+	echo '$(TSAN_ENV) $(PYTHON) -m pytest -q $(TSAN_TESTS)'; \
+	$(TSAN_ENV) $(PYTHON) -m pytest -q $(TSAN_TESTS) || status=1; \
+	echo '$(TSAN_ENV) NETPROXY_PRELOAD_RUNTIME=$(TSAN_RUNTIME) $(PYTHON) -m pytest -q $(TSAN_SHIM_TESTS)'; \
+	$(TSAN_ENV) NETPROXY_PRELOAD_RUNTIME=$(TSAN_RUNTIME) $(PYTHON) -m pytest -q $(TSAN_SHIM_TESTS) \
+		|| status=1; \
+	if ls $(TSAN_BUILD)/reports/* >/dev/null 2>&1; then \
+		cat $(TSAN_BUILD)/reports/*; echo "tsan: ThreadSanitizer reported the above"; exit 1; fi; \
+	if [ $$status != 0 ]; then echo "tsan: tests failed"; exit 1; fi
 	@echo "tsan: no ThreadSanitizer report"
 
 lint-man:
