@@ -58,30 +58,20 @@ static int parse_cidr(const char *text, size_t len)
 	if (r == NP_EFAMILY) {
 		/*
 		 * Inside ::ffff:0:0/96: a v4-mapped peer is matched as the IPv4
-		 * address it is, so no peer would ever match. Say what to write.
+		 * address it is, so no peer would ever match. The library gives the
+		 * block as IPv4: say to write that.
 		 */
-		char a[64], v4[INET_ADDRSTRLEN] = "?";
-		struct in6_addr in6;
-		size_t alen = strcspn(text, "/");
-		alen = alen < len ? alen : len;
-		unsigned prefix = alen < len ? (unsigned)atoi(text + alen + 1) : 128;
-		if (alen < sizeof(a)) {
-			memcpy(a, text, alen);
-			a[alen] = '\0';
-			if (inet_pton(AF_INET6, a, &in6) == 1) {
-				uint32_t mask = prefix >= 128 ? 0xFFFFFFFFu : ~(0xFFFFFFFFu >> (prefix - 96));
-				uint32_t host;
-				memcpy(&host, &in6.s6_addr[12], 4);
-				host = htonl(ntohl(host) & mask);
-				inet_ntop(AF_INET, &host, v4, sizeof(v4));
-			}
-		}
-		char block[16];
-		snprintf(block, sizeof(block), "/%u", prefix - 96);
+		const struct np_cidr *c = &conf.trusted[conf.ntrusted];
+		struct np_endpoint ep = {0};
+		char v4[NP_ADDRSTRLEN] = "?", block[8] = "";
+
+		memcpy(ep.ip4, c->addr, 4);
+		np_format_addr(v4, sizeof(v4), NP_AF_INET, &ep);
+		if (c->prefix < 32)
+			snprintf(block, sizeof(block), "/%u", (unsigned)c->prefix);
 		fprintf(stderr, "netproxy_preload: NETPROXY_TRUSTED: '%.*s' is an IPv4-mapped block, "
 				"which no sender matches (an IPv4 sender is matched as IPv4): write "
-				"'%s%s'; the shim is off\n", (int)len, text, v4,
-			prefix < 128 ? block : "");
+				"'%s%s'; the shim is off\n", (int)len, text, v4, block);
 		return -1;
 	}
 	if (r != 0)
