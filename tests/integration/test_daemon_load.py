@@ -298,10 +298,12 @@ def test_out_of_descriptors_with_two_workers():
     if raise_nofile(4000) < 3500:
         pytest.skip("needs 3500 descriptors for the flood")
     port = free_port()
+    # The limit from the start (netproxyd is nobody once running: no prlimit on
+    # it later), and a max_connections above what it holds, so accept() fails.
     with Echo() as echo, Netproxyd(conf({port: "svc"}, {"svc": echo.port},
-                                        "workers = 2\n")) as d:
+                                        "workers = 2\nmax_connections = 100000\n"),
+                                   prefix=["prlimit", "--nofile=64:64", "--"]) as d:
         pid = d.proc.pid
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
         base = open_fds(pid)
         capacity = 64 - base        # connections it can hold, one descriptor each
         held = []

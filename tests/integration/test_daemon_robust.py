@@ -895,8 +895,8 @@ def test_max_connections():
             how, secs, got = wait_close(s, 3)
             s.close()
             assert how in ("eof", "reset") and got == b"" and secs < 1, (how, secs, d.log())
-            d.wait_log(r"rejected peer=127\.0\.0\.1:\d+ port=%d: max_connections \(5\) reached"
-                       % port)
+            d.wait_log(r"rejected peer=127\.0\.0\.1:\d+ port=%d: the connection limit \(5\) is "
+                       r"reached, none of them waiting for its header" % port)
             # The five held ones still relay.
             for i, s in enumerate(held):
                 echo_round(s, b"again %d" % i)
@@ -921,7 +921,9 @@ def test_emfile_is_shed_without_spinning():
     port = free_port()
     # The daemon's descriptor limit is 64 from the start (it is nobody once
     # running, and this test has no CAP_SYS_RESOURCE to lower it later).
-    with EchoServer() as echo, Netproxyd(simple(port, echo.port, "workers = 1\n"),
+    # A max_connections above what 64 descriptors hold, so that accept() itself fails.
+    with EchoServer() as echo, Netproxyd(simple(port, echo.port,
+                                                "workers = 1\nmax_connections = 100000\n"),
                                          prefix=["prlimit", "--nofile=64:64", "--"]) as d:
         pid = d.proc.pid
         d.wait_log(r"file descriptor limit: 64$")
