@@ -11,6 +11,7 @@ parser independent of the library, and by the built netproxy-dump --json.
 import ipaddress
 import json
 import os
+import select
 import socket
 import subprocess
 import threading
@@ -498,6 +499,13 @@ def test_connect_timeout(send_path):
                 fillers.append(c)
                 c.setblocking(False)
                 c.connect_ex(("127.0.0.1", port))
+            # The queue is full once one filler is connected (a loaded machine
+            # may take longer than a moment): only then does a SYN get dropped.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                _, ready, _ = select.select([], fillers, [], 0.1)
+                if any(c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for c in ready):
+                    break
             time.sleep(0.2)
             start = time.monotonic()
             proc = run_send(send_path, "-w", "0.5", "127.0.0.1", port)
