@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lua.h>
@@ -529,6 +530,85 @@ static const char *sig_name(int sig)
 	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t stop_began_ms;
+
+/*
+ * The graceful stop: the workers stop accepting and let their relayed
+ * connections finish for up to grace_ms (shutdown_grace); meanwhile STATUS
+ * says how many are left, and a second stop signal closes them at once.
+ * Returns when every worker has ended its loop.
+ */
+static void drain(struct npd_worker *workers, int nworkers, int grace_ms,
+		  const sigset_t *stop_sigs)
+{
+	size_t shown = SIZE_MAX;
+	bool forced = false;
+
+	stop_began_ms = now_ms();
+	for (int k = 0; k < nworkers; k++)
+		npd_worker_drain(&workers[k], grace_ms);
+	if (grace_ms > 0)
+		npd_log(NPD_LOG_INFO, "not accepting; relayed connections have up to %d.%03d s to "
+				      "finish (shutdown_grace); SIGTERM again closes them at once",
+			grace_ms / 1000, grace_ms % 1000);
+	for (;;) {
+		bool all_done = true, known = true;
+		size_t left = 0;
+
+		for (int k = 0; k < nworkers; k++) {
+			all_done = all_done && npd_worker_done(&workers[k]);
+			size_t n = atomic_load(&workers[k].drain_left);
+			if (n == SIZE_MAX)
+				known = false;
+			else if (!npd_worker_done(&workers[k]))
+				left += n;
+		}
+		if (all_done)
+			return;
+		if (known && left != shown && !forced) {
+			npd_notify("STATUS=draining %zu connection%s", left, left == 1 ? "" : "s");
+			shown = left;
+		}
+		struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+		siginfo_t si;
+		int sig = sigtimedwait(stop_sigs, &si, &tick);
+		if (sig > 0 && !forced) {
+			npd_log(NPD_LOG_INFO, "%s again: closing the connections left at once",
+				sig_name(sig));
+			npd_notify("STATUS=closing the connections left");
+			for (int k = 0; k < nworkers; k++)
+				npd_worker_stop(&workers[k]);
+			forced = true;
+		}
+	}
+}
+
+/* The stop's one summary line, from the joined workers' counts. */
+static void summary(const struct npd_worker *workers, int nworkers)
+{
+	size_t relayed = 0, unheaded = 0, cut = 0;
+	int64_t ms = now_ms() - stop_began_ms;
+
+	for (int k = 0; k < nworkers; k++) {
+		relayed += workers[k].drain_relayed;
+		unheaded += workers[k].drain_unheaded;
+		cut += workers[k].drain_cut;
+	}
+	npd_log(NPD_LOG_INFO, "stopped after %lld.%03lld s: %zu of %zu relayed connections "
+			      "finished, %zu closed \"shutting down\"; %zu waiting for their "
+			      "header closed at once",
+		(long long)(ms / 1000), (long long)(ms % 1000), relayed - cut, relayed, cut,
+		unheaded);
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_SYSLOG = 256, OPT_SEND_PROXY, OPT_TRUSTED, OPT_SETUP_ROUTING };
@@ -763,13 +843,12 @@ int main(int argc, char **argv)
 		npd_notify("STOPPING=1\nSTATUS=stopping on %s", sig_name(sig));
 		break;
 	}
-	for (int k = 0; k < nworkers; k++)
-		npd_worker_stop(&workers[k]);
+	drain(workers, nworkers, gen->cfg->shutdown_grace_ms, &stop_sigs);
 	for (int k = 0; k < nworkers; k++)
 		npd_worker_join(&workers[k]);
+	summary(workers, nworkers);
 	free(workers);
 	free(socks.fds);
 	npd_gen_release(gen);
-	npd_log(NPD_LOG_INFO, "stopped");
 	return 0;
 }

@@ -202,6 +202,9 @@ int npd_worker_init(struct npd_worker *w, int id, int nworkers)
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	w->drain_ms = -1;
+	atomic_init(&w->drain_left, SIZE_MAX);
+	atomic_init(&w->done, false);
 	if (w->epfd < 0 || w->wakefd < 0)
 		return -1;
 	w->wake_ev.kind = NPD_EV_WAKE;
@@ -245,6 +248,19 @@ void npd_worker_stop(struct npd_worker *w)
 	w->stop = true;
 	pthread_mutex_unlock(&w->lock);
 	wake(w);
+}
+
+void npd_worker_drain(struct npd_worker *w, int grace_ms)
+{
+	pthread_mutex_lock(&w->lock);
+	w->drain_ms = grace_ms < 0 ? 0 : grace_ms;
+	pthread_mutex_unlock(&w->lock);
+	wake(w);
+}
+
+bool npd_worker_done(struct npd_worker *w)
+{
+	return atomic_load(&w->done);
 }
 
 /*
@@ -304,6 +320,38 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 		       w->nworkers;
 }
 
+/*
+ * The graceful stop begins: the listening sockets leave the epoll set and
+ * close (a socket the service manager passed stays open in its hands, and
+ * its queue waits for the next netproxyd); connections still waiting for
+ * their header have no service yet and close at once. Returns true when
+ * nothing is left to wait for.
+ */
+static bool start_drain(struct npd_worker *w, int grace_ms)
+{
+	w->draining = true;
+	w->drain_until = w->now_ms + grace_ms;
+	for (size_t i = 0; i < w->nsocks; i++) {
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->socks[i].fd, NULL);
+		close(w->socks[i].fd);
+	}
+	/* This turn's events may still point into the array: it goes after the turn. */
+	free(w->old_socks);
+	w->old_socks = w->socks;
+	w->socks = NULL;
+	w->nsocks = 0;
+	w->socks_changed = true;
+	while (!npd_list_empty(&w->waiting)) {
+		struct npd_conn *c =
+			(struct npd_conn *)((char *)w->waiting.next - offsetof(struct npd_conn, waiting));
+		npd_conn_close(c, "shutting down");
+		w->drain_unheaded++;
+	}
+	w->drain_relayed = w->nconns;
+	atomic_store(&w->drain_left, w->nconns);
+	return grace_ms == 0 || w->nconns == 0;
+}
+
 /* Returns true when the worker is asked to stop. */
 static bool take_mail(struct npd_worker *w)
 {
@@ -314,6 +362,7 @@ static bool take_mail(struct npd_worker *w)
 	pthread_mutex_lock(&w->lock);
 	struct npd_worker_update *u = w->pending;
 	bool stop = w->stop;
+	int drain_ms = w->drain_ms;
 	w->pending = NULL;
 	pthread_mutex_unlock(&w->lock);
 	while (u) {
@@ -321,6 +370,8 @@ static bool take_mail(struct npd_worker *w)
 		apply_update(w, u);
 		u = next;
 	}
+	if (!stop && drain_ms >= 0 && !w->draining)
+		stop = start_drain(w, drain_ms);
 	return stop;
 }
 
@@ -527,6 +578,8 @@ int npd_worker_timeout(struct npd_worker *w)
 		first = w->accept_paused_until;
 	if (w->fd_short && (first < 0 || w->fd_short_last + FD_SHORT_QUIET_MS < first))
 		first = w->fd_short_last + FD_SHORT_QUIET_MS;
+	if (w->draining && (first < 0 || w->drain_until < first))
+		first = w->drain_until;
 	if (first < 0)
 		return -1;
 	int64_t wait = first - npd_now_ms();
@@ -575,8 +628,10 @@ static void bury(struct npd_worker *w)
 
 static void shut_down(struct npd_worker *w)
 {
-	while (!npd_list_empty(&w->conns))
+	while (!npd_list_empty(&w->conns)) {
 		npd_conn_close(npd_container_of(w->conns.next, struct npd_conn, link), "shutting down");
+		w->drain_cut++;
+	}
 	bury(w);
 	/* Updates never applied: applying them closes what each one left out. */
 	take_mail(w);
@@ -602,7 +657,6 @@ static void shut_down(struct npd_worker *w)
 	w->gen = NULL;
 
 	close(w->epfd);
-	close(w->wakefd);
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
 	if (w->fd_short)
@@ -667,10 +721,16 @@ static void *worker_main(void *arg)
 		free(w->old_socks);
 		w->old_socks = NULL;
 		w->socks_changed = false;
+		if (w->draining) {
+			atomic_store(&w->drain_left, w->nconns);
+			if (w->nconns == 0 || w->now_ms >= w->drain_until)
+				break;
+		}
 	}
 out:
 	shut_down(w);
 	npd_log_batch(false);
+	atomic_store(&w->done, true);
 	return NULL;
 }
 
@@ -683,4 +743,5 @@ void npd_worker_join(struct npd_worker *w)
 {
 	pthread_join(w->thread, NULL);
 	pthread_mutex_destroy(&w->lock);
+	close(w->wakefd); /* here, not by the thread: main may still wake a worker that ended */
 }
