@@ -529,6 +529,12 @@ void npd_conn_expire(struct npd_conn *c)
 {
 	switch (c->state) {
 	case NPD_CONN_HEADER:
+		if (c->w->draining) {
+			c->w->drain_unheaded++;
+			c->w->drain_cut++;
+			npd_conn_close(c, "shutting down");
+			break;
+		}
 		npd_conn_close(c, "header timeout (%d ms), %u bytes received",
 			       c->gen->cfg->header_timeout_ms, c->client.in ? c->client.in->len : 0);
 		break;

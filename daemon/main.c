@@ -602,9 +602,8 @@ static void summary(const struct npd_worker *workers, int nworkers)
 		unheaded += workers[k].drain_unheaded;
 		cut += workers[k].drain_cut;
 	}
-	npd_log(NPD_LOG_INFO, "stopped after %lld.%03lld s: %zu of %zu relayed connections "
-			      "finished, %zu closed \"shutting down\"; %zu waiting for their "
-			      "header closed at once",
+	npd_log(NPD_LOG_INFO, "stopped after %lld.%03lld s: %zu of %zu connections finished, "
+			      "%zu closed \"shutting down\" (%zu of them waiting for their header)",
 		(long long)(ms / 1000), (long long)(ms % 1000), relayed - cut, relayed, cut,
 		unheaded);
 }

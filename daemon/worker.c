@@ -23,6 +23,7 @@
 #define FREE_BUFS_KEPT 64   /* beyond that, drained buffers go back to the system */
 #define FREE_BULK_KEPT 4    /* and bulk ones: 4 MiB kept, the rest lent afresh */
 #define ACCEPT_PAUSE_MS 50  /* out of descriptors with no spare: listeners rest this long */
+#define NPD_DRAIN_HEADER_MS 1000 /* stopping: a connection waiting for its header has this long */
 #define FD_SHORT_QUIET_MS 1000 /* an episode without descriptors ends after this long */
 
 /*
@@ -341,13 +342,26 @@ static bool start_drain(struct npd_worker *w, int grace_ms)
 	w->socks = NULL;
 	w->nsocks = 0;
 	w->socks_changed = true;
-	while (!npd_list_empty(&w->waiting)) {
-		struct npd_conn *c =
-			(struct npd_conn *)((char *)w->waiting.next - offsetof(struct npd_conn, waiting));
-		npd_conn_close(c, "shutting down");
-		w->drain_unheaded++;
+	/*
+	 * A connection still waiting for its header has no service yet, but its
+	 * header may be on its way (the client's connect() and its first write
+	 * are two steps): it has at most NPD_DRAIN_HEADER_MS more, its header
+	 * timeout's remainder if shorter, and closes "shutting down" then.
+	 */
+	struct npd_timer_list *tl = grace_ms ? npd_worker_timers(w, NPD_DRAIN_HEADER_MS) : NULL;
+	struct npd_list *pos = w->waiting.next;
+	while (pos != &w->waiting) {
+		struct npd_conn *c = npd_container_of(pos, struct npd_conn, waiting);
+		pos = pos->next;
+		if (!tl) {
+			npd_conn_close(c, "shutting down");
+			w->drain_unheaded++;
+			w->drain_cut++;
+		} else if (c->timer.deadline_ms > w->now_ms + NPD_DRAIN_HEADER_MS) {
+			npd_timer_arm(tl, &c->timer, w->now_ms);
+		}
 	}
-	w->drain_relayed = w->nconns;
+	w->drain_relayed = w->nconns + w->drain_unheaded;
 	atomic_store(&w->drain_left, w->nconns);
 	return grace_ms == 0 || w->nconns == 0;
 }

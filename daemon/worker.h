@@ -107,9 +107,9 @@ struct npd_worker {
 	bool draining;
 	int64_t drain_until;
 	atomic_size_t drain_left;
-	size_t drain_relayed;	/* connections that had their service when the drain began */
-	size_t drain_unheaded;	/* closed at once: still waiting for their header */
-	size_t drain_cut;	/* closed "shutting down" at the end */
+	size_t drain_relayed;	/* connections open when the drain began */
+	size_t drain_cut;	/* of them, closed "shutting down" */
+	size_t drain_unheaded;	/* of those, still waiting for their header */
 
 	struct npd_gen *gen; /* the generation new connections get */
 	struct npd_lsock *socks;
