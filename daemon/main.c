@@ -539,6 +539,13 @@ static int64_t now_ms(void)
 }
 
 static int64_t stop_began_ms;
+static pthread_t main_thread;
+
+/* A worker ended: wake main's wait in drain() at once (SIGRTMIN, blocked everywhere). */
+static void wake_main(void)
+{
+	pthread_kill(main_thread, SIGRTMIN);
+}
 
 /*
  * The graceful stop: the workers stop accepting and let their relayed
@@ -551,6 +558,9 @@ static void drain(struct npd_worker *workers, int nworkers, int grace_ms,
 {
 	size_t shown = SIZE_MAX;
 	bool forced = false;
+	sigset_t waited = *stop_sigs;
+
+	sigaddset(&waited, SIGRTMIN);
 
 	stop_began_ms = now_ms();
 	for (int k = 0; k < nworkers; k++)
@@ -579,8 +589,8 @@ static void drain(struct npd_worker *workers, int nworkers, int grace_ms,
 		}
 		struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 		siginfo_t si;
-		int sig = sigtimedwait(stop_sigs, &si, &tick);
-		if (sig > 0 && !forced) {
+		int sig = sigtimedwait(&waited, &si, &tick);
+		if (sig > 0 && sig != SIGRTMIN && !forced) {
 			npd_log(NPD_LOG_INFO, "%s again: closing the connections left at once",
 				sig_name(sig));
 			npd_notify("STATUS=closing the connections left");
@@ -748,6 +758,13 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGUSR1);
 	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	/* Only drain() takes it, from the workers as they end: blocked everywhere, never waited for otherwise. */
+	sigset_t wake_sig;
+	sigemptyset(&wake_sig);
+	sigaddset(&wake_sig, SIGRTMIN);
+	pthread_sigmask(SIG_BLOCK, &wake_sig, NULL);
+	main_thread = pthread_self();
+	npd_worker_ended = wake_main;
 	signal(SIGPIPE, SIG_IGN);
 
 	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);

@@ -38,6 +38,7 @@
  */
 
 size_t npd_fd_limit = 1024;
+void (*npd_worker_ended)(void);
 
 /*
  * Each connection holds two descriptors (client and backend); the rest of
@@ -745,6 +746,8 @@ out:
 	shut_down(w);
 	npd_log_batch(false);
 	atomic_store(&w->done, true);
+	if (npd_worker_ended)
+		npd_worker_ended();
 	return NULL;
 }
 

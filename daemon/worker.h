@@ -175,6 +175,8 @@ void npd_worker_stop(struct npd_worker *w);
  * closes everything at once. npd_worker_done says whether the thread ended.
  */
 void npd_worker_drain(struct npd_worker *w, int grace_ms);
+/* Called by each worker's thread as it ends, when set (main: to wake its wait). */
+extern void (*npd_worker_ended)(void);
 bool npd_worker_done(struct npd_worker *w);
 void npd_worker_join(struct npd_worker *w);
 
