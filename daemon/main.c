@@ -3,7 +3,8 @@
  *
  * The main thread loads the config, opens every listening socket (so a bad
  * address fails before anything runs), starts the workers and then only
- * waits for signals: SIGHUP reloads, SIGTERM and SIGINT stop.
+ * waits for signals: SIGHUP reloads, SIGTERM and SIGINT stop (gracefully:
+ * drain() below).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -59,8 +60,9 @@ static void usage(FILE *out)
 	      "  -v, --version         the version\n"
 	      "  -V                    the version and how it was built\n"
 	      "\n"
-	      "signals: SIGHUP reloads the config, SIGTERM and SIGINT stop; SIGUSR1 and\n"
-	      "SIGUSR2 are logged and otherwise ignored.\n",
+	      "signals: SIGHUP reloads the config; SIGTERM and SIGINT stop accepting and\n"
+	      "let relayed connections finish for up to shutdown_grace (a second one closes\n"
+	      "them at once); SIGUSR1 and SIGUSR2 are logged and otherwise ignored.\n",
 	      out);
 }
 
