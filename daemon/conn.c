@@ -468,10 +468,10 @@ static void connecting(struct npd_conn *c)
 		c->local_addr.sa.sa_family = AF_UNSPEC;
 	if (npd_log_enabled(NPD_LOG_DEBUG)) {
 		char peer[64], client[64], local[64];
-		npd_log(NPD_LOG_DEBUG, "conn=%llu established service=%s peer=%s client=%s "
-			"backend=%s local=%s", (unsigned long long)c->id, svc->name,
+		npd_log(NPD_LOG_DEBUG, "conn=%llu connected to %s (%s) peer=%s client=%s local=%s",
+			(unsigned long long)c->id, svc->name, c->target->text,
 			npd_sockaddr_text(&c->peer_addr, peer, sizeof(peer)),
-			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), c->target->text,
+			npd_sockaddr_text(&c->client_addr, client, sizeof(client)),
 			npd_sockaddr_text(&c->local_addr, local, sizeof(local)));
 	}
 	if (svc->idle_timeout_ms > 0) {
