@@ -325,9 +325,8 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 /*
  * The graceful stop begins: the listening sockets leave the epoll set and
  * close (a socket the service manager passed stays open in its hands, and
- * its queue waits for the next netproxyd); connections still waiting for
- * their header have no service yet and close at once. Returns true when
- * nothing is left to wait for.
+ * its queue waits for the next netproxyd), so new connections are refused;
+ * relayed connections go on. Returns true when nothing is left to wait for.
  */
 static bool start_drain(struct npd_worker *w, int grace_ms)
 {
@@ -337,10 +336,11 @@ static bool start_drain(struct npd_worker *w, int grace_ms)
 		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->socks[i].fd, NULL);
 		close(w->socks[i].fd);
 	}
-	/* This turn's events may still point into the array: it goes after the turn. */
-	free(w->old_socks);
-	w->old_socks = w->socks;
-	w->socks = NULL;
+	/*
+	 * This turn's events may still point into the array (and into old_socks,
+	 * when an update came in the same turn): it stays, unused, until
+	 * shut_down() frees it.
+	 */
 	w->nsocks = 0;
 	w->socks_changed = true;
 	/*
@@ -643,9 +643,13 @@ static void bury(struct npd_worker *w)
 
 static void shut_down(struct npd_worker *w)
 {
+	if (!w->draining) /* stopped before the drain began: all its connections count */
+		w->drain_relayed = w->nconns;
 	while (!npd_list_empty(&w->conns)) {
-		npd_conn_close(npd_container_of(w->conns.next, struct npd_conn, link), "shutting down");
+		struct npd_conn *c = npd_container_of(w->conns.next, struct npd_conn, link);
+		w->drain_unheaded += c->state == NPD_CONN_HEADER;
 		w->drain_cut++;
+		npd_conn_close(c, "shutting down");
 	}
 	bury(w);
 	/* Updates never applied: applying them closes what each one left out. */
