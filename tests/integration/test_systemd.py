@@ -134,6 +134,35 @@ def test_ready_reload_stopping(notify):
             assert d.proc.wait(10) == 0
 
 
+def test_stopping_reports_draining(notify):
+    """A graceful stop: STOPPING=1, then STATUS=draining N connections as
+    they finish; shutdown_grace is the running config's, a reload's value."""
+    with EchoServer() as echo:
+        port = free_port()
+        d = Netproxyd(config(port, echo.port), env={"NOTIFY_SOCKET": notify.env})
+        with d:
+            assert notify.next()["READY"] == "1"
+            d.reload(config(port, echo.port) + "shutdown_grace = 20\n")
+            assert notify.next()["RELOADING"] == "1"
+            assert notify.next()["READY"] == "1"
+            conns = []
+            for i in range(2):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(proxy_v1("192.0.2.1", "192.0.2.2", 40000 + i, port) + b"x")
+                assert s.recv(1) == b"x"
+                conns.append(s)
+            d.proc.send_signal(signal.SIGTERM)
+            stopping = notify.next()
+            assert stopping["STOPPING"] == "1"
+            assert notify.next()["STATUS"] == "draining 2 connections"
+            d.wait_log(r"relayed connections have up to 20\.000 s to finish")
+            conns.pop().close()
+            assert notify.next()["STATUS"] == "draining 1 connection"
+            conns.pop().close()
+            assert d.proc.wait(10) == 0, d.log()
+            assert '2 of 2 connections finished, 0 closed "shutting down"' in d.log()
+
+
 def test_path_socket_and_one_worker():
     """A NOTIFY_SOCKET that is a file, as systemd's /run/systemd/notify."""
     tmp = tempfile.TemporaryDirectory(prefix="npd-notify-")
