@@ -297,6 +297,7 @@ TSAN_BUILD := $(BUILD)/tsan
 TSAN_CC    := gcc
 TSAN_RUNTIME = $(shell $(TSAN_CC) -print-file-name=libtsan.so.2)
 TSAN_TESTS := tests/integration/test_daemon_basic.py tests/integration/test_daemon_robust.py \
+              tests/integration/test_daemon_stop.py \
               tests/integration/test_cli.py tests/integration/test_config_guard.py
 TSAN_SHIM_TESTS := tests/integration/test_preload.py
 TSAN_ENV = TSAN_OPTIONS="halt_on_error=1 log_path=$(abspath $(TSAN_BUILD))/reports/tsan" \

@@ -23,6 +23,7 @@
 #define NPD_ADDR_TEXT 128 /* an address as written in the config, NUL included */
 
 #define NPD_DEFAULT_HEADER_TIMEOUT_MS 5000
+#define NPD_DEFAULT_SHUTDOWN_GRACE_MS 30000
 #define NPD_DEFAULT_MAX_HEADER 4096
 #define NPD_DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define NPD_DEFAULT_MAX_CONNECTIONS 0 /* from the descriptor limit (npd_connection_limit) */
@@ -92,6 +93,7 @@ struct npd_config {
 	size_t max_header;
 	int workers; /* 0: one per CPU */
 	int max_connections; /* 0: as many as the descriptor limit allows */
+	int shutdown_grace_ms; /* how long a stop lets relayed connections finish; 0: none */
 	bool log_syslog;
 	int log_level;	/* 0 errors and warnings, 1 info (default), 2 debug */
 	char user[64];	/* run as this user after binding; "": stay */

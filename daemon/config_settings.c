@@ -257,6 +257,11 @@ static void read_tunables(struct loader *ld)
 	}
 	lua_settop(L, 3);
 
+	cfg->shutdown_grace_ms = NPD_DEFAULT_SHUTDOWN_GRACE_MS;
+	if (cfg_push_setting(ld, K_SHUTDOWN_GRACE) != LUA_TNIL)
+		cfg->shutdown_grace_ms = cfg_get_seconds(ld, 4, "shutdown_grace", true);
+	lua_settop(L, 3);
+
 	if (cfg_push_setting(ld, K_WORKERS) != LUA_TNIL)
 		cfg->workers = (int)cfg_get_integer(ld, 4, "workers", 0, 256,
 						    "a number of threads from 0 (one per CPU) to "

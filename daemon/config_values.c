@@ -40,6 +40,7 @@ const char *const cfg_key_names[K_COUNT] = {
 	[K_SERVICES] = "services",
 	[K_WORKERS] = "workers",
 	[K_MAX_CONNECTIONS] = "max_connections",
+	[K_SHUTDOWN_GRACE] = "shutdown_grace",
 	[K_LOG_LEVEL] = "log_level",
 	[K_LOG_SYSLOG] = "log_syslog",
 	[K_USER] = "user",

@@ -462,8 +462,18 @@ static void connecting(struct npd_conn *c)
 		return;
 	}
 	c->state = NPD_CONN_RELAY;
-	npd_log(NPD_LOG_DEBUG, "conn=%llu connected to %s (%s)", (unsigned long long)c->id,
-		svc->name, c->target->text);
+	/* The address the backend sees this connection come from: what joins its log to ours. */
+	socklen_t llen = sizeof(c->local_addr);
+	if (getsockname(c->backend.fd, &c->local_addr.sa, &llen) != 0)
+		c->local_addr.sa.sa_family = AF_UNSPEC;
+	if (npd_log_enabled(NPD_LOG_DEBUG)) {
+		char peer[64], client[64], local[64];
+		npd_log(NPD_LOG_DEBUG, "conn=%llu connected to %s (%s) peer=%s client=%s local=%s",
+			(unsigned long long)c->id, svc->name, c->target->text,
+			npd_sockaddr_text(&c->peer_addr, peer, sizeof(peer)),
+			npd_sockaddr_text(&c->client_addr, client, sizeof(client)),
+			npd_sockaddr_text(&c->local_addr, local, sizeof(local)));
+	}
 	if (svc->idle_timeout_ms > 0) {
 		struct npd_timer_list *tl = npd_worker_timers(c->w, svc->idle_timeout_ms);
 		if (!tl) {
@@ -519,6 +529,12 @@ void npd_conn_expire(struct npd_conn *c)
 {
 	switch (c->state) {
 	case NPD_CONN_HEADER:
+		if (c->w->draining) {
+			c->w->drain_unheaded++;
+			c->w->drain_cut++;
+			npd_conn_close(c, "shutting down");
+			break;
+		}
 		npd_conn_close(c, "header timeout (%d ms), %u bytes received",
 			       c->gen->cfg->header_timeout_ms, c->client.in ? c->client.in->len : 0);
 		break;
@@ -555,7 +571,7 @@ static void release_side(struct npd_conn *c, struct npd_side *s)
 void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 {
 	struct npd_worker *w = c->w;
-	char reason[512], peer[64], client[64], dst[64];
+	char reason[512], peer[64], client[64], dst[64], local[64];
 	va_list ap;
 
 	if (c->state == NPD_CONN_CLOSED)
@@ -580,12 +596,13 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 	if (!npd_log_enabled(level))
 		goto release;
 	npd_log(level,
-		"conn=%llu port=%u service=%s peer=%s client=%s dst=%s proxy=%s up=%llu down=%llu "
-		"duration=%lld.%03llds reason=\"%s\"",
+		"conn=%llu port=%u service=%s peer=%s client=%s dst=%s proxy=%s local=%s up=%llu "
+		"down=%llu duration=%lld.%03llds reason=\"%s\"",
 		(unsigned long long)c->id, (unsigned)c->listener->port,
 		c->service ? c->service->name : "-", npd_sockaddr_text(&c->peer_addr, peer, sizeof(peer)),
 		npd_sockaddr_text(&c->client_addr, client, sizeof(client)),
 		npd_sockaddr_text(&c->dst_addr, dst, sizeof(dst)), proxy_version_text(c),
+		npd_sockaddr_text(&c->local_addr, local, sizeof(local)),
 		(unsigned long long)c->client.bytes, (unsigned long long)c->backend.bytes,
 		(long long)(ms / 1000), (long long)(ms % 1000), reason);
 release:

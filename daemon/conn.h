@@ -103,6 +103,7 @@ struct npd_conn {
 	union npd_sockaddr peer_addr;	/* the proxy that connected to us */
 	union npd_sockaddr client_addr; /* the client the header names; AF_UNSPEC for LOCAL */
 	union npd_sockaddr dst_addr;	/* the original destination; likewise */
+	union npd_sockaddr local_addr;	/* the backend socket's own address, once connected */
 };
 
 /* A trusted peer's accepted socket fd on listening socket ls: start its connection. */

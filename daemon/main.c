@@ -3,7 +3,8 @@
  *
  * The main thread loads the config, opens every listening socket (so a bad
  * address fails before anything runs), starts the workers and then only
- * waits for signals: SIGHUP reloads, SIGTERM and SIGINT stop.
+ * waits for signals: SIGHUP reloads, SIGTERM and SIGINT stop (gracefully:
+ * drain() below).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lua.h>
@@ -58,8 +60,9 @@ static void usage(FILE *out)
 	      "  -v, --version         the version\n"
 	      "  -V                    the version and how it was built\n"
 	      "\n"
-	      "signals: SIGHUP reloads the config, SIGTERM and SIGINT stop; SIGUSR1 and\n"
-	      "SIGUSR2 are logged and otherwise ignored.\n",
+	      "signals: SIGHUP reloads the config; SIGTERM and SIGINT stop accepting and\n"
+	      "let relayed connections finish for up to shutdown_grace (a second one closes\n"
+	      "them at once); SIGUSR1 and SIGUSR2 are logged and otherwise ignored.\n",
 	      out);
 }
 
@@ -529,6 +532,94 @@ static const char *sig_name(int sig)
 	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t stop_began_ms;
+static pthread_t main_thread;
+
+/* A worker ended: wake main's wait in drain() at once (SIGRTMIN, blocked everywhere). */
+static void wake_main(void)
+{
+	pthread_kill(main_thread, SIGRTMIN);
+}
+
+/*
+ * The graceful stop: the workers stop accepting and let their relayed
+ * connections finish for up to grace_ms (shutdown_grace); meanwhile STATUS
+ * says how many are left, and a second stop signal closes them at once.
+ * Returns when every worker has ended its loop.
+ */
+static void drain(struct npd_worker *workers, int nworkers, int grace_ms,
+		  const sigset_t *stop_sigs)
+{
+	size_t shown = SIZE_MAX;
+	bool forced = false;
+	sigset_t waited = *stop_sigs;
+
+	sigaddset(&waited, SIGRTMIN);
+
+	stop_began_ms = now_ms();
+	for (int k = 0; k < nworkers; k++)
+		npd_worker_drain(&workers[k], grace_ms);
+	if (grace_ms > 0)
+		npd_log(NPD_LOG_INFO, "not accepting; relayed connections have up to %d.%03d s to "
+				      "finish (shutdown_grace); SIGTERM again closes them at once",
+			grace_ms / 1000, grace_ms % 1000);
+	for (;;) {
+		bool all_done = true, known = true;
+		size_t left = 0;
+
+		for (int k = 0; k < nworkers; k++) {
+			all_done = all_done && npd_worker_done(&workers[k]);
+			size_t n = atomic_load(&workers[k].drain_left);
+			if (n == SIZE_MAX)
+				known = false;
+			else if (!npd_worker_done(&workers[k]))
+				left += n;
+		}
+		if (all_done)
+			return;
+		if (known && left != shown && !forced) {
+			npd_notify("STATUS=draining %zu connection%s", left, left == 1 ? "" : "s");
+			shown = left;
+		}
+		struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+		siginfo_t si;
+		int sig = sigtimedwait(&waited, &si, &tick);
+		if (sig > 0 && sig != SIGRTMIN && !forced) {
+			npd_log(NPD_LOG_INFO, "%s again: closing the connections left at once",
+				sig_name(sig));
+			npd_notify("STATUS=closing the connections left");
+			for (int k = 0; k < nworkers; k++)
+				npd_worker_stop(&workers[k]);
+			forced = true;
+		}
+	}
+}
+
+/* The stop's one summary line, from the joined workers' counts. */
+static void summary(const struct npd_worker *workers, int nworkers)
+{
+	size_t relayed = 0, unheaded = 0, cut = 0;
+	int64_t ms = now_ms() - stop_began_ms;
+
+	for (int k = 0; k < nworkers; k++) {
+		relayed += workers[k].drain_relayed;
+		unheaded += workers[k].drain_unheaded;
+		cut += workers[k].drain_cut;
+	}
+	npd_log(NPD_LOG_INFO, "stopped after %lld.%03lld s: %zu of %zu connections finished, "
+			      "%zu closed \"shutting down\" (%zu of them waiting for their header)",
+		(long long)(ms / 1000), (long long)(ms % 1000), relayed - cut, relayed, cut,
+		unheaded);
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_SYSLOG = 256, OPT_SEND_PROXY, OPT_TRUSTED, OPT_SETUP_ROUTING };
@@ -669,6 +760,13 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGUSR1);
 	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	/* Only drain() takes it, from the workers as they end: blocked everywhere, never waited for otherwise. */
+	sigset_t wake_sig;
+	sigemptyset(&wake_sig);
+	sigaddset(&wake_sig, SIGRTMIN);
+	pthread_sigmask(SIG_BLOCK, &wake_sig, NULL);
+	main_thread = pthread_self();
+	npd_worker_ended = wake_main;
 	signal(SIGPIPE, SIG_IGN);
 
 	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
@@ -763,13 +861,12 @@ int main(int argc, char **argv)
 		npd_notify("STOPPING=1\nSTATUS=stopping on %s", sig_name(sig));
 		break;
 	}
-	for (int k = 0; k < nworkers; k++)
-		npd_worker_stop(&workers[k]);
+	drain(workers, nworkers, gen->cfg->shutdown_grace_ms, &stop_sigs);
 	for (int k = 0; k < nworkers; k++)
 		npd_worker_join(&workers[k]);
+	summary(workers, nworkers);
 	free(workers);
 	free(socks.fds);
 	npd_gen_release(gen);
-	npd_log(NPD_LOG_INFO, "stopped");
 	return 0;
 }

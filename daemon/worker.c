@@ -23,6 +23,7 @@
 #define FREE_BUFS_KEPT 64   /* beyond that, drained buffers go back to the system */
 #define FREE_BULK_KEPT 4    /* and bulk ones: 4 MiB kept, the rest lent afresh */
 #define ACCEPT_PAUSE_MS 50  /* out of descriptors with no spare: listeners rest this long */
+#define NPD_DRAIN_HEADER_MS 1000 /* stopping: a connection waiting for its header has this long */
 #define FD_SHORT_QUIET_MS 1000 /* an episode without descriptors ends after this long */
 
 /*
@@ -37,6 +38,7 @@
  */
 
 size_t npd_fd_limit = 1024;
+void (*npd_worker_ended)(void);
 
 /*
  * Each connection holds two descriptors (client and backend); the rest of
@@ -202,6 +204,9 @@ int npd_worker_init(struct npd_worker *w, int id, int nworkers)
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	w->drain_ms = -1;
+	atomic_init(&w->drain_left, SIZE_MAX);
+	atomic_init(&w->done, false);
 	if (w->epfd < 0 || w->wakefd < 0)
 		return -1;
 	w->wake_ev.kind = NPD_EV_WAKE;
@@ -245,6 +250,19 @@ void npd_worker_stop(struct npd_worker *w)
 	w->stop = true;
 	pthread_mutex_unlock(&w->lock);
 	wake(w);
+}
+
+void npd_worker_drain(struct npd_worker *w, int grace_ms)
+{
+	pthread_mutex_lock(&w->lock);
+	w->drain_ms = grace_ms < 0 ? 0 : grace_ms;
+	pthread_mutex_unlock(&w->lock);
+	wake(w);
+}
+
+bool npd_worker_done(struct npd_worker *w)
+{
+	return atomic_load(&w->done);
 }
 
 /*
@@ -304,6 +322,51 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 		       w->nworkers;
 }
 
+/*
+ * The graceful stop begins: the listening sockets leave the epoll set and
+ * close (a socket the service manager passed stays open in its hands, and
+ * its queue waits for the next netproxyd), so new connections are refused;
+ * relayed connections go on. Returns true when nothing is left to wait for.
+ */
+static bool start_drain(struct npd_worker *w, int grace_ms)
+{
+	w->draining = true;
+	w->drain_until = w->now_ms + grace_ms;
+	for (size_t i = 0; i < w->nsocks; i++) {
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->socks[i].fd, NULL);
+		close(w->socks[i].fd);
+	}
+	/*
+	 * This turn's events may still point into the array (and into old_socks,
+	 * when an update came in the same turn): it stays, unused, until
+	 * shut_down() frees it.
+	 */
+	w->nsocks = 0;
+	w->socks_changed = true;
+	/*
+	 * A connection still waiting for its header has no service yet, but its
+	 * header may be on its way (the client's connect() and its first write
+	 * are two steps): it has at most NPD_DRAIN_HEADER_MS more, its header
+	 * timeout's remainder if shorter, and closes "shutting down" then.
+	 */
+	struct npd_timer_list *tl = grace_ms ? npd_worker_timers(w, NPD_DRAIN_HEADER_MS) : NULL;
+	struct npd_list *pos = w->waiting.next;
+	while (pos != &w->waiting) {
+		struct npd_conn *c = npd_container_of(pos, struct npd_conn, waiting);
+		pos = pos->next;
+		if (!tl) {
+			npd_conn_close(c, "shutting down");
+			w->drain_unheaded++;
+			w->drain_cut++;
+		} else if (c->timer.deadline_ms > w->now_ms + NPD_DRAIN_HEADER_MS) {
+			npd_timer_arm(tl, &c->timer, w->now_ms);
+		}
+	}
+	w->drain_relayed = w->nconns + w->drain_unheaded;
+	atomic_store(&w->drain_left, w->nconns);
+	return grace_ms == 0 || w->nconns == 0;
+}
+
 /* Returns true when the worker is asked to stop. */
 static bool take_mail(struct npd_worker *w)
 {
@@ -314,6 +377,7 @@ static bool take_mail(struct npd_worker *w)
 	pthread_mutex_lock(&w->lock);
 	struct npd_worker_update *u = w->pending;
 	bool stop = w->stop;
+	int drain_ms = w->drain_ms;
 	w->pending = NULL;
 	pthread_mutex_unlock(&w->lock);
 	while (u) {
@@ -321,6 +385,8 @@ static bool take_mail(struct npd_worker *w)
 		apply_update(w, u);
 		u = next;
 	}
+	if (!stop && drain_ms >= 0 && !w->draining)
+		stop = start_drain(w, drain_ms);
 	return stop;
 }
 
@@ -527,6 +593,8 @@ int npd_worker_timeout(struct npd_worker *w)
 		first = w->accept_paused_until;
 	if (w->fd_short && (first < 0 || w->fd_short_last + FD_SHORT_QUIET_MS < first))
 		first = w->fd_short_last + FD_SHORT_QUIET_MS;
+	if (w->draining && (first < 0 || w->drain_until < first))
+		first = w->drain_until;
 	if (first < 0)
 		return -1;
 	int64_t wait = first - npd_now_ms();
@@ -575,8 +643,14 @@ static void bury(struct npd_worker *w)
 
 static void shut_down(struct npd_worker *w)
 {
-	while (!npd_list_empty(&w->conns))
-		npd_conn_close(npd_container_of(w->conns.next, struct npd_conn, link), "shutting down");
+	if (!w->draining) /* stopped before the drain began: all its connections count */
+		w->drain_relayed = w->nconns;
+	while (!npd_list_empty(&w->conns)) {
+		struct npd_conn *c = npd_container_of(w->conns.next, struct npd_conn, link);
+		w->drain_unheaded += c->state == NPD_CONN_HEADER;
+		w->drain_cut++;
+		npd_conn_close(c, "shutting down");
+	}
 	bury(w);
 	/* Updates never applied: applying them closes what each one left out. */
 	take_mail(w);
@@ -602,7 +676,6 @@ static void shut_down(struct npd_worker *w)
 	w->gen = NULL;
 
 	close(w->epfd);
-	close(w->wakefd);
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
 	if (w->fd_short)
@@ -667,10 +740,18 @@ static void *worker_main(void *arg)
 		free(w->old_socks);
 		w->old_socks = NULL;
 		w->socks_changed = false;
+		if (w->draining) {
+			atomic_store(&w->drain_left, w->nconns);
+			if (w->nconns == 0 || w->now_ms >= w->drain_until)
+				break;
+		}
 	}
 out:
 	shut_down(w);
 	npd_log_batch(false);
+	atomic_store(&w->done, true);
+	if (npd_worker_ended)
+		npd_worker_ended();
 	return NULL;
 }
 
@@ -683,4 +764,5 @@ void npd_worker_join(struct npd_worker *w)
 {
 	pthread_join(w->thread, NULL);
 	pthread_mutex_destroy(&w->lock);
+	close(w->wakefd); /* here, not by the thread: main may still wake a worker that ended */
 }

@@ -95,6 +95,21 @@ struct npd_worker {
 	pthread_mutex_t lock;
 	struct npd_worker_update *pending;
 	bool stop;
+	int drain_ms; /* main asks for a graceful stop with this grace (ms); -1: not asked */
+
+	/*
+	 * A graceful stop (npd_worker_drain): the listeners are gone, connections
+	 * still waiting for their header closed, and the loop runs until the
+	 * last connection ends or drain_until passes. drain_left is for main's
+	 * STATUS (SIZE_MAX until the drain began); the counts, for its summary
+	 * line once the worker is joined.
+	 */
+	bool draining;
+	int64_t drain_until;
+	atomic_size_t drain_left;
+	size_t drain_relayed;	/* connections open when the drain began */
+	size_t drain_cut;	/* of them, closed "shutting down" */
+	size_t drain_unheaded;	/* of those, still waiting for their header */
 
 	struct npd_gen *gen; /* the generation new connections get */
 	struct npd_lsock *socks;
@@ -123,6 +138,7 @@ struct npd_worker {
 	size_t nfree_bufs;
 	struct npd_buf *free_bulk; /* bulk buffers to reuse */
 	size_t nfree_bulk, nbulk_lent;
+	atomic_bool done; /* the thread has left its loop and closed its connections */
 	int reserve_fd; /* given up when accept() hits the fd limit, to shed one connection */
 	int64_t reject_log_until; /* rate limit for rejection lines */
 	unsigned reject_suppressed;
@@ -152,6 +168,16 @@ int npd_worker_start(struct npd_worker *w);
 /* Hand the worker an update (it takes ownership), or ask it to stop; wakes it. */
 void npd_worker_post(struct npd_worker *w, struct npd_worker_update *u);
 void npd_worker_stop(struct npd_worker *w);
+/*
+ * Stop gracefully: stop accepting, close the connections still waiting for
+ * their header, let the others finish for up to grace_ms, then close what
+ * is left ("shutting down") and end the thread. npd_worker_stop during it
+ * closes everything at once. npd_worker_done says whether the thread ended.
+ */
+void npd_worker_drain(struct npd_worker *w, int grace_ms);
+/* Called by each worker's thread as it ends, when set (main: to wake its wait). */
+extern void (*npd_worker_ended)(void);
+bool npd_worker_done(struct npd_worker *w);
 void npd_worker_join(struct npd_worker *w);
 
 /* The timer list for a duration, created on first use. NULL only when out of memory. */

@@ -139,6 +139,11 @@ workers = 0
 -- for its header is closed to make room for a new one.
 -- max_connections = 10000
 
+-- On SIGTERM, stop accepting and let relayed connections finish for up to
+-- this many seconds (default 30; 0 closes them at once). Keep the unit's
+-- TimeoutStopSec above it.
+-- shutdown_grace = 30
+
 -- "error", "warn", "info" (the default) or "debug".
 log_level = "info"
 

@@ -1147,8 +1147,10 @@ def test_reload_under_traffic():
 @pytest.mark.parametrize("sig,name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
 def test_signal_stops_within_2s(sig, name):
     port = free_port()
-    with EchoServer() as echo, Netproxyd(simple(port, echo.port)) as d:
-        s = dial(port)  # an open connection must not hold the exit up
+    # shutdown_grace = 0: an open connection must not hold the exit up (the
+    # grace period itself is test_daemon_stop.py's).
+    with EchoServer() as echo, Netproxyd(simple(port, echo.port, "shutdown_grace = 0\n")) as d:
+        s = dial(port)
         try:
             s.sendall(GOOD + b"x")
             assert recv_exactly(s, 1) == b"x"

@@ -214,7 +214,7 @@ def test_tcp_check_sees_prosody_through_netproxyd(lab):
                                      f"{st.debug()}") from None
             # The checks reached Prosody: LOCAL connections that moved bytes.
             npd.wait_log(r"service=c2s peer=192\.168\.10\.1:\d+ client=- dst=- "
-                         r"proxy=v2-local up=[1-9]\d* down=[1-9]\d*")
+                         r"proxy=v2-local local=\S+ up=[1-9]\d* down=[1-9]\d*")
 
 
 def test_tcp_check_sees_a_banner_through_netproxyd(lab):
