@@ -459,7 +459,6 @@ deb:
 
 check-deb:
 	NETPROXY_BUILD=$(abspath $(BUILD)) NETPROXY_DEB=1 $(PYTHON) -m pytest -q tests/integration/test_deb.py
-	rm -f $(DESTDIR)$(LUA_CMODDIR)/netproxy.so $(DESTDIR)$(PROSODY_MODDIR)/mod_net_proxy.lua
 
 clean:
 	rm -rf $(BUILD)
