@@ -130,6 +130,13 @@ def test_backend_reply_survives_its_reset():
 
     reply = bytes(range(256)) * 400  # 100 KiB
 
+    def outq(sock):
+        # Bytes sent but not yet acknowledged by the peer (SIOCOUTQ, tcp(7)).
+        import fcntl
+        import struct
+        import termios
+        return struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]
+
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(8)
@@ -139,6 +146,14 @@ def test_backend_reply_survives_its_reset():
         conn, _ = lsock.accept()
         conn.recv(1000)          # some of the upload, not all: close will reset
         conn.sendall(reply)
+        # The reset discards what this socket has not sent yet: sendall()
+        # returns once the reply is queued, and when netproxyd reads slowly
+        # (a loaded machine, ThreadSanitizer) part of it may still be here.
+        # Wait until all of it has been acknowledged, so that what the test
+        # measures is netproxyd's part alone.
+        deadline = time.monotonic() + 10
+        while outq(conn) and time.monotonic() < deadline:
+            time.sleep(0.01)
         conn.close()
 
     t = threading.Thread(target=backend, daemon=True)
