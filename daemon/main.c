@@ -4,7 +4,7 @@
  * The main thread loads the config, opens every listening socket (so a bad
  * address fails before anything runs), starts the workers and then only
  * waits for signals: SIGHUP reloads, SIGTERM and SIGINT stop (gracefully:
- * drain() below).
+ * stop.c).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -13,12 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <lua.h>
 
 #include "activation.h"
+#include "cli.h"
 #include "config.h"
 #include "listen.h"
 #include "log.h"
@@ -26,148 +26,11 @@
 #include "notify.h"
 #include "privs.h"
 #include "routing.h"
+#include "stop.h"
 #include "trial.h"
 #include "worker.h"
 
-#define PROG "netproxyd"
-
-static void usage(FILE *out)
-{
-	fputs("usage: " PROG " [-c FILE] [-t] [-d] [--syslog]\n"
-	      "       " PROG " -l [ADDR:]PORT -b BACKEND [--send-proxy v1|v2] [--trusted CIDR]...\n"
-	      "       " PROG " -h | -v | -V\n"
-	      "\n"
-	      "Receive PROXY protocol connections on the PROXY ports, check the sender is\n"
-	      "trusted, read the header and relay each connection to the service its port\n"
-	      "is mapped to. Runs in the foreground and logs to standard error.\n"
-	      "\n"
-	      "options:\n"
-	      "  -c, --config FILE     the Lua config (netproxyd.conf(5)), or Prosody's own\n"
-	      "                        prosody.cfg.lua; without it and without -l:\n"
-	      "                        15222 -> 127.0.0.1:5222, 15269 -> 127.0.0.1:5269\n"
-	      "  -t, --test            check the config (or -l/-b), print what it listens on,\n"
-	      "                        exit 0 or 1\n"
-	      "  -d, --debug           log more (debug)\n"
-	      "      --syslog          log to syslog instead of standard error\n"
-	      "  -l, --listen [ADDR:]PORT   one PROXY port, without a config file\n"
-	      "  -b, --backend HOST:PORT|[V6]:PORT|unix:PATH   where -l's connections go\n"
-	      "      --send-proxy v1|v2    pass the client on in a PROXY header (default: none)\n"
-	      "      --trusted CIDR    a trusted sender for -l (repeatable; default 127.0.0.1\n"
-	      "                        and ::1)\n"
-	      "      --setup-routing   install the policy routing transparent services need\n"
-	      "                        (ip rule/route, table 7001), then exit\n"
-	      "  -h, --help            this help\n"
-	      "  -v, --version         the version\n"
-	      "  -V                    the version and how it was built\n"
-	      "\n"
-	      "signals: SIGHUP reloads the config; SIGTERM and SIGINT stop accepting and\n"
-	      "let relayed connections finish for up to shutdown_grace (a second one closes\n"
-	      "them at once); SIGUSR1 and SIGUSR2 are logged and otherwise ignored.\n",
-	      out);
-}
-
-/* A Lua string literal for s: every byte that is not plain becomes \ddd. */
-static void lua_quote(FILE *out, const char *s)
-{
-	fputc('"', out);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    strchr(".:[]/_-", c))
-			fputc(c, out);
-		else
-			fprintf(out, "\\%03u", c);
-	}
-	fputc('"', out);
-}
-
-/*
- * The config for -l/-b, written as Lua so that it goes through the same
- * checks as a file; its size is the command line's. Returns the text (free
- * it), or NULL with a message printed.
- */
-static char *cli_config(const char *listen, const char *backend, const char *send_proxy,
-			char **trusted, int ntrusted)
-{
-	const char *colon = strrchr(listen, ':');
-	const char *port_text = colon ? colon + 1 : listen;
-	char *end, *text = NULL;
-	long port = strtol(port_text, &end, 10);
-	size_t len = 0;
-	FILE *out;
-
-	if (*port_text == '\0' || *end != '\0' || port < 1 || port > 65535) {
-		fprintf(stderr, PROG ": -l %s: expected [ADDR:]PORT with a port from 1 to 65535\n",
-			listen);
-		return NULL;
-	}
-	if (send_proxy && strcmp(send_proxy, "v1") != 0 && strcmp(send_proxy, "v2") != 0) {
-		fprintf(stderr, PROG ": --send-proxy %s: expected v1 or v2\n", send_proxy);
-		return NULL;
-	}
-	out = open_memstream(&text, &len);
-	if (!out) {
-		fprintf(stderr, PROG ": %s\n", strerror(errno));
-		return NULL;
-	}
-	fputs("proxy_ports = { ", out);
-	if (colon)
-		lua_quote(out, listen);
-	else
-		fprintf(out, "%ld", port);
-	fprintf(out, " }\nproxy_port_mappings = { [%ld] = \"backend\" }\n"
-		     "services = { backend = { connect = ", port);
-	lua_quote(out, backend);
-	if (send_proxy)
-		fprintf(out, ", send_proxy = \"%s\"", send_proxy);
-	fputs(" } }\n", out);
-	if (ntrusted > 0) {
-		fputs("proxy_trusted_proxies = {", out);
-		for (int i = 0; i < ntrusted; i++) {
-			fputc(' ', out);
-			lua_quote(out, trusted[i]);
-			fputc(',', out);
-		}
-		fputs(" }\n", out);
-	}
-	if (fclose(out) != 0) {
-		free(text);
-		fprintf(stderr, PROG ": %s\n", strerror(errno));
-		return NULL;
-	}
-	return text;
-}
-
-/*
- * A message about the config that -l/-b wrote, in the command line's terms:
- * "command line:3: services.backend.connect: ..." becomes "-b: ...".
- * Returns msg itself when no flag is named, else out.
- */
-static const char *cli_message(char *out, size_t cap, const char *msg)
-{
-	static const struct {
-		const char *key, *flag;
-	} flags[] = {
-		{"proxy_ports[1]: ", "-l"},
-		{"services.backend.connect: ", "-b"},
-		{"services.backend.send_proxy: ", "--send-proxy"},
-		{"proxy_trusted_proxies[", "--trusted"},
-	};
-	const char *p = strstr(msg, ": ");
-
-	for (size_t i = 0; p && i < sizeof(flags) / sizeof(flags[0]); i++) {
-		size_t klen = strlen(flags[i].key);
-
-		if (strncmp(p + 2, flags[i].key, klen) != 0)
-			continue;
-		const char *rest = p + 2 + klen;
-		if (flags[i].key[klen - 1] == '[' && strstr(rest, "]: ")) /* "proxy_trusted_proxies[2]: " */
-			rest = strstr(rest, "]: ") + 3;
-		snprintf(out, cap, "%s: %s", flags[i].flag, rest);
-		return out;
-	}
-	return msg;
-}
+#define PROG NPD_PROG
 
 /* Where the config comes from, for start-up and every reload. */
 struct source {
@@ -181,7 +44,7 @@ struct source {
 static const char *error_text(const struct source *src, const struct npd_config_diag *diag,
 			      char *buf, size_t cap)
 {
-	return src->cli ? cli_message(buf, cap, diag->error) : diag->error;
+	return src->cli ? npd_cli_message(buf, cap, diag->error) : diag->error;
 }
 
 static void warn_to_log(void *ctx, const char *text)
@@ -527,99 +390,6 @@ static int reload(const struct source *src, const sigset_t *stop_sigs, struct np
 	return 0;
 }
 
-static const char *sig_name(int sig)
-{
-	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t stop_began_ms;
-static pthread_t main_thread;
-
-/* A worker ended: wake main's wait in drain() at once (SIGRTMIN, blocked everywhere). */
-static void wake_main(void)
-{
-	pthread_kill(main_thread, SIGRTMIN);
-}
-
-/*
- * The graceful stop: the workers stop accepting and let their relayed
- * connections finish for up to grace_ms (shutdown_grace); meanwhile STATUS
- * says how many are left, and a second stop signal closes them at once.
- * Returns when every worker has ended its loop.
- */
-static void drain(struct npd_worker *workers, int nworkers, int grace_ms,
-		  const sigset_t *stop_sigs)
-{
-	size_t shown = SIZE_MAX;
-	bool forced = false;
-	sigset_t waited = *stop_sigs;
-
-	sigaddset(&waited, SIGRTMIN);
-
-	stop_began_ms = now_ms();
-	for (int k = 0; k < nworkers; k++)
-		npd_worker_drain(&workers[k], grace_ms);
-	if (grace_ms > 0)
-		npd_log(NPD_LOG_INFO, "not accepting; relayed connections have up to %d.%03d s to "
-				      "finish (shutdown_grace); SIGTERM again closes them at once",
-			grace_ms / 1000, grace_ms % 1000);
-	for (;;) {
-		bool all_done = true, known = true;
-		size_t left = 0;
-
-		for (int k = 0; k < nworkers; k++) {
-			all_done = all_done && npd_worker_done(&workers[k]);
-			size_t n = atomic_load(&workers[k].drain_left);
-			if (n == SIZE_MAX)
-				known = false;
-			else if (!npd_worker_done(&workers[k]))
-				left += n;
-		}
-		if (all_done)
-			return;
-		if (known && left != shown && !forced) {
-			npd_notify("STATUS=draining %zu connection%s", left, left == 1 ? "" : "s");
-			shown = left;
-		}
-		struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-		siginfo_t si;
-		int sig = sigtimedwait(&waited, &si, &tick);
-		if (sig > 0 && sig != SIGRTMIN && !forced) {
-			npd_log(NPD_LOG_INFO, "%s again: closing the connections left at once",
-				sig_name(sig));
-			npd_notify("STATUS=closing the connections left");
-			for (int k = 0; k < nworkers; k++)
-				npd_worker_stop(&workers[k]);
-			forced = true;
-		}
-	}
-}
-
-/* The stop's one summary line, from the joined workers' counts. */
-static void summary(const struct npd_worker *workers, int nworkers)
-{
-	size_t relayed = 0, unheaded = 0, cut = 0;
-	int64_t ms = now_ms() - stop_began_ms;
-
-	for (int k = 0; k < nworkers; k++) {
-		relayed += workers[k].drain_relayed;
-		unheaded += workers[k].drain_unheaded;
-		cut += workers[k].drain_cut;
-	}
-	npd_log(NPD_LOG_INFO, "stopped after %lld.%03lld s: %zu of %zu connections finished, "
-			      "%zu closed \"shutting down\" (%zu of them waiting for their header)",
-		(long long)(ms / 1000), (long long)(ms % 1000), relayed - cut, relayed, cut,
-		unheaded);
-}
-
 int main(int argc, char **argv)
 {
 	enum { OPT_SYSLOG = 256, OPT_SEND_PROXY, OPT_TRUSTED, OPT_SETUP_ROUTING };
@@ -676,7 +446,7 @@ int main(int argc, char **argv)
 			trusted[ntrusted++] = optarg;
 			break;
 		case 'h':
-			usage(stdout);
+			npd_cli_usage(stdout);
 			return 0;
 		case 'v':
 			printf(PROG " " NP_VERSION_STRING "\n");
@@ -706,7 +476,7 @@ int main(int argc, char **argv)
 
 	struct source src = {.path = config_path, .name = config_path};
 	if (listen) {
-		src.lua = cli_config(listen, backend, send_proxy, trusted, ntrusted);
+		src.lua = npd_cli_config(listen, backend, send_proxy, trusted, ntrusted);
 		if (!src.lua)
 			return 2;
 		src.name = "command line";
@@ -760,13 +530,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGUSR1);
 	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	/* Only drain() takes it, from the workers as they end: blocked everywhere, never waited for otherwise. */
-	sigset_t wake_sig;
-	sigemptyset(&wake_sig);
-	sigaddset(&wake_sig, SIGRTMIN);
-	pthread_sigmask(SIG_BLOCK, &wake_sig, NULL);
-	main_thread = pthread_self();
-	npd_worker_ended = wake_main;
+	npd_stop_prepare();
 	signal(SIGPIPE, SIG_IGN);
 
 	npd_log(NPD_LOG_INFO, PROG " " NP_VERSION_STRING " starting with %s", src.name);
@@ -781,7 +545,7 @@ int main(int argc, char **argv)
 			npd_notify("STATUS=not started: %s", npd_notify_flatten(why, sizeof(why), why));
 			return 1;
 		}
-		npd_log(NPD_LOG_INFO, "%s: stopping", sig_name(stop_sig));
+		npd_log(NPD_LOG_INFO, "%s: stopping", npd_signal_name(stop_sig));
 		npd_notify("STOPPING=1");
 		return 0;
 	}
@@ -857,14 +621,14 @@ int main(int argc, char **argv)
 				sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
 			continue;
 		}
-		npd_log(NPD_LOG_INFO, "%s: stopping", sig_name(sig));
-		npd_notify("STOPPING=1\nSTATUS=stopping on %s", sig_name(sig));
+		npd_log(NPD_LOG_INFO, "%s: stopping", npd_signal_name(sig));
+		npd_notify("STOPPING=1\nSTATUS=stopping on %s", npd_signal_name(sig));
 		break;
 	}
-	drain(workers, nworkers, gen->cfg->shutdown_grace_ms, &stop_sigs);
+	npd_stop_drain(workers, nworkers, gen->cfg->shutdown_grace_ms, &stop_sigs);
 	for (int k = 0; k < nworkers; k++)
 		npd_worker_join(&workers[k]);
-	summary(workers, nworkers);
+	npd_stop_summary(workers, nworkers);
 	free(workers);
 	free(socks.fds);
 	npd_gen_release(gen);
