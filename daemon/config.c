@@ -99,6 +99,7 @@ static int load_buffer(const char *name, const char *src, size_t len, char *owne
 	free(ld.files);
 	free(ld.map);
 	free(ld.ifaces);
+	free(ld.listener_slots);
 	if (rc != 0) {
 		npd_config_free(ld.cfg);
 		return -1;

@@ -84,6 +84,14 @@ struct loader {
 	size_t nmap;
 	struct iface *ifaces;
 	size_t nifaces;
+	size_t listeners_cap;	/* cfg->listeners has room for this many */
+	/*
+	 * The listeners' addresses as a hash set (open addressing; a slot holds
+	 * a listener's index + 1, 0 when free), so that finding one listed
+	 * twice stays linear in their number: 20,000 ports on "*" are 40,000.
+	 */
+	size_t *listener_slots;
+	size_t nlistener_slots; /* a power of two, or 0 */
 };
 
 /* --- messages (config_messages.c) ---------------------------------------- */

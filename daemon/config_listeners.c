@@ -220,16 +220,67 @@ static void read_interfaces(struct loader *ld, int idx, const char *key)
 	}
 }
 
+/* FNV-1a over a listener's address: family, IP and port (the rest is zero). */
+static size_t address_hash(const struct npd_listener *l)
+{
+	const unsigned char *p = (const unsigned char *)&l->addr;
+	uint64_t h = 14695981039346656037u;
+
+	for (socklen_t i = 0; i < l->addrlen; i++)
+		h = (h ^ p[i]) * 1099511628211u;
+	return (size_t)h;
+}
+
+/*
+ * The listener before cfg->listeners[n] with the same address as it, or
+ * NULL after adding it to the set. Fails the load when out of memory.
+ */
+static const struct npd_listener *listed_before(struct loader *ld, const char *path, size_t n)
+{
+	const struct npd_listener *all = ld->cfg->listeners, *l = &all[n];
+
+	if (2 * (n + 1) > ld->nlistener_slots) {
+		size_t cap = ld->nlistener_slots ? 2 * ld->nlistener_slots : 64;
+		size_t *slots = calloc(cap, sizeof(*slots));
+
+		if (!slots)
+			cfg_fail(ld, path, "out of memory");
+		for (size_t i = 0; i < n; i++) {
+			size_t at = address_hash(&all[i]) & (cap - 1);
+			while (slots[at])
+				at = (at + 1) & (cap - 1);
+			slots[at] = i + 1;
+		}
+		free(ld->listener_slots);
+		ld->listener_slots = slots;
+		ld->nlistener_slots = cap;
+	}
+	size_t mask = ld->nlistener_slots - 1, at = address_hash(l) & mask;
+	for (; ld->listener_slots[at]; at = (at + 1) & mask) {
+		const struct npd_listener *have = &all[ld->listener_slots[at] - 1];
+		if (have->addrlen == l->addrlen && memcmp(&have->addr, &l->addr, l->addrlen) == 0)
+			return have;
+	}
+	ld->listener_slots[at] = n + 1;
+	return NULL;
+}
+
 static void add_listener(struct loader *ld, const char *path, sa_family_t family,
 			 const uint8_t *addr, uint16_t port, const struct mapping *m, bool implicit)
 {
 	struct npd_config *cfg = ld->cfg;
 	struct npd_listener *l, *grown;
 
-	grown = realloc(cfg->listeners, (cfg->nlisteners + 1) * sizeof(*grown));
-	if (!grown)
-		cfg_fail(ld, path, "out of memory");
-	cfg->listeners = grown;
+	if (cfg->nlisteners == ld->listeners_cap) {
+		size_t cap = ld->listeners_cap ? 2 * ld->listeners_cap : 8;
+
+		grown = realloc(cfg->listeners, cap * sizeof(*grown));
+		if (!grown)
+			cfg_fail(ld, path, "out of memory");
+		cfg->listeners = grown;
+		ld->listeners_cap = cap;
+	}
+	grown = cfg->listeners;
 	l = memset(&grown[cfg->nlisteners], 0, sizeof(*l));
 	if (family == AF_INET) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
@@ -252,10 +303,8 @@ static void add_listener(struct loader *ld, const char *path, sa_family_t family
 	if (m)
 		memcpy(l->missing, m->missing, sizeof(l->missing));
 	l->implicit = implicit;
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		if (cfg->listeners[i].addrlen == l->addrlen &&
-		    memcmp(&cfg->listeners[i].addr, &l->addr, l->addrlen) == 0)
-			cfg_fail(ld, path, "%s is listed twice", l->addr_text);
+	if (listed_before(ld, path, cfg->nlisteners))
+		cfg_fail(ld, path, "%s is listed twice", l->addr_text);
 	cfg->nlisteners++;
 }
 

@@ -101,6 +101,10 @@ static const struct {
 	 "t.lua:1: proxy_ports[2]: 0.0.0.0:15222 is listed twice"},
 	{"proxy_ports = { \"[::1]:15222\", \"[0::1]:15222\" }\n" MAP C2S,
 	 "t.lua:1: proxy_ports[2]: [::1]:15222 is listed twice"},
+	/* Found after thousands of listeners (the set is rehashed many times on the way). */
+	{"proxy_ports = {} for p = 20000, 24999 do proxy_ports[#proxy_ports + 1] = p end "
+	 "proxy_ports[#proxy_ports + 1] = \"[::]:20007\"\n" MAP C2S,
+	 "t.lua:1: proxy_ports[5001]: [::]:20007 is listed twice"},
 	{"proxy_ports = { c2s = 15222 }\n" MAP C2S,
 	 "t.lua:1: proxy_ports: expected a list, found the key \"c2s\""},
 	{"proxy_ports = { 15222, nil, 15269 }\n" MAP C2S, "t.lua:1: proxy_ports: expected a list*"},
