@@ -66,23 +66,37 @@ const char *cfg_show(lua_State *L, int idx, char *buf, size_t cap)
 	}
 }
 
+/*
+ * The length of the line break at src[i], 0 if none: "\n", "\r", "\r\n"
+ * and "\n\r" are each one, as Lua's lexer counts them, so that a line
+ * number in Lua's messages names the same line here.
+ */
+static size_t line_break(const char *src, size_t i, size_t len)
+{
+	if (src[i] != '\n' && src[i] != '\r')
+		return 0;
+	return i + 1 < len && (src[i + 1] == '\n' || src[i + 1] == '\r') && src[i + 1] != src[i]
+		       ? 2
+		       : 1;
+}
+
 /* Line starts are indexed once, on the first message that needs a line. */
 static bool index_lines(struct source *f)
 {
-	size_t n = 1;
+	size_t n = 1, step;
 
 	if (f->lines)
 		return true;
-	for (size_t i = 0; i < f->len; i++)
-		n += f->src[i] == '\n';
+	for (size_t i = 0; i < f->len; i += step ? step : 1)
+		n += (step = line_break(f->src, i, f->len)) != 0;
 	f->lines = malloc(n * sizeof(*f->lines));
 	if (!f->lines)
 		return false;
 	f->lines[0] = 0;
 	f->nlines = 1;
-	for (size_t i = 0; i < f->len; i++)
-		if (f->src[i] == '\n')
-			f->lines[f->nlines++] = i + 1;
+	for (size_t i = 0; i < f->len; i += step ? step : 1)
+		if ((step = line_break(f->src, i, f->len)) != 0)
+			f->lines[f->nlines++] = i + step;
 	return true;
 }
 

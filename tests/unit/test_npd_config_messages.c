@@ -108,13 +108,31 @@ static void test_statement_line(void)
 		{0, "services", 0},
 	};
 
-	loader_open(source, "{}");
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		is_int(cfg_statement_line(&ld_file, cases[i].end, cases[i].name,
-					  strlen(cases[i].name)),
-		       cases[i].want, "%s assigned by the statement ending at line %d: line %d",
-		       cases[i].name, cases[i].end, cases[i].want);
-	loader_close();
+	/*
+	 * Every line break Lua counts as one counts as one here too: a file
+	 * written on Windows or on an old Mac gets the lines Lua names.
+	 */
+	static const char *const breaks[] = {"\n", "\r\n", "\r", "\n\r"};
+	static char text[2 * sizeof(source)];
+
+	for (size_t b = 0; b < sizeof(breaks) / sizeof(breaks[0]); b++) {
+		size_t n = 0;
+
+		for (const char *p = source; *p; p++)
+			if (*p == '\n')
+				n += (size_t)sprintf(text + n, "%s", breaks[b]);
+			else
+				text[n++] = *p;
+		text[n] = '\0';
+		loader_open(text, "{}");
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+			is_int(cfg_statement_line(&ld_file, cases[i].end, cases[i].name,
+						  strlen(cases[i].name)),
+			       cases[i].want,
+			       "%s assigned by the statement ending at line %d: line %d (breaks %zu)",
+			       cases[i].name, cases[i].end, cases[i].want, b);
+		loader_close();
+	}
 }
 
 static void test_where(void)
