@@ -95,6 +95,18 @@ struct npd_config {
 	int max_connections; /* 0: as many as the descriptor limit allows */
 	int shutdown_grace_ms; /* how long a stop lets relayed connections finish; 0: none */
 	bool log_syslog;
+	/*
+	 * Which lines a connection that reaches its service gets at the info
+	 * level (log_connections): the one when it is established (default;
+	 * its close is debug), the one when it closes, or both. Connections
+	 * that never reach it, and LOCAL ones (health checks), get their close
+	 * line whatever this says.
+	 */
+	enum npd_log_connections {
+		NPD_LOG_CONN_ESTABLISHED,
+		NPD_LOG_CONN_CLOSED,
+		NPD_LOG_CONN_BOTH,
+	} log_connections;
 	int log_level;	/* 0 errors and warnings, 1 info (default), 2 debug */
 	char user[64];	/* run as this user after binding; "": stay */
 	char group[64]; /* ... and group; "": the user's */

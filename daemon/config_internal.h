@@ -197,6 +197,7 @@ enum key {
 	K_SHUTDOWN_GRACE,
 	K_LOG_LEVEL,
 	K_LOG_SYSLOG,
+	K_LOG_CONNECTIONS,
 	K_USER,
 	K_GROUP,
 	/* Prosody's keys that say where it listens (with <service>_ports and _interfaces). */

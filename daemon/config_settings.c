@@ -292,6 +292,25 @@ static void read_tunables(struct loader *ld)
 		cfg->log_syslog = cfg_get_boolean(ld, 4, "log_syslog");
 	lua_settop(L, 3);
 
+	static const char *const conn_lines[] = {
+		[NPD_LOG_CONN_ESTABLISHED] = "established",
+		[NPD_LOG_CONN_CLOSED] = "closed",
+		[NPD_LOG_CONN_BOTH] = "both",
+	};
+	cfg->log_connections = NPD_LOG_CONN_ESTABLISHED;
+	if (cfg_push_setting(ld, K_LOG_CONNECTIONS) != LUA_TNIL) {
+		for (i = 0; i < 3; i++)
+			if (lua_type(L, 4) == LUA_TSTRING &&
+			    strcmp(lua_tostring(L, 4), conn_lines[i]) == 0)
+				break;
+		if (i == 3)
+			cfg_fail(ld, "log_connections",
+				 "expected \"established\", \"closed\" or \"both\", got %s",
+				 cfg_show(L, 4, buf, sizeof(buf)));
+		cfg->log_connections = (enum npd_log_connections)i;
+	}
+	lua_settop(L, 3);
+
 	/* Names only: whether they exist is for the start, where they are used. */
 	static const enum key ids[] = {K_USER, K_GROUP};
 	char *dst[] = {cfg->user, cfg->group};

@@ -43,6 +43,7 @@ const char *const cfg_key_names[K_COUNT] = {
 	[K_SHUTDOWN_GRACE] = "shutdown_grace",
 	[K_LOG_LEVEL] = "log_level",
 	[K_LOG_SYSLOG] = "log_syslog",
+	[K_LOG_CONNECTIONS] = "log_connections",
 	[K_USER] = "user",
 	[K_GROUP] = "group",
 	[K_LOCAL_INTERFACES] = "local_interfaces",

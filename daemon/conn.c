@@ -405,6 +405,42 @@ static void connect_backend(struct npd_conn *c)
  * is up (the bytes went out), 0 when it is not yet (EAGAIN), or -1 with
  * *err the connect's own error.
  */
+static const char *proxy_version_text(const struct npd_conn *c)
+{
+	if (c->version == 0)
+		return "-";
+	if (c->command == NP_CMD_LOCAL)
+		return c->version == 1 ? "v1-unknown" : "v2-local";
+	return c->version == 1 ? "v1" : "v2";
+}
+
+/*
+ * The line an operator joins a service's log with, when the service is
+ * reached: client, service and local (the address the service sees) at once,
+ * not hours later at the close of a long XMPP stream. It is the one line of
+ * the connection at the info level, unless log_connections says otherwise;
+ * a LOCAL connection (a load balancer's health check) keeps its close line
+ * instead, which is quiet when nothing was relayed.
+ */
+static void log_established(const struct npd_conn *c)
+{
+	enum npd_log_connections mode = c->gen->cfg->log_connections;
+	int level = mode != NPD_LOG_CONN_CLOSED && c->command != NP_CMD_LOCAL ? NPD_LOG_INFO
+									      : NPD_LOG_DEBUG;
+	char peer[64], client[64], dst[64], local[64];
+
+	if (!npd_log_enabled(level))
+		return;
+	npd_log(level,
+		"conn=%llu port=%u service=%s peer=%s client=%s dst=%s proxy=%s local=%s "
+		"backend=%s established",
+		(unsigned long long)c->id, (unsigned)c->listener->port, c->service->name,
+		npd_sockaddr_text(&c->peer_addr, peer, sizeof(peer)),
+		npd_sockaddr_text(&c->client_addr, client, sizeof(client)),
+		npd_sockaddr_text(&c->dst_addr, dst, sizeof(dst)), proxy_version_text(c),
+		npd_sockaddr_text(&c->local_addr, local, sizeof(local)), c->target->text);
+}
+
 static int send_first(struct npd_conn *c, struct npd_buf *b, int *err)
 {
 	ssize_t n;
@@ -466,14 +502,7 @@ static void connecting(struct npd_conn *c)
 	socklen_t llen = sizeof(c->local_addr);
 	if (getsockname(c->backend.fd, &c->local_addr.sa, &llen) != 0)
 		c->local_addr.sa.sa_family = AF_UNSPEC;
-	if (npd_log_enabled(NPD_LOG_DEBUG)) {
-		char peer[64], client[64], local[64];
-		npd_log(NPD_LOG_DEBUG, "conn=%llu connected to %s (%s) peer=%s client=%s local=%s",
-			(unsigned long long)c->id, svc->name, c->target->text,
-			npd_sockaddr_text(&c->peer_addr, peer, sizeof(peer)),
-			npd_sockaddr_text(&c->client_addr, client, sizeof(client)),
-			npd_sockaddr_text(&c->local_addr, local, sizeof(local)));
-	}
+	log_established(c);
 	if (svc->idle_timeout_ms > 0) {
 		struct npd_timer_list *tl = npd_worker_timers(c->w, svc->idle_timeout_ms);
 		if (!tl) {
@@ -550,15 +579,6 @@ void npd_conn_expire(struct npd_conn *c)
 	}
 }
 
-static const char *proxy_version_text(const struct npd_conn *c)
-{
-	if (c->version == 0)
-		return "-";
-	if (c->command == NP_CMD_LOCAL)
-		return c->version == 1 ? "v1-unknown" : "v2-local";
-	return c->version == 1 ? "v1" : "v2";
-}
-
 static void release_side(struct npd_conn *c, struct npd_side *s)
 {
 	npd_side_discard(c, s);
@@ -588,10 +608,12 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 	 * unless the service failed it.
 	 */
 	bool reached = c->state == NPD_CONN_RELAY || c->state == NPD_CONN_LINGER;
+	bool health_check = c->command == NP_CMD_LOCAL;
 	int level = !reached ? NPD_LOG_WARN
-		    : c->command == NP_CMD_LOCAL && !c->client.bytes && !c->backend.bytes &&
-				      !c->backend.error
+		    : health_check && !c->client.bytes && !c->backend.bytes && !c->backend.error
 			    ? NPD_LOG_DEBUG
+		    : !health_check && c->gen->cfg->log_connections == NPD_LOG_CONN_ESTABLISHED
+			    ? NPD_LOG_DEBUG /* its line was the one when it was established */
 			    : NPD_LOG_INFO;
 	if (!npd_log_enabled(level))
 		goto release;

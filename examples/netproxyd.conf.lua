@@ -147,5 +147,11 @@ workers = 0
 -- "error", "warn", "info" (the default) or "debug".
 log_level = "info"
 
+-- Which line a connection that reaches its service has: "established" (the
+-- default: the client, the service and the address the service sees, when
+-- it is reached), "closed" (with the bytes and the reason, when it ends) or
+-- "both".
+log_connections = "established"
+
 -- Log to syslog instead of standard error (default false).
 log_syslog = false

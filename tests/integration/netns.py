@@ -27,7 +27,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from npd import Netproxyd, tool, wait_for
+from npd import Netproxyd, tool, wait_for, with_close_lines
 
 CLONE_NEWNET = 0x40000000
 _seq = itertools.count()
@@ -163,7 +163,8 @@ class NsNetproxyd(Netproxyd):
         self.tmp = tempfile.TemporaryDirectory(prefix="npd-test-")
         os.chmod(self.tmp.name, 0o755)
         self.config_path = Path(self.tmp.name) / "netproxyd.conf.lua"
-        self.config_path.write_text(config)
+        self.log_both = True
+        self.config_path.write_text(with_close_lines(config))
         os.chmod(self.config_path, 0o644)
         self.log_path = Path(self.tmp.name) / "netproxyd.log"
         self._log = open(self.log_path, "w+")

@@ -98,21 +98,36 @@ def wait_port(port, host="127.0.0.1", timeout=5.0):
     wait_for(up, timeout, f"{host}:{port} to accept connections")
 
 
+def with_close_lines(config):
+    """config, logging both lines of each connection unless it says which.
+
+    By default a connection that reaches its service has one line at the info
+    level, when it is established (log_connections, netproxyd.conf(5)); the
+    tests read the close line, with its byte counts and reason, so their
+    netproxyd logs it too. test_logs.py tests the default itself."""
+    if config is None or "log_connections" in config:
+        return config
+    return 'log_connections = "both"; ' + config  # on line 1: line numbers stay
+
+
 class Netproxyd:
     """netproxyd with a Lua config (written to a temp file) or plain arguments."""
 
     def __init__(self, config=None, args=(), ready=r"running: \d+ workers?,", env=None,
-                 prefix=()):
+                 prefix=(), log_both=True):
         """prefix: a command to run netproxyd under, as ["prlimit", "--nofile=64:64", "--"]
         (started as root without user, netproxyd is nobody once running: limits are
-        set from the start, and what it reads on a reload must be readable to it)."""
+        set from the start, and what it reads on a reload must be readable to it).
+        log_both: log both lines of each connection (with_close_lines) unless the
+        config says which; False leaves the config as it is."""
+        self.log_both = log_both
         self.tmp = tempfile.TemporaryDirectory(prefix="npd-test-")
         os.chmod(self.tmp.name, 0o755)
         self.config_path = None
         cmd = [*prefix, tool("netproxyd")]
         if config is not None:
             self.config_path = Path(self.tmp.name) / "netproxyd.conf.lua"
-            self.config_path.write_text(config)
+            self.config_path.write_text(with_close_lines(config) if log_both else config)
             cmd += ["-c", str(self.config_path)]
         cmd += list(args)
         self.log_path = Path(self.tmp.name) / "netproxyd.log"
@@ -160,7 +175,7 @@ class Netproxyd:
 
     def reload(self, config=None):
         if config is not None:
-            self.config_path.write_text(config)
+            self.config_path.write_text(with_close_lines(config) if self.log_both else config)
         self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, timeout=5.0):

@@ -156,7 +156,8 @@ def test_logged_local_address_is_the_backends_view():
             assert sorted(c["local"] for c in lines) == sorted(seen), d.log()
             clients = {c["local"]: c["client"] for c in lines}
             assert sorted(clients.values()) == [f"192.0.2.1:{p}" for p in (40001, 40002, 40003)]
-            # The debug establishment line says the same, while the connection is open.
+            # The establishment line says the same, while the connection is open.
             for c in lines:
-                d.wait_log(rf"conn={c['conn']} connected to svc \(127\.0\.0\.1:{echo.port}\) "
-                           rf"peer=127\.0\.0\.1:\d+ client={c['client']} local={c['local']}$")
+                d.wait_log(rf"conn={c['conn']} port={port} service=svc peer=127\.0\.0\.1:\d+ "
+                           rf"client={c['client']} dst=\S+ proxy=v[12] local={c['local']} "
+                           rf"backend=127\.0\.0\.1:{echo.port} established$")

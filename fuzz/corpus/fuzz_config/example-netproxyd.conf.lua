@@ -133,11 +133,25 @@ services = {
 -- means one per CPU; at most 256.
 workers = 0
 
--- Connections open at once, across all workers (default 10000).
-max_connections = 10000
+-- Connections open at once, across all workers. By default as many as the
+-- descriptor limit allows (two descriptors each; netproxyd says how many at
+-- start); set it to choose fewer. At the limit, the connection waiting longest
+-- for its header is closed to make room for a new one.
+-- max_connections = 10000
+
+-- On SIGTERM, stop accepting and let relayed connections finish for up to
+-- this many seconds (default 30; 0 closes them at once). Keep the unit's
+-- TimeoutStopSec above it.
+-- shutdown_grace = 30
 
 -- "error", "warn", "info" (the default) or "debug".
 log_level = "info"
+
+-- Which line a connection that reaches its service has: "established" (the
+-- default: the client, the service and the address the service sees, when
+-- it is reached), "closed" (with the bytes and the reason, when it ends) or
+-- "both".
+log_connections = "established"
 
 -- Log to syslog instead of standard error (default false).
 log_syslog = false
