@@ -2,8 +2,8 @@
 descriptor limit unless max_connections says otherwise, and at the limit the
 connection waiting longest for its header makes room for a new one, so that
 silent connections cannot keep out the clients that send their headers."""
+import os
 import socket
-import time
 
 from npd import EchoServer, Netproxyd, free_port, proxy_v1, talk, wait_for
 
@@ -15,6 +15,23 @@ def config(port, backend, extra=""):
             f'proxy_port_mappings = {{ [{port}] = "svc" }}\n'
             f'services = {{ svc = {{ connect = "127.0.0.1:{backend}" }} }}\n'
             'workers = 1\nproxy_header_timeout = 30\n' + extra)
+
+
+def sockets(pid):
+    """How many sockets process pid has open (it runs as nobody; we are root or its user)."""
+    fds = f"/proc/{pid}/fd"
+    n = 0
+    for fd in os.listdir(fds):
+        try:
+            n += os.readlink(f"{fds}/{fd}").startswith("socket:")
+        except OSError:
+            pass  # closed meanwhile
+    return n
+
+
+def accepted(d, before, n):
+    """Wait until netproxyd holds n more sockets than before: every one accepted."""
+    wait_for(lambda: sockets(d.proc.pid) >= before + n, 5, f"{n} connections accepted")
 
 
 def silent(port, n):
@@ -43,10 +60,11 @@ def test_silent_connections_make_room_oldest_first():
     port = free_port()
     with EchoServer() as echo, Netproxyd(config(port, echo.port, "max_connections = 20\n")) as d:
         d.wait_log(r"connection limit: 20 \(max_connections\)")
+        before = sockets(d.proc.pid)
         held = silent(port, 20)
         good = []
         try:
-            time.sleep(0.2)  # every one accepted, and waiting for its header
+            accepted(d, before, 20)  # and each waiting for its header
             for i in range(5):
                 g = socket.create_connection(("127.0.0.1", port), timeout=5)
                 good.append(g)  # kept open: each needs a place of its own
@@ -97,9 +115,10 @@ def test_the_default_limit_follows_the_descriptor_limit():
         m = d.wait_log(r"connection limit: (\d+), from the descriptor limit 300")[0]
         limit = int(m.group(1))
         assert limit == (300 - (64 + 1)) // 2, limit
+        before = sockets(d.proc.pid)
         held = silent(port, limit)
         try:
-            time.sleep(0.2)
+            accepted(d, before, limit)
             got, how = talk(port, GOOD + b"still", timeout=5)
             assert got == b"still", d.log()
             assert "Too many open files" not in d.log()
