@@ -44,7 +44,7 @@ struct npd_stats_server {
 	int nworkers;
 	struct client clients[NPD_STATS_CLIENTS];
 	int64_t accepts; /* counts accepts, to find the oldest client */
-	int64_t log_after; /* a client's trouble is logged at most once a second */
+	int64_t log_until; /* rate limit of the lines about clients, as the workers' rejections */
 	unsigned unlogged;
 };
 
@@ -84,7 +84,11 @@ int npd_stats_listen(const struct npd_target *t, char *why, size_t cap)
 	return fd;
 }
 
-/* A stats client's trouble: one line a second at most, with the count of those left out. */
+/*
+ * A stats client's trouble: a burst of ten lines, then one a second at most,
+ * with the count of those left out, so that a flood of bad clients cannot
+ * flood the log.
+ */
 __attribute__((format(printf, 3, 4))) static void log_client(struct npd_stats_server *s,
 							      const struct client *c,
 							      const char *fmt, ...)
@@ -93,7 +97,7 @@ __attribute__((format(printf, 3, 4))) static void log_client(struct npd_stats_se
 	va_list ap;
 	int64_t now = npd_now_ms();
 
-	if (now < s->log_after) {
+	if (now < s->log_until - 9000) {
 		s->unlogged++;
 		return;
 	}
@@ -106,7 +110,9 @@ __attribute__((format(printf, 3, 4))) static void log_client(struct npd_stats_se
 	else
 		npd_log(NPD_LOG_WARN, "stats %s: client %s: %s", s->where, c->peer, what);
 	s->unlogged = 0;
-	s->log_after = now + 1000;
+	s->log_until = (s->log_until > now ? s->log_until : now) + 1000;
+	if (s->log_until > now + 10000)
+		s->log_until = now + 10000;
 }
 
 static void drop(struct client *c)
