@@ -134,12 +134,12 @@ static void failure_reason(char *out, size_t cap, int e)
 void npd_stats_render(FILE *out, struct npd_worker *workers, int nworkers)
 {
 	struct totals t;
-	struct sum svc[NPD_STATS_SERVICES];
-	/* Workers' names beyond the first NPD_STATS_SERVICES distinct ones are rare; they go to (other). */
-	struct sum *all = calloc((size_t)(nworkers > 0 ? nworkers : 1) * NPD_STATS_SERVICES, sizeof(*all));
+	/* Room for every slot of every worker, as if no two workers shared a name. */
+	struct sum *all = calloc((size_t)(nworkers > 0 ? nworkers : 1) * NPD_STATS_SERVICES,
+				 sizeof(*all));
 
 	memset(&t, 0, sizeof(t));
-	t.svc = all ? all : svc;
+	t.svc = all;
 	if (!all)
 		nworkers = 0; /* out of memory: the process-wide figures only */
 	sum_workers(&t, workers, nworkers);
@@ -197,7 +197,8 @@ void npd_stats_render(FILE *out, struct npd_worker *workers, int nworkers)
 			fprintf(out, "netproxyd_headers_total{version=\"%d\",command=\"%s\"} %llu\n",
 				v + 1, c ? "proxy" : "local", (unsigned long long)t.headers[v][c]);
 	help(out, "netproxyd_header_failures_total", "counter",
-	     "Connections closed for a malformed or oversized PROXY header, by reason (libnetproxy's NP_E* code).");
+	     "Connections closed for a malformed or oversized PROXY header, by reason "
+	     "(libnetproxy's NP_E* code).");
 	for (int e = 0; e < NPD_STATS_HEADER_ERRORS; e++) {
 		char reason[32];
 		/* The parser's own reasons always; NP_EAGAIN (1) and the rest only when counted. */
@@ -221,7 +222,8 @@ void npd_stats_render(FILE *out, struct npd_worker *workers, int nworkers)
 	     "From accept to a complete PROXY header, on the worker's millisecond clock.");
 	histogram(out, "netproxyd_header_wait_seconds", "", t.wait, t.wait_ms);
 	help(out, "netproxyd_backend_connect_seconds", "histogram",
-	     "From a complete header to the backend connected, by service, on the worker's millisecond clock.");
+	     "From a complete header to the backend connected, by service, on the worker's "
+	     "millisecond clock.");
 	for (size_t i = 0; i < t.nsvc; i++) {
 		char labels[NPD_NAME_MAX * 2 + 16];
 		FILE *f = fmemopen(labels, sizeof(labels), "w");

@@ -180,7 +180,7 @@ static void serve_connections(struct npd_stats_server *s, struct client *c, bool
 	size_t len = 0;
 
 	if (v.limit == 0) {
-		answer_text(c, "400 Bad Request", "limit: expected a number from 1 to 100000\n", head);
+		answer_text(c, "400 Bad Request", "limit: expected a number from 1 to 10000\n", head);
 		return;
 	}
 	long n = npd_snapshot_take(s->workers, s->nworkers, v.limit, &list, &v.total, &v.missing);

@@ -22,7 +22,11 @@ struct npd_stats_server;
 #define NPD_STATS_REQUEST_MAX 4096   /* bytes of request line and headers */
 #define NPD_STATS_CLIENT_MS 5000     /* for the request and the answer, together */
 #define NPD_CONNECTIONS_LIMIT 1000   /* connections listed without ?limit= */
-#define NPD_CONNECTIONS_LIMIT_MAX 100000
+/*
+ * Each worker gets a buffer of ?limit= entries (about 160 bytes each): at
+ * most 1.6 MB per worker for one request.
+ */
+#define NPD_CONNECTIONS_LIMIT_MAX 10000
 
 /*
  * A listening socket for t (an address, or a UNIX socket whose stale file
