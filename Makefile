@@ -287,7 +287,9 @@ integration: all
 
 # The daemon and the preload shim built with ThreadSanitizer (gcc's, whose
 # runtime is a shared library), and their threaded integration tests run
-# against them: the daemon's workers, signal thread, reloads under traffic;
+# against them: the daemon's workers, signal thread, reloads under traffic,
+# the stats thread reading the workers' counters and asking for their
+# connections;
 # the shim in servers that accept on many threads, fork, and close
 # descriptors from signal handlers. The shim is loaded into programs that
 # are not built for it (Python, nginx, test programs), so the runtime is
@@ -298,7 +300,8 @@ TSAN_CC    := gcc
 TSAN_RUNTIME = $(shell $(TSAN_CC) -print-file-name=libtsan.so.2)
 TSAN_TESTS := tests/integration/test_daemon_basic.py tests/integration/test_daemon_robust.py \
               tests/integration/test_daemon_stop.py \
-              tests/integration/test_cli.py tests/integration/test_config_guard.py
+              tests/integration/test_cli.py tests/integration/test_config_guard.py \
+              tests/integration/test_metrics.py
 TSAN_SHIM_TESTS := tests/integration/test_preload.py
 TSAN_ENV = TSAN_OPTIONS="halt_on_error=1 log_path=$(abspath $(TSAN_BUILD))/reports/tsan" \
 	NETPROXY_BUILD=$(abspath $(TSAN_BUILD))

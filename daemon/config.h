@@ -113,6 +113,12 @@ struct npd_config {
 	int nfiles;	      /* files read: the config and those it included */
 	bool prosody;	      /* a Prosody config (VirtualHost, Component, modules_enabled) */
 	int prosody_skipped;  /* Prosody's own settings, which netproxyd does not use */
+	/*
+	 * Where the stats listener (metrics, live connections) listens:
+	 * "127.0.0.1:9100", "[::1]:9100", or a UNIX socket as "unix:/path";
+	 * addrlen 0: none (the default). Read at start only.
+	 */
+	struct npd_target stats_listen;
 };
 
 /*

@@ -1,7 +1,7 @@
 /*
  * config_describe.c - a loaded config as netproxyd -t writes it: each
  * listener and where its connections go, with how the service learns the
- * client, then the trusted senders and the header limits.
+ * client, then the trusted senders, the header limits and the stats listener.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -69,6 +69,9 @@ void npd_config_describe(const struct npd_config *cfg, FILE *out)
 	}
 	fprintf(out, "\nheader timeout: %g s\nmax header: %zu bytes\n",
 		cfg->header_timeout_ms / 1000.0, cfg->max_header);
+	if (cfg->stats_listen.addrlen)
+		fprintf(out, "stats: %s (/metrics, /connections; read at start only)\n",
+			cfg->stats_listen.text);
 	if (cfg->prosody)
 		fprintf(out, "a Prosody config: %d file%s read, %d of Prosody's own settings "
 			     "skipped\n",

@@ -200,6 +200,7 @@ enum key {
 	K_LOG_CONNECTIONS,
 	K_USER,
 	K_GROUP,
+	K_STATS_LISTEN,
 	/* Prosody's keys that say where it listens (with <service>_ports and _interfaces). */
 	K_LOCAL_INTERFACES,
 	K_USE_IPV4,

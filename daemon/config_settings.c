@@ -8,6 +8,7 @@
  * catches a typo; a Prosody config is full of Prosody's own options, which
  * are skipped and counted, but a misspelt proxy_ key is still an error.
  */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -329,6 +330,48 @@ static void read_tunables(struct loader *ld)
 	}
 }
 
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+	if (ss->ss_family == AF_INET)
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+		       (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127);
+	return true; /* a UNIX socket: its file's permissions say who may connect */
+}
+
+/*
+ * stats_listen = "127.0.0.1:9100" | "[::1]:9100" | "/run/netproxyd/stats.sock":
+ * an address as a service's, or an absolute path for a UNIX socket (also
+ * written "unix:/path").
+ */
+static void read_stats_listen(struct loader *ld)
+{
+	lua_State *L = ld->L;
+	char buf[80], text[NPD_ADDR_TEXT + 8];
+	size_t len;
+
+	if (cfg_push_setting(ld, K_STATS_LISTEN) != LUA_TNIL) {
+		const char *v = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &len) : NULL;
+		if (!v || len == 0 || strlen(v) != len)
+			cfg_fail(ld, "stats_listen",
+				 "expected an address such as \"127.0.0.1:9100\" or \"[::1]:9100\", or "
+				 "the path of a UNIX socket, got %s",
+				 cfg_show(L, 4, buf, sizeof(buf)));
+		snprintf(text, sizeof(text), "%s%s", v[0] == '/' ? "unix:" : "", v);
+		cfg_parse_target(ld, "stats_listen", text, &ld->cfg->stats_listen);
+		if (!is_loopback(&ld->cfg->stats_listen.addr))
+			cfg_warn(ld, "stats_listen",
+				 "%s is not a loopback address: whoever reaches it reads the counters "
+				 "and every connection's client address",
+				 v);
+	}
+	lua_settop(L, 3);
+}
+
 /* Prosody would load mod_net_proxy and listen on the proxy ports itself. */
 static void warn_net_proxy(struct loader *ld)
 {
@@ -361,6 +404,7 @@ static int check(lua_State *L)
 	read_unknown(ld);
 	warn_net_proxy(ld);
 	read_tunables(ld);
+	read_stats_listen(ld);
 	read_trusted(ld);
 	cfg_read_services(ld);
 	cfg_read_mappings(ld);

@@ -46,6 +46,7 @@ const char *const cfg_key_names[K_COUNT] = {
 	[K_LOG_CONNECTIONS] = "log_connections",
 	[K_USER] = "user",
 	[K_GROUP] = "group",
+	[K_STATS_LISTEN] = "stats_listen",
 	[K_LOCAL_INTERFACES] = "local_interfaces",
 	[K_USE_IPV4] = "use_ipv4",
 	[K_USE_IPV6] = "use_ipv6",

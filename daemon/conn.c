@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "log.h"
 #include "netproxy.h"
+#include "stats.h"
 
 #define SIDE_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET)
 
@@ -96,6 +97,7 @@ void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
 	npd_list_add_tail(&w->conns, &c->link);
 	npd_list_add_tail(&w->waiting, &c->waiting);
 	w->nconns++;
+	npd_stats_conn_open(c);
 
 	if (watch(w, &c->client) != 0) {
 		npd_conn_close(c, "epoll: %s", strerror(errno));
@@ -188,6 +190,7 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 	const struct npd_service *svc = c->service;
 
 	note_header(c, h);
+	npd_stats_header_done(c, h);
 	if (npd_log_enabled(NPD_LOG_DEBUG)) {
 		char client[64];
 		npd_log(NPD_LOG_DEBUG, "conn=%llu header v%u %s, %d bytes, client=%s, %zu bytes of TLVs",
@@ -233,6 +236,7 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 	b->off = 0;
 	b->len = (uint32_t)((size_t)olen + rest);
 	c->client.bytes = rest;
+	npd_stats_relayed(c, &c->client, rest);
 	connect_backend(c);
 }
 
@@ -247,6 +251,7 @@ static void too_big(struct npd_conn *c)
 	const struct npd_buf *b = c->client.in;
 	size_t max = c->gen->cfg->max_header;
 
+	npd_stats_header_failed(c, NP_ETOOBIG);
 	if (b->len >= NP_V2_MIN_LEN && memcmp(b->data, v2_sig, sizeof(v2_sig)) == 0)
 		npd_conn_close(c,
 			       "header of %d bytes is larger than proxy_max_header (%zu); raise "
@@ -268,6 +273,7 @@ static void header_failed(struct npd_conn *c, int err)
 		too_big(c);
 		return;
 	}
+	npd_stats_header_failed(c, err);
 	npd_escape(first, sizeof(first), b->data, b->len < 24 ? b->len : 24);
 	npd_conn_close(c, "malformed header: %s (%s), first bytes [%s]", np_strerror(err),
 		       np_errname(err), first);
@@ -498,6 +504,7 @@ static void connecting(struct npd_conn *c)
 		return;
 	}
 	c->state = NPD_CONN_RELAY;
+	npd_stats_connected(c);
 	/* The address the backend sees this connection come from: what joins its log to ours. */
 	socklen_t llen = sizeof(c->local_addr);
 	if (getsockname(c->backend.fd, &c->local_addr.sa, &llen) != 0)
@@ -556,9 +563,11 @@ void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
 
 void npd_conn_expire(struct npd_conn *c)
 {
+	npd_stats_expired(c);
 	switch (c->state) {
 	case NPD_CONN_HEADER:
 		if (c->w->draining) {
+			npd_stats_close_for(c, NPD_RESULT_SHUTDOWN);
 			c->w->drain_unheaded++;
 			c->w->drain_cut++;
 			npd_conn_close(c, "shutting down");
@@ -596,6 +605,7 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 
 	if (c->state == NPD_CONN_CLOSED)
 		return;
+	npd_stats_conn_closed(c);
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);

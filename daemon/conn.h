@@ -104,6 +104,9 @@ struct npd_conn {
 	union npd_sockaddr client_addr; /* the client the header names; AF_UNSPEC for LOCAL */
 	union npd_sockaddr dst_addr;	/* the original destination; likewise */
 	union npd_sockaddr local_addr;	/* the backend socket's own address, once connected */
+	struct npd_stats_service *stats; /* its service's counters in the worker (stats.h) */
+	int64_t header_ms;		 /* when its header was complete, for the connect time */
+	uint8_t result;			 /* enum npd_result, when an event decided it */
 };
 
 /* A trusted peer's accepted socket fd on listening socket ls: start its connection. */

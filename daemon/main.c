@@ -26,6 +26,8 @@
 #include "notify.h"
 #include "privs.h"
 #include "routing.h"
+#include "stats.h"
+#include "stats_server.h"
 #include "stop.h"
 #include "trial.h"
 #include "worker.h"
@@ -341,6 +343,19 @@ static void notify_ready(const char *failed, const struct npd_gen *gen, int nwor
 		   nworkers, nworkers == 1 ? "" : "s", addrs, addrs == 1 ? "" : "es", extra);
 }
 
+/* What stats_listen was at start: the listener is opened once, before privileges go. */
+static char stats_listen_started[NPD_ADDR_TEXT];
+
+static void warn_stats_listen_changed(const struct npd_config *cfg)
+{
+	if (strcmp(cfg->stats_listen.text, stats_listen_started) == 0)
+		return;
+	npd_log(NPD_LOG_WARN, "stats_listen changed to %s: takes effect at the next start (%s %s)",
+		cfg->stats_listen.text[0] ? cfg->stats_listen.text : "none",
+		stats_listen_started[0] ? "still serving on" : "still", 
+		stats_listen_started[0] ? stats_listen_started : "none");
+}
+
 /* Returns 0, or the stop signal that came while the new config was evaluated. */
 static int reload(const struct source *src, const sigset_t *stop_sigs, struct npd_worker *workers,
 		  int nworkers, struct npd_gen **gen, struct sockets *socks)
@@ -355,6 +370,7 @@ static int reload(const struct source *src, const sigset_t *stop_sigs, struct np
 	if (!cfg) {
 		if (stop_sig)
 			return stop_sig;
+		npd_stats_reload_failed();
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
 		notify_ready(why, *gen, nworkers, socks);
 		return 0;
@@ -362,10 +378,12 @@ static int reload(const struct source *src, const sigset_t *stop_sigs, struct np
 	if (worker_count(cfg) != nworkers)
 		npd_log(NPD_LOG_WARN, "workers changed: takes effect at the next start (running %d)",
 			nworkers);
+	warn_stats_listen_changed(cfg);
 
 	struct sockets fresh;
 	if (open_sockets(cfg, nworkers, socks, &fresh, why, sizeof(why)) != 0) {
 		npd_config_free(cfg);
+		npd_stats_reload_failed();
 		npd_log(NPD_LOG_ERROR, "reload failed: keeping the running config");
 		notify_ready(why, *gen, nworkers, socks);
 		return 0;
@@ -382,6 +400,7 @@ static int reload(const struct source *src, const sigset_t *stop_sigs, struct np
 	*socks = fresh;
 	npd_gen_release(*gen);
 	*gen = g;
+	npd_stats_generation(g->number);
 	npd_log(NPD_LOG_INFO, "reloaded: generation %u", g->number);
 	log_description(cfg);
 	log_connection_limit(cfg, nworkers);
@@ -559,6 +578,18 @@ int main(int argc, char **argv)
 		npd_notify("STATUS=not started: %s", npd_notify_flatten(why, sizeof(why), why));
 		return 1;
 	}
+	/* Before privileges go: a port below 1024, or a socket in a directory of root's. */
+	int stats_fd = -1;
+	if (cfg->stats_listen.addrlen) {
+		stats_fd = npd_stats_listen(&cfg->stats_listen, why, sizeof(why));
+		if (stats_fd < 0) {
+			npd_log(NPD_LOG_ERROR, "%s", why);
+			npd_notify("STATUS=not started: %s", npd_notify_flatten(why, sizeof(why), why));
+			return 1;
+		}
+		snprintf(stats_listen_started, sizeof(stats_listen_started), "%s",
+			 cfg->stats_listen.text);
+	}
 	bool was_root = geteuid() == 0;
 	if (npd_privs_drop(cfg, why, sizeof(why)) != 0) {
 		npd_log(NPD_LOG_ERROR, "%s: %s", src.name, why);
@@ -596,6 +627,11 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	npd_stats_generation(gen->number);
+	struct npd_stats_server *stats = NULL;
+	if (stats_fd >= 0 &&
+	    !(stats = npd_stats_server_start(stats_fd, cfg->stats_listen.text, workers, nworkers)))
+		return 1;
 	log_description(cfg);
 	log_connection_limit(cfg, nworkers);
 	npd_log(NPD_LOG_INFO, "running: %d worker%s, pid %d", nworkers, nworkers == 1 ? "" : "s",
@@ -626,6 +662,8 @@ int main(int argc, char **argv)
 		break;
 	}
 	npd_stop_drain(workers, nworkers, gen->cfg->shutdown_grace_ms, &stop_sigs);
+	/* It reads the workers and writes to their wake-ups: it stops before they are joined. */
+	npd_stats_server_stop(stats);
 	for (int k = 0; k < nworkers; k++)
 		npd_worker_join(&workers[k]);
 	npd_stop_summary(workers, nworkers);

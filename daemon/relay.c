@@ -175,6 +175,7 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 			b->off = 0;
 			b->len = (uint32_t)n;
 			src->bytes += (uint64_t)n;
+			npd_stats_relayed(c, src, (uint64_t)n);
 			src->budget -= (uint32_t)n;
 			progress = true;
 			if ((size_t)n == want) {

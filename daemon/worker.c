@@ -16,6 +16,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "stats_snapshot.h"
 #include "worker.h"
 
 #define MAX_EVENTS 256
@@ -355,6 +356,7 @@ static bool start_drain(struct npd_worker *w, int grace_ms)
 		struct npd_conn *c = npd_container_of(pos, struct npd_conn, waiting);
 		pos = pos->next;
 		if (!tl) {
+			npd_stats_close_for(c, NPD_RESULT_SHUTDOWN);
 			npd_conn_close(c, "shutting down");
 			w->drain_unheaded++;
 			w->drain_cut++;
@@ -385,6 +387,7 @@ static bool take_mail(struct npd_worker *w)
 		apply_update(w, u);
 		u = next;
 	}
+	npd_stats_answer(w); /* the stats thread may have asked for the connections */
 	if (!stop && drain_ms >= 0 && !w->draining)
 		stop = start_drain(w, drain_ms);
 	return stop;
@@ -516,6 +519,7 @@ static enum shed shed_one(struct npd_worker *w, const struct npd_lsock *ls, int 
 		return SHED_NONE_WAITING; /* nothing waits, or it went away (ECONNABORTED) */
 	}
 	w->fd_refused++;
+	npd_stats_rejected(w, NPD_REJECT_NO_DESCRIPTORS);
 	npd_worker_log_reject(w, "connection on %s dropped: %s",
 			      w->gen->cfg->listeners[ls->listener].addr_text, strerror(err));
 	return SHED_ONE;
@@ -556,6 +560,7 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 		/* Checked before a single byte is read: an untrusted peer could claim any address. */
 		if (!npd_config_trusts(cfg, &peer.sa)) {
 			close(fd);
+			npd_stats_rejected(w, NPD_REJECT_UNTRUSTED);
 			npd_worker_log_reject(w, "rejected peer=%s port=%u: untrusted sender (not in proxy_trusted_proxies)",
 					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port);
 			continue;
@@ -564,12 +569,14 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 			/* The oldest still silent makes room: it had its chance longest. */
 			struct npd_conn *oldest =
 				(struct npd_conn *)((char *)w->waiting.next - offsetof(struct npd_conn, waiting));
+			npd_stats_close_for(oldest, NPD_RESULT_SHED);
 			npd_conn_close(oldest, "shed: at the connection limit (%zu), the connection "
 					       "waiting longest for its header makes room",
 				       npd_connection_limit(cfg, (int)w->nworkers));
 		}
 		if (w->nconns >= w->max_conns) {
 			close(fd);
+			npd_stats_rejected(w, NPD_REJECT_LIMIT);
 			npd_worker_log_reject(w, "rejected peer=%s port=%u: the connection limit (%zu) "
 						 "is reached, none of them waiting for its header",
 					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port,
@@ -649,6 +656,7 @@ static void shut_down(struct npd_worker *w)
 		struct npd_conn *c = npd_container_of(w->conns.next, struct npd_conn, link);
 		w->drain_unheaded += c->state == NPD_CONN_HEADER;
 		w->drain_cut++;
+		npd_stats_close_for(c, NPD_RESULT_SHUTDOWN);
 		npd_conn_close(c, "shutting down");
 	}
 	bury(w);

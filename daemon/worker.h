@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "list.h"
+#include "stats.h"
 #include "timer.h"
 
 /*
@@ -150,6 +151,8 @@ struct npd_worker {
 	unsigned fd_refused;	     /* connections taken and closed at once during it */
 	unsigned fd_pauses;	     /* times it had no spare and rested its listeners */
 	int64_t accept_paused_until; /* listeners disarmed until then (no spare); 0: armed */
+
+	struct npd_stats stats; /* written by this worker only; read by the stats thread */
 };
 
 /*

@@ -22,6 +22,9 @@ PACKAGES="$PACKAGES libnginx-mod-stream"
 # The systemd tests: systemd-analyze (verify, security) and
 # systemd-socket-activate, without systemd as PID 1; setpriv (util-linux).
 PACKAGES="$PACKAGES systemd"
+# The metrics tests: promtool checks netproxyd's exposition, and a real
+# Prometheus server scrapes it and answers a query (tests/integration/test_metrics.py).
+PACKAGES="$PACKAGES prometheus"
 # make deb and make check-deb (DEB=1): Debian's packaging tools and lintian.
 if [ "${DEB:-}" = 1 ]; then
 	PACKAGES="$PACKAGES dpkg-dev debhelper fakeroot lintian"
