@@ -11,7 +11,6 @@
  * EAGAIN (the socket is non-blocking), which the accept loop already ends
  * on.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -25,6 +24,7 @@
 
 #include "activation.h"
 #include "log.h"
+#include "netproxy.h"
 
 #define FIRST_FD 3  /* SD_LISTEN_FDS_START */
 #define MAX_FDS 256 /* far more than the ports of any config */
@@ -43,19 +43,8 @@ static size_t npassed;
 
 static void addr_text(const struct sockaddr_storage *a, char *out, size_t cap)
 {
-	char host[INET6_ADDRSTRLEN] = "?";
-
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)a;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		snprintf(out, cap, "%s:%u", host, (unsigned)ntohs(in->sin_port));
-	} else if (a->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)a;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		snprintf(out, cap, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
-	} else {
+	if (np_format_sockaddr(out, cap, (const struct sockaddr *)a, sizeof(*a)) < 0)
 		snprintf(out, cap, "(family %d)", (int)a->ss_family);
-	}
 }
 
 /* The next name of LISTEN_FDNAMES (colon-separated) into out; advances *names. */
