@@ -237,6 +237,13 @@ int cfg_get_seconds(struct loader *ld, int idx, const char *path, bool zero_ok);
 /* true or false; anything else is cfg_fail() at path. */
 bool cfg_get_boolean(struct loader *ld, int idx, const char *path);
 
+/*
+ * One of the n strings of names, as its index; anything else is cfg_fail()
+ * at path, naming them all: expected "a", "b" or "c", got ...
+ */
+size_t cfg_get_choice(struct loader *ld, int idx, const char *path, const char *const *names,
+		      size_t n);
+
 /* How many keys the table at idx has (lua_rawlen counts only the sequence). */
 size_t cfg_table_size(lua_State *L, int idx);
 

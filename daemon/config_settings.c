@@ -276,17 +276,8 @@ static void read_tunables(struct loader *ld)
 	lua_settop(L, 3);
 
 	cfg->log_level = 1;
-	if (cfg_push_setting(ld, K_LOG_LEVEL) != LUA_TNIL) {
-		for (i = 0; i < 4; i++)
-			if (lua_type(L, 4) == LUA_TSTRING &&
-			    strcmp(lua_tostring(L, 4), levels[i]) == 0)
-				break;
-		if (i == 4)
-			cfg_fail(ld, "log_level",
-				 "expected \"error\", \"warn\", \"info\" or \"debug\", got %s",
-				 cfg_show(L, 4, buf, sizeof(buf)));
-		cfg->log_level = level_values[i];
-	}
+	if (cfg_push_setting(ld, K_LOG_LEVEL) != LUA_TNIL)
+		cfg->log_level = level_values[cfg_get_choice(ld, 4, "log_level", levels, 4)];
 	lua_settop(L, 3);
 
 	if (cfg_push_setting(ld, K_LOG_SYSLOG) != LUA_TNIL)
@@ -299,17 +290,9 @@ static void read_tunables(struct loader *ld)
 		[NPD_LOG_CONN_BOTH] = "both",
 	};
 	cfg->log_connections = NPD_LOG_CONN_ESTABLISHED;
-	if (cfg_push_setting(ld, K_LOG_CONNECTIONS) != LUA_TNIL) {
-		for (i = 0; i < 3; i++)
-			if (lua_type(L, 4) == LUA_TSTRING &&
-			    strcmp(lua_tostring(L, 4), conn_lines[i]) == 0)
-				break;
-		if (i == 3)
-			cfg_fail(ld, "log_connections",
-				 "expected \"established\", \"closed\" or \"both\", got %s",
-				 cfg_show(L, 4, buf, sizeof(buf)));
-		cfg->log_connections = (enum npd_log_connections)i;
-	}
+	if (cfg_push_setting(ld, K_LOG_CONNECTIONS) != LUA_TNIL)
+		cfg->log_connections = (enum npd_log_connections)cfg_get_choice(
+			ld, 4, "log_connections", conn_lines, 3);
 	lua_settop(L, 3);
 
 	/* Names only: whether they exist is for the start, where they are used. */

@@ -116,6 +116,21 @@ bool cfg_get_boolean(struct loader *ld, int idx, const char *path)
 	return lua_toboolean(ld->L, idx);
 }
 
+size_t cfg_get_choice(struct loader *ld, int idx, const char *path, const char *const *names,
+		      size_t n)
+{
+	char expected[256], got[80];
+	size_t len = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (lua_type(ld->L, idx) == LUA_TSTRING && strcmp(lua_tostring(ld->L, idx), names[i]) == 0)
+			return i;
+	for (size_t i = 0; i < n && len < sizeof(expected); i++)
+		len += (size_t)snprintf(expected + len, sizeof(expected) - len, "%s\"%s\"",
+					i == 0 ? "" : i + 1 < n ? ", " : " or ", names[i]);
+	cfg_fail(ld, path, "expected %s, got %s", expected, cfg_show(ld->L, idx, got, sizeof(got)));
+}
+
 /* How many keys the table at idx has (lua_rawlen counts only the sequence). */
 size_t cfg_table_size(lua_State *L, int idx)
 {
