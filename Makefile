@@ -71,7 +71,8 @@ SHARED     := $(BUILD)/libnetproxy.so.$(VERSION)
 STATIC     := $(BUILD)/libnetproxy.a
 SAN_STATIC := $(BUILD)/asan/libnetproxy.a
 
-TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
+TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/netproxy-*.c))
+TOOLS_COMMON := tools/common.c tools/common.h
 
 # netproxyd: daemon/*.c; everything but main.c also goes into libnpd.a, an
 # internal archive the daemon's unit tests (tests/unit/test_npd_*.c) link.
@@ -135,8 +136,8 @@ $(STATIC): $(LIB_OBJ)
 
 # --- tools -----------------------------------------------------------------
 
-$(BUILD)/%: tools/%.c $(STATIC) include/netproxy.h
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) $< $(STATIC) $(LDFLAGS) -o $@
+$(BUILD)/%: tools/%.c $(TOOLS_COMMON) $(STATIC) include/netproxy.h
+	$(CC) $(BASE_CFLAGS) -Itools $(CFLAGS) $< tools/common.c $(STATIC) $(LDFLAGS) -o $@
 
 # --- the daemon ------------------------------------------------------------
 

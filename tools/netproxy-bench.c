@@ -63,16 +63,18 @@
 #include <unistd.h>
 
 #include "netproxy.h"
+#include "common.h"
 
 #define PROG "netproxy-bench"
+
+const char tool_name[] = PROG;
 
 enum {
 	EXIT_OK = 0,
 	EXIT_FAIL = 1,
-	EXIT_USAGE = 64,
+	EXIT_USAGE = TOOL_EXIT_USAGE,
 };
 
-#define NS_PER_S 1000000000LL
 #define MAX_SECONDS 1000000 /* -d, -w: about 11 days */
 #define MAX_THREADS 256
 #define MAX_CONNS 1000000u
@@ -154,33 +156,6 @@ static void catch_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
-/*
- * Say what is wrong, as printf() would, and point at --help; returns
- * EXIT_USAGE. A NULL format says nothing: getopt_long() already has.
- */
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *format, ...)
-{
-	va_list ap;
-
-	if (format) {
-		fputs(PROG ": ", stderr);
-		va_start(ap, format);
-		vfprintf(stderr, format, ap);
-		va_end(ap);
-		fputc('\n', stderr);
-	}
-	fputs("Try '" PROG " --help' for more information.\n", stderr);
-	return EXIT_USAGE;
-}
-
 /*
  * A whole number, optionally followed by k, M or G (either case): thousands,
  * millions, billions, or with binary set KiB, MiB, GiB. 0 when it is one and
@@ -240,80 +215,6 @@ static int parse_seconds(const char *s, int64_t *ns)
 	if (*p != '\0' || whole * NS_PER_S + fraction == 0)
 		return -1;
 	*ns = whole * NS_PER_S + fraction;
-	return 0;
-}
-
-/* A numeric address and port into *ss; "[v6]:port" or "v4:port" (port may be 0 with passive). */
-static int parse_addr_port(const char *s, bool passive, struct sockaddr_storage *ss, socklen_t *len)
-{
-	char host[INET6_ADDRSTRLEN + 2];
-	const char *colon = strrchr(s, ':');
-	struct addrinfo hints, *res;
-	size_t n;
-
-	if (!colon || colon == s || colon[1] == '\0')
-		return -1;
-	n = (size_t)(colon - s);
-	if (s[0] == '[') {
-		if (n < 3 || s[n - 1] != ']')
-			return -1;
-		s++;
-		n -= 2;
-	} else if (memchr(s, ':', n)) {
-		return -1; /* a bare IPv6 address: the port is ambiguous */
-	}
-	if (n >= sizeof(host))
-		return -1;
-	memcpy(host, s, n);
-	host[n] = '\0';
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-	if (strspn(colon + 1, "0123456789") != strlen(colon + 1) || strlen(colon + 1) > 5 ||
-	    atoi(colon + 1) > 65535 || getaddrinfo(host, colon + 1, &hints, &res) != 0)
-		return -1;
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
-	freeaddrinfo(res);
-	return 0;
-}
-
-/* "127.0.0.1:9000" or "[::1]:9000", formatted by libnetproxy. */
-static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-	struct np_header h;
-	char ip[NP_ADDRSTRLEN] = "?";
-
-	if (np_header_from_sockaddr(&h, (const struct sockaddr *)ss, (const struct sockaddr *)ss) == 0)
-		np_format_addr(ip, sizeof(ip), h.family, &h.src);
-	snprintf(out, cap, ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip,
-		 (unsigned)h.src.port);
-}
-
-/*
- * Raise the soft limit on descriptors to the hard one, and check that need
- * of them fit. 0, or -1 after saying what to do.
- */
-static int ensure_descriptors(uint64_t need, const char *why)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-		fprintf(stderr, PROG ": getrlimit: %s\n", strerror(errno));
-		return -1;
-	}
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-		getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
-		fprintf(stderr,
-			PROG ": %s needs %" PRIu64 " file descriptors, but the limit is %llu: "
-			     "raise it (ulimit -n) or ask for fewer\n",
-			why, need, (unsigned long long)rl.rlim_cur);
-		return -1;
-	}
 	return 0;
 }
 
@@ -492,7 +393,7 @@ struct client_options {
 	struct addr_pool bind, claim;
 	struct sockaddr_storage target;
 	socklen_t target_len;
-	char target_text[INET6_ADDRSTRLEN + 8];
+	char target_text[NP_SOCKADDRSTRLEN];
 };
 
 static struct client_options opt;
@@ -776,7 +677,8 @@ static int build_header(struct cconn *c)
 		return errno;
 	if (opt.claim.set)
 		pool_address(&opt.claim, c->pool_index, &self);
-	if (np_header_from_sockaddr(&h, (struct sockaddr *)&self, (struct sockaddr *)&opt.target) != 0)
+	if (np_header_from_sockaddr_len(&h, (struct sockaddr *)&self, len, (struct sockaddr *)&opt.target,
+					opt.target_len) != 0)
 		return EAFNOSUPPORT;
 	if (opt.header == 1)
 		n = np_build_v1(c->hdr, sizeof(c->hdr), &h);
@@ -1791,7 +1693,8 @@ static int parse_client(int argc, char **argv)
 	memcpy(&opt.target, res->ai_addr, res->ai_addrlen);
 	opt.target_len = res->ai_addrlen;
 	freeaddrinfo(res);
-	sockaddr_text(&opt.target, opt.target_text, sizeof(opt.target_text));
+	np_format_sockaddr(opt.target_text, sizeof(opt.target_text),
+			   (const struct sockaddr *)&opt.target, opt.target_len);
 	return check_client_options(count_arg != NULL, conc_set, req_set, resp_set);
 }
 
@@ -1837,7 +1740,7 @@ static int client_main(int argc, char **argv)
 		return r < 0 ? EXIT_OK : r;
 
 	uint64_t fds = (opt.mode == MODE_IDLE ? opt.count : opt.concurrency) + 16;
-	if (ensure_descriptors(fds, opt.mode == MODE_IDLE ? "-n" : "-c") != 0)
+	if (raise_fd_limit(fds, opt.mode == MODE_IDLE ? "-n" : "-c") != 0)
 		return EXIT_FAIL;
 	pattern_init();
 	request_keep = malloc(opt.request_size);
@@ -1942,7 +1845,7 @@ struct listener {
 	struct sockaddr_storage addr;
 	socklen_t len;
 	bool proxy; /* connections start with a PROXY header */
-	char text[INET6_ADDRSTRLEN + 8];
+	char text[NP_SOCKADDRSTRLEN];
 };
 
 struct sconn;
@@ -2423,7 +2326,7 @@ static int add_listener(const char *arg, bool proxy)
 
 	if (nlisteners == MAX_LISTENERS)
 		return usage_error("at most 16 listening addresses: '%s'", arg);
-	if (parse_addr_port(arg, true, &l->addr, &l->len) != 0)
+	if (parse_host_port(arg, &l->addr, &l->len) != 0)
 		return usage_error("-%c: not ADDR:PORT or [IPv6]:PORT: '%s'", proxy ? 'p' : 'l', arg);
 	l->proxy = proxy;
 	nlisteners++;
@@ -2517,7 +2420,7 @@ static int serve_cmd(int argc, char **argv)
 		return usage_error("serve: unexpected argument: '%s'", argv[optind]);
 	if (nlisteners == 0)
 		return usage_error("serve: give at least one -l or -p address");
-	if (ensure_descriptors(64, "serve") != 0)
+	if (raise_fd_limit(64, "serve") != 0)
 		return EXIT_FAIL;
 	pattern_init();
 
@@ -2538,7 +2441,7 @@ static int serve_cmd(int argc, char **argv)
 			struct listener *l = &listeners[li];
 			s->fds[li] = open_listener(l);
 			if (s->fds[li] < 0) {
-				sockaddr_text(&l->addr, l->text, sizeof(l->text));
+				np_format_sockaddr(l->text, sizeof(l->text), (const struct sockaddr *)&l->addr, l->len);
 				fprintf(stderr, PROG " serve: listen on %s: %s\n", l->text, strerror(errno));
 				return EXIT_FAIL;
 			}
@@ -2551,7 +2454,8 @@ static int serve_cmd(int argc, char **argv)
 	}
 	fprintf(stderr, PROG " serve: listening on");
 	for (unsigned li = 0; li < nlisteners; li++) {
-		sockaddr_text(&listeners[li].addr, listeners[li].text, sizeof(listeners[li].text));
+		np_format_sockaddr(listeners[li].text, sizeof(listeners[li].text),
+				   (const struct sockaddr *)&listeners[li].addr, listeners[li].len);
 		fprintf(stderr, "%s %s%s", li ? "," : "", listeners[li].text,
 			listeners[li].proxy ? " (PROXY header first)" : "");
 	}
