@@ -20,6 +20,7 @@
 
 #include "netproxy.h"
 #include "tap.h"
+#include "loopback.h"
 
 static uint8_t *guard; /* the first byte of the PROT_NONE page */
 
@@ -185,31 +186,25 @@ static void test_unix_addresses(void)
 	       0, "AF_UNIX whole sockaddr_un: 0");
 }
 
-/* The lengths a real accept() reports, fed straight in. */
-static void test_accepted_connection(void)
+/* The lengths getpeername() and getsockname() report, fed straight in. */
+static void test_connection(void)
 {
-	int l = socket(AF_INET6, SOCK_STREAM, 0), c = socket(AF_INET6, SOCK_STREAM, 0), a = -1;
-	struct sockaddr_in6 la = inet6("::1", 0);
 	struct sockaddr_storage peer, self;
-	socklen_t ll = sizeof(la), pl = sizeof(peer), sl = sizeof(self);
+	socklen_t pl = sizeof(peer), sl = sizeof(self);
 	struct np_header h;
+	int c, a;
 
-	if (l >= 0 && c >= 0 && bind(l, (struct sockaddr *)&la, sizeof(la)) == 0 && listen(l, 1) == 0 &&
-	    getsockname(l, (struct sockaddr *)&la, &ll) == 0 && connect(c, (struct sockaddr *)&la, sizeof(la)) == 0)
-		a = accept(l, (struct sockaddr *)&peer, &pl);
-	if (a >= 0 && getsockname(a, (struct sockaddr *)&self, &sl) == 0) {
-		ok(np_header_from_sockaddr_len(&h, (struct sockaddr *)&peer, pl, (struct sockaddr *)&self, sl) == 0 &&
-			   h.family == NP_AF_INET6 && h.dst.port == ntohs(la.sin6_port),
-		   "an IPv6 loopback connection's accept() and getsockname() addresses");
-	} else {
-		skip("no IPv6 loopback connection");
+	if (loopback_listen() != 0 || loopback_connect(&c, &a, 0) != 0) {
+		skip("no loopback TCP connection");
+		return;
 	}
-	if (a >= 0)
-		close(a);
-	if (c >= 0)
-		close(c);
-	if (l >= 0)
-		close(l);
+	ok(getpeername(a, (struct sockaddr *)&peer, &pl) == 0 && getsockname(a, (struct sockaddr *)&self, &sl) == 0 &&
+		   np_header_from_sockaddr_len(&h, (struct sockaddr *)&peer, pl, (struct sockaddr *)&self, sl) == 0 &&
+		   h.family == NP_AF_INET && h.dst.port == ntohs(loopback_addr.sin_port),
+	   "a loopback connection's getpeername() and getsockname() addresses and lengths");
+	close(a);
+	close(c);
+	close(loopback_listener);
 }
 
 int main(void)
@@ -218,6 +213,6 @@ int main(void)
 	test_whole_addresses();
 	test_short_addresses();
 	test_unix_addresses();
-	test_accepted_connection();
+	test_connection();
 	return done_testing();
 }
