@@ -71,7 +71,10 @@ SHARED     := $(BUILD)/libnetproxy.so.$(VERSION)
 STATIC     := $(BUILD)/libnetproxy.a
 SAN_STATIC := $(BUILD)/asan/libnetproxy.a
 
-TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
+TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/netproxy-*.c)) $(BUILD)/netproxy-bench
+TOOLS_COMMON := tools/common.c tools/common.h
+BENCH_SRC := $(wildcard tools/bench/*.c)
+BENCH_HDR := $(wildcard tools/bench/*.h)
 
 # netproxyd: daemon/*.c; everything but main.c also goes into libnpd.a, an
 # internal archive the daemon's unit tests (tests/unit/test_npd_*.c) link.
@@ -135,8 +138,12 @@ $(STATIC): $(LIB_OBJ)
 
 # --- tools -----------------------------------------------------------------
 
-$(BUILD)/%: tools/%.c $(STATIC) include/netproxy.h
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) $< $(STATIC) $(LDFLAGS) -o $@
+$(BUILD)/%: tools/%.c $(TOOLS_COMMON) $(STATIC) include/netproxy.h
+	$(CC) $(BASE_CFLAGS) -Itools $(CFLAGS) $< tools/common.c $(STATIC) $(LDFLAGS) -o $@
+
+# netproxy-bench: the load generator and its backend, one job a file (tools/bench/).
+$(BUILD)/netproxy-bench: $(BENCH_SRC) $(BENCH_HDR) $(TOOLS_COMMON) $(STATIC) include/netproxy.h
+	$(CC) $(BASE_CFLAGS) -Itools $(CFLAGS) $(BENCH_SRC) tools/common.c $(STATIC) $(LDFLAGS) -o $@
 
 # --- the daemon ------------------------------------------------------------
 

@@ -334,6 +334,18 @@ NP_EXPORT int np_header_from_sockaddr(struct np_header *hdr, const struct sockad
 				       const struct sockaddr *dst);
 
 /*
+ * The same for addresses of srclen and dstlen bytes, as accept(),
+ * getpeername() and getsockname() report them; no byte past either length
+ * is read. An INET or INET6 address must be whole; a UNIX address's path is
+ * what its length covers, NUL-padded (an unnamed socket's is empty).
+ * Returns 0, or NP_EINVAL for a NULL argument, a length too short for its
+ * family, or mixed or unsupported families.
+ */
+NP_EXPORT int np_header_from_sockaddr_len(struct np_header *hdr, const struct sockaddr *src,
+					   socklen_t srclen, const struct sockaddr *dst,
+					   socklen_t dstlen);
+
+/*
  * Write the socket address sa, of len bytes, as text into out[0..cap):
  * "192.0.2.1:443", "[2001:db8::1]:443" (the address as np_format_addr()
  * writes it), "unix:/run/x.sock", "unix:@name" for an abstract one, "unix:"

@@ -138,24 +138,44 @@ int np_endpoint_to_sockaddr(const struct np_header *hdr, const struct np_endpoin
 	return NP_EINVAL;
 }
 
-static int endpoint_from_sockaddr(struct np_endpoint *ep, const struct sockaddr *sa)
+/*
+ * One endpoint from the socket address sa of len bytes, reading none past
+ * them. The family is read only once len covers it, and an INET or INET6
+ * address must be whole. A UNIX address may be shorter than its struct, as
+ * accept() and getpeername() give it (an unnamed peer is the family alone):
+ * the path is what len covers, NUL-padded to its 108 bytes.
+ */
+static int endpoint_from_sockaddr(struct np_endpoint *ep, const struct sockaddr *sa, socklen_t len)
 {
+	if (!sa || len < (socklen_t)sizeof(sa_family_t))
+		return NP_EINVAL;
 	switch (sa->sa_family) {
 	case AF_INET: {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+		if (len < (socklen_t)sizeof(*sin))
+			return NP_EINVAL;
 		memcpy(ep->ip4, &sin->sin_addr, 4);
 		ep->port = ntohs(sin->sin_port);
 		return NP_AF_INET;
 	}
 	case AF_INET6: {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+		if (len < (socklen_t)sizeof(*sin6))
+			return NP_EINVAL;
 		memcpy(ep->ip6, &sin6->sin6_addr, 16);
 		ep->port = ntohs(sin6->sin6_port);
 		return NP_AF_INET6;
 	}
 	case AF_UNIX: {
 		const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
-		memcpy(ep->path, sun->sun_path, NP_UNIX_PATH_LEN);
+		size_t plen = (size_t)len - offsetof(struct sockaddr_un, sun_path);
+
+		if (plen > NP_UNIX_PATH_LEN)
+			plen = NP_UNIX_PATH_LEN;
+		memcpy(ep->path, sun->sun_path, plen);
+		memset(ep->path + plen, 0, NP_UNIX_PATH_LEN - plen);
 		ep->port = 0;
 		return NP_AF_UNIX;
 	}
@@ -163,12 +183,16 @@ static int endpoint_from_sockaddr(struct np_endpoint *ep, const struct sockaddr 
 	return NP_EINVAL;
 }
 
-int np_header_from_sockaddr(struct np_header *hdr, const struct sockaddr *src,
-			    const struct sockaddr *dst)
+int np_header_from_sockaddr_len(struct np_header *hdr, const struct sockaddr *src, socklen_t srclen,
+				const struct sockaddr *dst, socklen_t dstlen)
 {
 	struct np_endpoint s, d;
-	int fs = endpoint_from_sockaddr(&s, src), fd = endpoint_from_sockaddr(&d, dst);
+	int fs, fd;
 
+	if (!hdr)
+		return NP_EINVAL;
+	fs = endpoint_from_sockaddr(&s, src, srclen);
+	fd = endpoint_from_sockaddr(&d, dst, dstlen);
 	if (fs < 0 || fs != fd)
 		return NP_EINVAL;
 	hdr->version = 2;
@@ -181,6 +205,27 @@ int np_header_from_sockaddr(struct np_header *hdr, const struct sockaddr *src,
 	hdr->tlv = NULL;
 	hdr->tlv_len = 0;
 	return 0;
+}
+
+/* The length np_header_from_sockaddr() has always trusted: the whole struct of the family. */
+static socklen_t whole_sockaddr_len(const struct sockaddr *sa)
+{
+	switch (sa ? sa->sa_family : AF_UNSPEC) {
+	case AF_INET:
+		return sizeof(struct sockaddr_in);
+	case AF_INET6:
+		return sizeof(struct sockaddr_in6);
+	case AF_UNIX:
+		return sizeof(struct sockaddr_un);
+	}
+	return 0;
+}
+
+int np_header_from_sockaddr(struct np_header *hdr, const struct sockaddr *src,
+			    const struct sockaddr *dst)
+{
+	return np_header_from_sockaddr_len(hdr, src, whole_sockaddr_len(src), dst,
+					   whole_sockaddr_len(dst));
 }
 
 /*

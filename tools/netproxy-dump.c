@@ -21,8 +21,11 @@
 #include <string.h>
 
 #include "netproxy.h"
+#include "common.h"
 
 #define PROG "netproxy-dump"
+
+const char tool_name[] = PROG;
 
 #define NPD_MAX_INPUT (1024u * 1024u) /* 1 MiB: far more than the largest header */
 
@@ -31,7 +34,7 @@ enum {
 	EXIT_OK = 0,
 	EXIT_INVALID = 1,
 	EXIT_INCOMPLETE = 2,
-	EXIT_USAGE = 64,
+	EXIT_USAGE = TOOL_EXIT_USAGE,
 	EXIT_DATAERR = 65,
 	EXIT_NOINPUT = 66,
 	EXIT_IOERR = 74,
@@ -74,17 +77,6 @@ static void usage(FILE *out)
 	      out);
 }
 
-/* Say what is wrong (nothing when what is NULL: getopt_long() has) and point at --help. */
-static int usage_error(const char *what, const char *arg)
-{
-	if (what && arg)
-		fprintf(stderr, PROG ": %s: '%s'\n", what, arg);
-	else if (what)
-		fprintf(stderr, PROG ": %s\n", what);
-	fputs("Try '" PROG " --help' for more information.\n", stderr);
-	return EXIT_USAGE;
-}
-
 /* --- input ---------------------------------------------------------------- */
 
 static int too_big(void)
@@ -93,46 +85,24 @@ static int too_big(void)
 	return EXIT_DATAERR;
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
- * Decode pairs of hex digits; whitespace may separate (not split) pairs.
- * Returns EXIT_OK with *len set, or an exit status after saying why.
+ * Decode pairs of hex digits into input[]; whitespace may separate (not
+ * split) pairs. Returns EXIT_OK with *len set, or an exit status after
+ * saying why.
  */
-static int decode_hex(const char *s, size_t *len)
+static int decode_hex_input(const char *s, size_t *len)
 {
-	size_t n = 0;
+	const char *bad = s;
 
-	for (const char *p = s; *p;) {
-		if (isspace((unsigned char)*p)) {
-			p++;
-			continue;
-		}
-		int hi = hexval((unsigned char)p[0]);
-		int lo = hi < 0 ? -1 : hexval((unsigned char)p[1]);
-		if (hi < 0 || lo < 0) {
-			char bad[2] = {hi < 0 ? p[0] : p[1], '\0'};
-			if (hi >= 0 && (bad[0] == '\0' || isspace((unsigned char)bad[0])))
-				return usage_error("--hex: odd number of hex digits "
-						   "(a byte is two digits)", NULL);
-			return usage_error("--hex: not a hex digit", bad);
-		}
-		if (n == NPD_MAX_INPUT)
-			return too_big();
-		input[n++] = (uint8_t)(hi << 4 | lo);
-		p += 2;
+	switch (decode_hex(s, true, input, NPD_MAX_INPUT, len, &bad)) {
+	case HEX_OK:
+		return EXIT_OK;
+	case HEX_ODD:
+		return usage_error("--hex: odd number of hex digits (a byte is two digits)");
+	case HEX_LONG:
+		return too_big();
 	}
-	*len = n;
-	return EXIT_OK;
+	return usage_error("--hex: not a hex digit: '%c'", *bad);
 }
 
 /* Read all of fp, at most NPD_MAX_INPUT bytes. name is for messages. */
@@ -611,7 +581,7 @@ int main(int argc, char **argv)
 			break;
 		case OPT_MAX:
 			if (parse_size(optarg, &max_len) != 0)
-				return usage_error("--max: not a byte count", optarg);
+				return usage_error("--max: not a byte count: '%s'", optarg);
 			break;
 		case 'h':
 			usage(stdout);
@@ -620,17 +590,17 @@ int main(int argc, char **argv)
 			puts(PROG " " NP_VERSION_STRING);
 			return EXIT_OK;
 		default: /* getopt_long() has said what is wrong */
-			return usage_error(NULL, NULL);
+			return usage_error(NULL);
 		}
 	}
 	if (optind < argc)
 		path = argv[optind++];
 	if (optind < argc)
-		return usage_error("more than one input file", argv[optind]);
+		return usage_error("more than one input file: '%s'", argv[optind]);
 	if (hex && path)
-		return usage_error("--hex and a file are exclusive", path);
+		return usage_error("--hex and a file are exclusive: '%s'", path);
 
-	r = hex ? decode_hex(hex, &len) : read_input(path, &len);
+	r = hex ? decode_hex_input(hex, &len) : read_input(path, &len);
 	if (r != EXIT_OK)
 		return r;
 

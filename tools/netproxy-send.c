@@ -40,8 +40,11 @@
 #include <unistd.h>
 
 #include "netproxy.h"
+#include "common.h"
 
 #define PROG "netproxy-send"
+
+const char tool_name[] = PROG;
 
 #define NPS_BUF (64u * 1024u) /* each direction's relay buffer */
 /*
@@ -55,7 +58,7 @@
 enum {
 	EXIT_OK = 0,
 	EXIT_FAIL = 1,
-	EXIT_USAGE = 64,
+	EXIT_USAGE = TOOL_EXIT_USAGE,
 };
 
 static uint8_t header[NPS_HEADER_CAP];
@@ -74,6 +77,7 @@ struct options {
 	int version_set;	    /* -1 or -2 given */
 	int have_src, have_dst;
 	struct sockaddr_storage src, dst; /* --src, --dst */
+	socklen_t src_len, dst_len;
 	int local;		    /* --local */
 	struct np_tlv *tlvs;	    /* --tlv, in order */
 	size_t ntlv;
@@ -143,17 +147,6 @@ static void usage(FILE *out)
 	      out);
 }
 
-/* Say what is wrong (nothing when what is NULL: getopt_long() has) and point at --help. */
-static int usage_error(const char *what, const char *arg)
-{
-	if (what && arg)
-		fprintf(stderr, PROG ": %s: '%s'\n", what, arg);
-	else if (what)
-		fprintf(stderr, PROG ": %s\n", what);
-	fputs("Try '" PROG " --help' for more information.\n", stderr);
-	return EXIT_USAGE;
-}
-
 /* "netproxy-send: what: strerror(errno)"; returns EXIT_FAIL. */
 static int sys_error(const char *what)
 {
@@ -162,58 +155,6 @@ static int sys_error(const char *what)
 }
 
 /* --- argument parsing ----------------------------------------------------- */
-
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-enum { HEX_OK = 0, HEX_BAD = -1, HEX_ODD = -2, HEX_LONG = -3 };
-
-/*
- * Decode pairs of hex digits into out[0..cap); with spaces, whitespace may
- * separate (not split) pairs. Returns HEX_OK with *len set, or why not.
- */
-static int decode_hex(const char *s, int spaces, uint8_t *out, size_t cap, size_t *len)
-{
-	size_t n = 0;
-
-	for (const char *p = s; *p;) {
-		if (spaces && isspace((unsigned char)*p)) {
-			p++;
-			continue;
-		}
-		int hi = hexval((unsigned char)p[0]);
-		int lo = hi < 0 ? -1 : hexval((unsigned char)p[1]);
-		if (hi < 0)
-			return HEX_BAD;
-		if (lo < 0)
-			return p[1] == '\0' || isspace((unsigned char)p[1]) ? HEX_ODD : HEX_BAD;
-		if (n == cap)
-			return HEX_LONG;
-		out[n++] = (uint8_t)(hi << 4 | lo);
-		p += 2;
-	}
-	*len = n;
-	return HEX_OK;
-}
-
-static const char *hex_problem(int r)
-{
-	switch (r) {
-	case HEX_ODD:
-		return "odd number of hex digits (a byte is two digits)";
-	case HEX_LONG:
-		return "too many bytes";
-	}
-	return "not hex digits";
-}
 
 /* A decimal number of at most max; 0 on success. */
 static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
@@ -241,72 +182,6 @@ static int parse_port(const char *s, unsigned long min, uint16_t *port)
 		return -1;
 	*port = (uint16_t)v;
 	return 0;
-}
-
-/* A numeric address, IPv6 optionally in brackets, into *ss with the given port. */
-static int parse_ip(const char *s, size_t n, int brackets, uint16_t port,
-		    struct sockaddr_storage *ss, socklen_t *sslen)
-{
-	char text[INET6_ADDRSTRLEN + 1];
-
-	if (n == 0 || n >= sizeof(text))
-		return -1;
-	memcpy(text, s, n);
-	text[n] = '\0';
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-	if (!brackets && inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		*sslen = sizeof(*sin);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		*sslen = sizeof(*sin6);
-		return 0;
-	}
-	return -1;
-}
-
-/* ADDR:PORT, IPv6 as [ADDR]:PORT. */
-static int parse_endpoint(const char *s, struct sockaddr_storage *ss)
-{
-	const char *addr = s, *port;
-	size_t n;
-	uint16_t p;
-	socklen_t len;
-	int brackets = s[0] == '[';
-
-	if (brackets) {
-		const char *close = strchr(s, ']');
-		if (!close || close[1] != ':')
-			return -1;
-		addr = s + 1;
-		n = (size_t)(close - addr);
-		port = close + 2;
-	} else {
-		const char *colon = strrchr(s, ':');
-		if (!colon || memchr(s, ':', (size_t)(colon - s)))
-			return -1; /* none, or a bare IPv6 address */
-		n = (size_t)(colon - s);
-		port = colon + 1;
-	}
-	if (parse_port(port, 0, &p) != 0)
-		return -1;
-	return parse_ip(addr, n, brackets, p, ss, &len);
-}
-
-/* --bind: an address alone, IPv6 with or without brackets. */
-static int parse_bind(const char *s, struct sockaddr_storage *ss, socklen_t *len)
-{
-	size_t n = strlen(s);
-
-	if (n >= 2 && s[0] == '[' && s[n - 1] == ']')
-		return parse_ip(s + 1, n - 2, 1, 0, ss, len);
-	return parse_ip(s, n, 0, 0, ss, len);
 }
 
 /* -w: seconds, a decimal fraction allowed, more than 0. */
@@ -345,7 +220,7 @@ static int parse_tlv_type(const char *s, size_t n, uint8_t *type)
 		if (text[2] == '\0')
 			return -1;
 		for (const char *p = text + 2; *p; p++) {
-			int d = hexval((unsigned char)*p);
+			int d = hex_digit((unsigned char)*p);
 			if (d < 0)
 				return -1;
 			v = v * 16 + (unsigned long)d;
@@ -365,21 +240,19 @@ static int parse_tlv(const char *arg, struct np_tlv *t)
 	const char *eq = strchr(arg, '=');
 
 	if (!eq)
-		return usage_error("--tlv: expected TYPE=VALUE", arg);
+		return usage_error("--tlv: expected TYPE=VALUE: '%s'", arg);
 	if (parse_tlv_type(arg, (size_t)(eq - arg), &t->type) != 0)
-		return usage_error("--tlv: TYPE is not 0..255 or a known name", arg);
+		return usage_error("--tlv: TYPE is not 0..255 or a known name: '%s'", arg);
 
 	const char *value = eq + 1;
 	size_t len;
 	if (value[0] == '0' && (value[1] == 'x' || value[1] == 'X')) {
-		int r = decode_hex(value + 2, 0, tlv_pool + tlv_pool_used,
-				   sizeof(tlv_pool) - tlv_pool_used, &len);
+		int r = decode_hex(value + 2, false, tlv_pool + tlv_pool_used,
+				   sizeof(tlv_pool) - tlv_pool_used, &len, NULL);
 		if (r == HEX_LONG)
-			return usage_error("--tlv: values larger than a v2 header can carry", NULL);
-		if (r != HEX_OK) {
-			fprintf(stderr, PROG ": --tlv: hex VALUE: %s: '%s'\n", hex_problem(r), arg);
-			return usage_error(NULL, NULL);
-		}
+			return usage_error("--tlv: values larger than a v2 header can carry");
+		if (r != HEX_OK)
+			return usage_error("--tlv: hex VALUE: %s: '%s'", hex_problem(r), arg);
 		t->value = tlv_pool + tlv_pool_used;
 		tlv_pool_used += len;
 	} else {
@@ -387,7 +260,7 @@ static int parse_tlv(const char *arg, struct np_tlv *t)
 		t->value = (const uint8_t *)value;
 	}
 	if (len > 0xFFFF)
-		return usage_error("--tlv: a VALUE longer than 65535 bytes", NULL);
+		return usage_error("--tlv: a VALUE longer than 65535 bytes");
 	t->len = (uint16_t)len;
 	return EXIT_OK;
 }
@@ -409,14 +282,6 @@ static const char *family_text(int family)
 
 /* --- time ----------------------------------------------------------------- */
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(unsigned long ms)
 {
 	struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
@@ -433,14 +298,14 @@ static void sleep_ms(unsigned long ms)
  */
 static int wait_connected(int fd, int timeout_ms)
 {
-	long long deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	long long deadline = timeout_ms < 0 ? -1 : now_ns() / 1000000 + timeout_ms;
 	int err = 0;
 	socklen_t len = sizeof(err);
 
 	for (;;) {
 		int wait = -1;
 		if (deadline >= 0) {
-			long long left = deadline - now_ms();
+			long long left = deadline - now_ns() / 1000000;
 			if (left <= 0) {
 				errno = ETIMEDOUT;
 				return -1;
@@ -546,6 +411,8 @@ static int build_header(int fd, const struct options *o, size_t *len)
 			return sys_error("getpeername");
 		const struct sockaddr_storage *src = o->have_src ? &o->src : &self;
 		const struct sockaddr_storage *dst = o->have_dst ? &o->dst : &peer;
+		socklen_t src_len = o->have_src ? o->src_len : slen;
+		socklen_t dst_len = o->have_dst ? o->dst_len : plen;
 		if (src->ss_family != dst->ss_family) {
 			fprintf(stderr,
 				PROG ": --%s is an %s address but the connection is %s: "
@@ -553,10 +420,10 @@ static int build_header(int fd, const struct options *o, size_t *len)
 				o->have_src ? "src" : "dst",
 				family_text(o->have_src ? src->ss_family : dst->ss_family),
 				family_text(self.ss_family), o->have_src ? "dst" : "src");
-			return usage_error(NULL, NULL);
+			return usage_error(NULL);
 		}
-		if (np_header_from_sockaddr(&h, (const struct sockaddr *)src,
-					    (const struct sockaddr *)dst) != 0) {
+		if (np_header_from_sockaddr_len(&h, (const struct sockaddr *)src, src_len,
+						(const struct sockaddr *)dst, dst_len) != 0) {
 			fputs(PROG ": the connection's addresses are neither IPv4 nor IPv6\n", stderr);
 			return EXIT_FAIL;
 		}
@@ -569,7 +436,7 @@ static int build_header(int fd, const struct options *o, size_t *len)
 	if (n < 0) { /* check_tlvs() has ruled out all but the size */
 		fputs(PROG ": --tlv: with the address block, more than the 65535 bytes a v2 "
 		      "header can carry\n", stderr);
-		return usage_error(NULL, NULL);
+		return usage_error(NULL);
 	}
 	*len = (size_t)n;
 	return EXIT_OK;
@@ -595,11 +462,11 @@ static int check_tlvs(const struct options *o)
 			}
 		}
 		if (crcs > 1)
-			return usage_error("--crc32c: more than one CRC32C TLV to fill in", NULL);
+			return usage_error("--crc32c: more than one CRC32C TLV to fill in");
 		if (bad)
-			return usage_error("--crc32c: the CRC32C TLV must have a 4-byte value", NULL);
+			return usage_error("--crc32c: the CRC32C TLV must have a 4-byte value");
 	}
-	return usage_error("--tlv: more than the 65535 bytes a v2 header can carry", NULL);
+	return usage_error("--tlv: more than the 65535 bytes a v2 header can carry");
 }
 
 /* send() all of p[0..n) on the blocking socket; -1 with errno set. */
@@ -810,21 +677,18 @@ static int check_options(struct options *o, int split_delay_set)
 	if (o->raw_hex) {
 		if (o->version_set || o->have_src || o->have_dst || o->local || o->ntlv || o->crc32c)
 			return usage_error("--raw-hex replaces the header: it cannot be combined "
-					   "with -1, -2, --src, --dst, --local, --tlv or --crc32c",
-					   NULL);
-		int r = decode_hex(o->raw_hex, 1, header, sizeof(header), &o->raw_len);
-		if (r != HEX_OK) {
-			fprintf(stderr, PROG ": --raw-hex: %s\n", hex_problem(r));
-			return usage_error(NULL, NULL);
-		}
+					   "with -1, -2, --src, --dst, --local, --tlv or --crc32c");
+		int r = decode_hex(o->raw_hex, true, header, sizeof(header), &o->raw_len, NULL);
+		if (r != HEX_OK)
+			return usage_error("--raw-hex: %s", hex_problem(r));
 	}
 	if (o->local && (o->have_src || o->have_dst))
 		return usage_error("--local sends no addresses: it cannot be combined with "
-				   "--src or --dst", NULL);
+				   "--src or --dst");
 	if (o->version == 1 && (o->ntlv || o->crc32c))
-		return usage_error("--tlv and --crc32c need a version 2 header", NULL);
+		return usage_error("--tlv and --crc32c need a version 2 header");
 	if (split_delay_set && !o->split)
-		return usage_error("--split-delay needs --split", NULL);
+		return usage_error("--split-delay needs --split");
 	if (o->version == 2 && !o->raw_hex)
 		return check_tlvs(o);
 	return EXIT_OK;
@@ -869,18 +733,18 @@ int main(int argc, char **argv)
 		case '1':
 		case '2':
 			if (o.version_set && o.version != c - '0')
-				return usage_error("-1 and -2 are exclusive", NULL);
+				return usage_error("-1 and -2 are exclusive");
 			o.version = c - '0';
 			o.version_set = 1;
 			break;
 		case 's':
-			if (parse_endpoint(optarg, &o.src) != 0)
-				return usage_error("--src: not ADDR:PORT or [IPv6]:PORT", optarg);
+			if (parse_host_port(optarg, &o.src, &o.src_len) != 0)
+				return usage_error("--src: not ADDR:PORT or [IPv6]:PORT: '%s'", optarg);
 			o.have_src = 1;
 			break;
 		case 'd':
-			if (parse_endpoint(optarg, &o.dst) != 0)
-				return usage_error("--dst: not ADDR:PORT or [IPv6]:PORT", optarg);
+			if (parse_host_port(optarg, &o.dst, &o.dst_len) != 0)
+				return usage_error("--dst: not ADDR:PORT or [IPv6]:PORT: '%s'", optarg);
 			o.have_dst = 1;
 			break;
 		case OPT_LOCAL:
@@ -899,23 +763,23 @@ int main(int argc, char **argv)
 			break;
 		case OPT_SPLIT:
 			if (parse_ulong(optarg, NPS_HEADER_CAP, &v) != 0 || v == 0)
-				return usage_error("--split: not a byte count of at least 1", optarg);
+				return usage_error("--split: not a byte count of at least 1: '%s'", optarg);
 			o.split = (size_t)v;
 			break;
 		case OPT_SPLIT_DELAY:
 			if (parse_ulong(optarg, NPS_MAX_DELAY_MS, &o.split_delay) != 0)
 				return usage_error("--split-delay: not a number of milliseconds "
-						   "(0 to 3600000)", optarg);
+						   "(0 to 3600000): '%s'", optarg);
 			split_delay_set = 1;
 			break;
 		case OPT_BIND:
-			if (parse_bind(optarg, &o.bind_ss, &o.bind_len) != 0)
-				return usage_error("--bind: not a numeric IPv4 or IPv6 address", optarg);
+			if (parse_address(optarg, strlen(optarg), 0, &o.bind_ss, &o.bind_len) != 0)
+				return usage_error("--bind: not a numeric IPv4 or IPv6 address: '%s'", optarg);
 			o.bind_text = optarg;
 			break;
 		case 'w':
 			if (parse_timeout(optarg, &o.timeout_ms) != 0)
-				return usage_error("--timeout: not a number of seconds above 0", optarg);
+				return usage_error("--timeout: not a number of seconds above 0: '%s'", optarg);
 			o.timeout_text = optarg;
 			break;
 		case 'q':
@@ -928,17 +792,17 @@ int main(int argc, char **argv)
 			puts(PROG " " NP_VERSION_STRING);
 			return EXIT_OK;
 		default: /* getopt_long() has said what is wrong */
-			return usage_error(NULL, NULL);
+			return usage_error(NULL);
 		}
 	}
 	if (argc - optind < 2)
-		return usage_error("HOST and PORT are required", NULL);
+		return usage_error("HOST and PORT are required");
 	if (argc - optind > 2)
-		return usage_error("unexpected argument", argv[optind + 2]);
+		return usage_error("unexpected argument: '%s'", argv[optind + 2]);
 	o.host = argv[optind];
 	o.port = argv[optind + 1];
 	if (parse_port(o.port, 1, &port) != 0)
-		return usage_error("PORT: not a number from 1 to 65535", o.port);
+		return usage_error("PORT: not a number from 1 to 65535: '%s'", o.port);
 	if ((r = check_options(&o, split_delay_set)) != EXIT_OK)
 		return r;
 

@@ -17,21 +17,9 @@
 
 #include "config.h"
 #include "tap.h"
+#include "warnings_check.h"
 
 static struct npd_config_diag dg;
-static struct {
-	char text[4096];
-	int count;
-} warned;
-
-static inline void collect(void *ctx, const char *text)
-{
-	size_t n = strlen(warned.text);
-
-	(void)ctx;
-	snprintf(warned.text + n, sizeof(warned.text) - n, "%s\n", text);
-	warned.count++;
-}
 
 /* Load a file (path) or else a snippet as "t.lua": the config, or NULL with dg.error set. */
 static inline struct npd_config *load_from(const char *path, const char *lua)
@@ -39,9 +27,9 @@ static inline struct npd_config *load_from(const char *path, const char *lua)
 	struct npd_config *cfg = (struct npd_config *)&dg; /* must be overwritten */
 	int rc;
 
-	memset(&warned, 0, sizeof(warned));
+	forget_warnings();
 	memset(&dg, 0, sizeof(dg));
-	dg.warn = collect;
+	dg.warn = collect_warning;
 	rc = path ? npd_config_load_file(path, &cfg, &dg)
 		  : npd_config_load_string("t.lua", lua, &cfg, &dg);
 	if (rc != 0) {

@@ -19,25 +19,13 @@
 
 #include "config_internal.h"
 #include "tap.h"
+#include "warnings_check.h"
 
 static struct loader ld;
 static struct source ld_file;
 static struct npd_config ld_cfg;
 static struct npd_config_diag ld_diag;
 static char ld_name[] = "t.lua";
-static struct {
-	char text[2048];
-	int count;
-} ld_warned;
-
-static inline void ld_collect(void *ctx, const char *text)
-{
-	size_t n = strlen(ld_warned.text);
-
-	(void)ctx;
-	snprintf(ld_warned.text + n, sizeof(ld_warned.text) - n, "%s\n", text);
-	ld_warned.count++;
-}
 
 /*
  * A loader over src, the text of t.lua, whose settings are those of the
@@ -53,14 +41,14 @@ static inline void loader_open(const char *src, const char *values)
 	memset(&ld_file, 0, sizeof(ld_file));
 	memset(&ld_cfg, 0, sizeof(ld_cfg));
 	memset(&ld_diag, 0, sizeof(ld_diag));
-	memset(&ld_warned, 0, sizeof(ld_warned));
+	forget_warnings();
 	ld_file.name = ld_name;
 	ld_file.src = src;
 	ld_file.len = strlen(src);
 	ld.files = &ld_file;
 	ld.nfiles = 1;
 	ld.cfg = &ld_cfg;
-	ld_diag.warn = ld_collect;
+	ld_diag.warn = collect_warning;
 	ld.diag = &ld_diag;
 	ld.L = luaL_newstate();
 	luaL_openlibs(ld.L);

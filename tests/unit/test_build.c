@@ -14,36 +14,12 @@
 
 #include "netproxy.h"
 #include "tap.h"
+#include "reference.h"
+#include "loopback.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
-
 static uint8_t out[NP_V2_MAX_LEN + 64], want[NP_V2_MAX_LEN + 64], again[NP_V2_MAX_LEN + 64];
-
-/* CRC-32C bit by bit from its definition, independent of the library's. */
-static uint32_t ref_crc32c(const uint8_t *p, size_t n)
-{
-	uint32_t c = 0xFFFFFFFFu;
-
-	while (n--) {
-		c ^= *p++;
-		for (int k = 0; k < 8; k++)
-			c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-	}
-	return ~c;
-}
-
-static uint32_t load32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void store16(uint8_t *p, unsigned v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
 
 /* The CRC32C a header whose CRC value sits at crc_at must carry. */
 static uint32_t expected_crc(const uint8_t *hdr, size_t n, size_t crc_at)
@@ -60,10 +36,7 @@ static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
 static uint64_t rnd(void)
 {
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545F4914F6CDD1Dull;
+	return xorshift64star(&rng_state);
 }
 
 static unsigned rnd_below(unsigned n)
@@ -1064,33 +1037,27 @@ static void test_sockaddr(void)
 	is_int(np_endpoint_to_sockaddr(&p, &p.src, &ss), NP_EINVAL, "np_endpoint_to_sockaddr v1 UNKNOWN: NP_EINVAL");
 
 	/* A real loopback connection's getpeername()/getsockname(), as a sender would use them. */
-	int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0), a = -1;
-	struct sockaddr_in la;
-	socklen_t sl = sizeof(la);
-	memset(&la, 0, sizeof(la));
-	la.sin_family = AF_INET;
-	la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (l >= 0 && c >= 0 && bind(l, (struct sockaddr *)&la, sizeof(la)) == 0 && listen(l, 1) == 0 &&
-	    getsockname(l, (struct sockaddr *)&la, &sl) == 0 && connect(c, (struct sockaddr *)&la, sizeof(la)) == 0)
-		a = accept(l, NULL, NULL);
+	int c, a;
 	struct sockaddr_storage peer, self;
 	socklen_t pl = sizeof(peer), ml = sizeof(self);
-	if (a >= 0 && getpeername(a, (struct sockaddr *)&peer, &pl) == 0 &&
-	    getsockname(a, (struct sockaddr *)&self, &ml) == 0) {
-		r = np_header_from_sockaddr(&h, (struct sockaddr *)&peer, (struct sockaddr *)&self);
-		char text[NP_ADDRSTRLEN];
-		ok(r == 0 && np_format_addr(text, sizeof(text), NP_AF_INET, &h.src) == 9 &&
-			   strcmp(text, "127.0.0.1") == 0 && h.dst.port == ntohs(la.sin_port),
-		   "np_header_from_sockaddr from a loopback connection");
+	if (loopback_listen() == 0 && loopback_connect(&c, &a, 0) == 0) {
+		if (getpeername(a, (struct sockaddr *)&peer, &pl) == 0 &&
+		    getsockname(a, (struct sockaddr *)&self, &ml) == 0) {
+			r = np_header_from_sockaddr(&h, (struct sockaddr *)&peer, (struct sockaddr *)&self);
+			char text[NP_ADDRSTRLEN];
+			ok(r == 0 && np_format_addr(text, sizeof(text), NP_AF_INET, &h.src) == 9 &&
+				   strcmp(text, "127.0.0.1") == 0 && h.dst.port == ntohs(loopback_addr.sin_port),
+			   "np_header_from_sockaddr from a loopback connection");
+		} else {
+			ok(0, "getpeername/getsockname of a loopback connection");
+		}
+		close(a);
+		close(c);
 	} else {
 		skip("no loopback TCP connection");
 	}
-	if (a >= 0)
-		close(a);
-	if (c >= 0)
-		close(c);
-	if (l >= 0)
-		close(l);
+	if (loopback_listener >= 0)
+		close(loopback_listener);
 }
 
 int main(void)

@@ -9,6 +9,7 @@
 #include "internal.h"
 #include "netproxy.h"
 #include "tap.h"
+#include "reference.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -17,10 +18,7 @@ static uint64_t rng_state = 0x0123456789ABCDEFull;
 
 static uint64_t rnd(void)
 {
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545F4914F6CDD1Dull;
+	return xorshift64star(&rng_state);
 }
 
 /*

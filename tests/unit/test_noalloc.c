@@ -18,6 +18,7 @@
  * fight; the sanitized build (NP_SANITIZED) skips and defines none of them.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,49 +407,62 @@ static void run_errors(unsigned long *work)
 
 static int sock[2] = {-1, -1};
 
-static void run_recv(unsigned long *work)
-{
-	uint8_t buf[512];
-	struct np_header h;
+#define RECV_BUF 512 /* the read buffer: vectors with longer headers are skipped */
 
+/*
+ * Send the header of each valid vector that fits a read buffer, whole, and
+ * let read_one take it (and send more if it likes); stops at the first
+ * failed send or when read_one says so.
+ */
+static void each_header_sent(unsigned long *work, bool (*read_one)(const struct vec *v, unsigned long *work))
+{
 	if (sock[0] < 0)
 		return;
 	for (size_t i = 0; i < VEC_COUNT; i++) {
 		const struct vec *v = &vectors[i];
 
-		if (v->expect != 1 || v->header_len > sizeof(buf))
+		if (v->expect != 1 || v->header_len > RECV_BUF)
 			continue;
-		if (send(sock[1], v->bytes, v->header_len, 0) != (ssize_t)v->header_len)
+		if (send(sock[1], v->bytes, v->header_len, 0) != (ssize_t)v->header_len || !read_one(v, work))
 			return;
-		if (np_recv_header(sock[0], buf, sizeof(buf), &h, 1000) == (int)v->header_len)
-			(*work)++;
 	}
 }
 
-/* Each header sent whole, then one byte at a time: NP_EAGAIN until the last. */
-static void run_try_recv(unsigned long *work)
+static bool recv_one(const struct vec *v, unsigned long *work)
 {
-	uint8_t buf[512];
+	uint8_t buf[RECV_BUF];
 	struct np_header h;
 
-	if (sock[0] < 0)
-		return;
-	for (size_t i = 0; i < VEC_COUNT; i++) {
-		const struct vec *v = &vectors[i];
+	if (np_recv_header(sock[0], buf, sizeof(buf), &h, 1000) == (int)v->header_len)
+		(*work)++;
+	return true;
+}
 
-		if (v->expect != 1 || v->header_len > sizeof(buf))
-			continue;
-		if (send(sock[1], v->bytes, v->header_len, 0) != (ssize_t)v->header_len)
-			return;
-		if (np_try_recv_header(sock[0], buf, sizeof(buf), &h) == (int)v->header_len)
-			(*work)++;
-		for (size_t k = 0; k < v->header_len; k++) {
-			if (send(sock[1], v->bytes + k, 1, 0) != 1)
-				return;
-			int r = np_try_recv_header(sock[0], buf, sizeof(buf), &h);
-			*work += k + 1 < v->header_len ? r == NP_EAGAIN : r == (int)v->header_len;
-		}
+static void run_recv(unsigned long *work)
+{
+	each_header_sent(work, recv_one);
+}
+
+/* The header sent whole, then one byte at a time: NP_EAGAIN until the last. */
+static bool try_recv_one(const struct vec *v, unsigned long *work)
+{
+	uint8_t buf[RECV_BUF];
+	struct np_header h;
+
+	if (np_try_recv_header(sock[0], buf, sizeof(buf), &h) == (int)v->header_len)
+		(*work)++;
+	for (size_t k = 0; k < v->header_len; k++) {
+		if (send(sock[1], v->bytes + k, 1, 0) != 1)
+			return false;
+		int r = np_try_recv_header(sock[0], buf, sizeof(buf), &h);
+		*work += k + 1 < v->header_len ? r == NP_EAGAIN : r == (int)v->header_len;
 	}
+	return true;
+}
+
+static void run_try_recv(unsigned long *work)
+{
+	each_header_sent(work, try_recv_one);
 }
 
 static struct phase phases[] = {

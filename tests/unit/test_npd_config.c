@@ -357,8 +357,8 @@ static void test_default(void)
 	const struct sockaddr_in6 *sin6;
 
 	memset(&dg, 0, sizeof(dg));
-	memset(&warned, 0, sizeof(warned));
-	dg.warn = collect;
+	forget_warnings();
+	dg.warn = collect_warning;
 	if (!ok(npd_config_load_string("built-in default", npd_config_default_lua, &cfg, &dg) == 0,
 		"the default loads"))
 		diag("  %s", dg.error);
@@ -1066,8 +1066,8 @@ static void test_files(void)
 		skip("examples/netproxyd.conf.lua: run from the top of the tree");
 		return;
 	}
-	memset(&warned, 0, sizeof(warned));
-	d.warn = collect;
+	forget_warnings();
+	d.warn = collect_warning;
 	if (!ok(npd_config_load_file("examples/netproxyd.conf.lua", &cfg, &d) == 0 &&
 			cfg->nlisteners == 6 && cfg->nservices == 4 && cfg->ntrusted == 4 &&
 			cfg->services[3].transparent &&

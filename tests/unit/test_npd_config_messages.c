@@ -243,12 +243,12 @@ static void test_fail_and_warn(void)
 	}
 
 	is_int(loader_run(warn_step), LUA_OK, "warnings do not unwind");
-	if (!ok(ld_warned.count == 4 && strcmp(ld_warned.text, "t.lua:4: services.c2s: one\n"
+	if (!ok(warned.count == 4 && strcmp(warned.text, "t.lua:4: services.c2s: one\n"
 							       "t.lua: nothing: two\n"
 							       "t.lua:9: three 3\n"
 							       "t.lua: four\n") == 0,
 		"each warning with its line, when known"))
-		diag("%s", ld_warned.text);
+		diag("%s", warned.text);
 	ld_diag.warn = NULL;
 	is_int(loader_run(warn_step), LUA_OK, "no warn callback: warnings go nowhere");
 

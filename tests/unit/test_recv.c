@@ -25,20 +25,10 @@
 
 #include "netproxy.h"
 #include "tap.h"
+#include "loopback.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define LONG_WAIT 3000 /* ms: a timeout that is never meant to expire */
-
-static int listener = -1;
-static struct sockaddr_in laddr;
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void pause_us(long us)
 {
@@ -48,50 +38,10 @@ static void pause_us(long us)
 		;
 }
 
-static int setup_listener(void)
-{
-	socklen_t len = sizeof(laddr);
-
-	listener = socket(AF_INET, SOCK_STREAM, 0);
-	if (listener < 0)
-		return -1;
-	memset(&laddr, 0, sizeof(laddr));
-	laddr.sin_family = AF_INET;
-	laddr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	laddr.sin_port = 0; /* any free port */
-	if (bind(listener, (struct sockaddr *)&laddr, sizeof(laddr)) != 0 || listen(listener, 8) != 0 ||
-	    getsockname(listener, (struct sockaddr *)&laddr, &len) != 0)
-		return -1;
-	return 0;
-}
-
-/* A connected pair: cli writes (TCP_NODELAY, so each send is a segment), srv reads. */
-static int connect_pair(int *cli, int *srv, int nonblocking)
-{
-	int one = 1;
-
-	*cli = socket(AF_INET, SOCK_STREAM, 0);
-	if (*cli < 0)
-		return -1;
-	setsockopt(*cli, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(*cli, (struct sockaddr *)&laddr, sizeof(laddr)) != 0) {
-		close(*cli);
-		return -1;
-	}
-	*srv = accept(listener, NULL, NULL);
-	if (*srv < 0) {
-		close(*cli);
-		return -1;
-	}
-	if (nonblocking)
-		fcntl(*srv, F_SETFL, fcntl(*srv, F_GETFL) | O_NONBLOCK);
-	return 0;
-}
-
-/* connect_pair() for sections that need no name: a failure is a failed test, never silence. */
+/* loopback_connect() for sections that need no name: a failure is a failed test, never silence. */
 static int pair_ok(int *cli, int *srv, int nonblocking)
 {
-	if (connect_pair(cli, srv, nonblocking) == 0)
+	if (loopback_connect(cli, srv, nonblocking) == 0)
 		return 1;
 	ok(0, "loopback connection");
 	return 0;
@@ -110,7 +60,7 @@ static pid_t spawn_writer(int cli, int srv, const uint8_t *data, size_t len, con
 		size_t at = 0;
 
 		close(srv);
-		close(listener);
+		close(loopback_listener);
 		for (size_t i = 0; i <= ncuts; i++) {
 			size_t end = i < ncuts ? cuts[i] : len;
 			if (end > at && send(cli, data + at, end - at, MSG_NOSIGNAL) != (ssize_t)(end - at))
@@ -238,7 +188,7 @@ static void run_split(const char *name, const void *hdr, size_t hlen, const size
 	int cli, srv;
 	struct np_header h;
 
-	if (connect_pair(&cli, &srv, nonblocking) != 0) {
+	if (loopback_connect(&cli, &srv, nonblocking) != 0) {
 		ok(0, "%s: loopback connection", name);
 		return;
 	}
@@ -317,7 +267,7 @@ static void test_one_write(void)
 		const void *hdr = cases[i].v2 ? (const void *)v2_hdr : (const void *)v1_line;
 		size_t hlen = cases[i].v2 ? (size_t)v2_len : V1_LEN;
 
-		if (connect_pair(&cli, &srv, cases[i].nonblocking) != 0) {
+		if (loopback_connect(&cli, &srv, cases[i].nonblocking) != 0) {
 			ok(0, "%s: loopback connection", cases[i].name);
 			continue;
 		}
@@ -392,7 +342,7 @@ static void test_timeout(void)
 	struct np_header h;
 
 	/* A silent peer. */
-	if (connect_pair(&cli, &srv, 0) != 0) {
+	if (loopback_connect(&cli, &srv, 0) != 0) {
 		ok(0, "timeout: loopback connection");
 		return;
 	}
@@ -406,7 +356,7 @@ static void test_timeout(void)
 	close(srv);
 
 	/* Half a header, then silence: the limit is for the whole header, not per byte. */
-	if (connect_pair(&cli, &srv, 1) != 0) {
+	if (loopback_connect(&cli, &srv, 1) != 0) {
 		ok(0, "trickling peer: loopback connection");
 		return;
 	}
@@ -414,7 +364,7 @@ static void test_timeout(void)
 	pid_t pid = fork();
 	if (pid == 0) {
 		close(srv);
-		close(listener);
+		close(loopback_listener);
 		/* A byte every 20 ms, never the end: a reader counting per byte would wait forever. */
 		for (size_t i = 0; i < 30 && i < V1_LEN; i++) {
 			if (send(cli, v1_line + i, 1, MSG_NOSIGNAL) != 1)
@@ -485,7 +435,7 @@ static void test_parse_errors(void)
 		int cli, srv;
 		struct np_header h;
 
-		if (connect_pair(&cli, &srv, 0) != 0) {
+		if (loopback_connect(&cli, &srv, 0) != 0) {
 			ok(0, "%s: loopback connection", cases[i].name);
 			continue;
 		}
@@ -522,7 +472,7 @@ static void test_too_big(void)
 		int cli, srv;
 		struct np_header h;
 
-		if (connect_pair(&cli, &srv, 0) != 0) {
+		if (loopback_connect(&cli, &srv, 0) != 0) {
 			ok(0, "%s: loopback connection", cases[i].name);
 			continue;
 		}
@@ -605,7 +555,7 @@ int main(void)
 	/* A hang is a failure: prove sees the signal. */
 	alarm(10);
 	signal(SIGPIPE, SIG_IGN);
-	if (setup_listener() != 0)
+	if (loopback_listen() != 0)
 		skip_all("no TCP listener on 127.0.0.1");
 	if (!ok(make_v2() == 0, "a v2 header with 300 bytes of TLVs (%d bytes)", v2_len))
 		return done_testing();
@@ -617,6 +567,6 @@ int main(void)
 	test_parse_errors();
 	test_too_big();
 	test_bad_arguments();
-	close(listener);
+	close(loopback_listener);
 	return done_testing();
 }

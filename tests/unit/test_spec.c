@@ -12,40 +12,12 @@
 
 #include "netproxy.h"
 #include "tap.h"
+#include "reference.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
-
 /* Big enough for the largest v2 header plus some application data. */
 static uint8_t wire[NP_V2_MAX_LEN + 64];
-
-/* CRC-32C bit by bit, straight from its definition (reflected 0x82F63B78). */
-static uint32_t ref_crc32c(const uint8_t *p, size_t n)
-{
-	uint32_t c = 0xFFFFFFFFu;
-
-	while (n--) {
-		c ^= *p++;
-		for (int k = 0; k < 8; k++)
-			c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-	}
-	return ~c;
-}
-
-static void store16(uint8_t *p, unsigned v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void store32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
 
 /* A v2 header: signature, ver_cmd, fam, len = plen, then the payload. */
 static size_t v2(uint8_t *out, uint8_t ver_cmd, uint8_t fam, const void *payload, size_t plen)

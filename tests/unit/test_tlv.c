@@ -10,10 +10,9 @@
 
 #include "netproxy.h"
 #include "tap.h"
+#include "reference.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-
-static const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 
 static size_t put_tlv(uint8_t *w, uint8_t type, const void *v, size_t len)
 {

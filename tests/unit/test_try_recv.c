@@ -28,50 +28,16 @@
 
 #include "netproxy.h"
 #include "tap.h"
-
-static int listener = -1;
-static struct sockaddr_in laddr;
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int setup_listener(void)
-{
-	socklen_t len = sizeof(laddr);
-
-	listener = socket(AF_INET, SOCK_STREAM, 0);
-	if (listener < 0)
-		return -1;
-	memset(&laddr, 0, sizeof(laddr));
-	laddr.sin_family = AF_INET;
-	laddr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(listener, (struct sockaddr *)&laddr, sizeof(laddr)) != 0 || listen(listener, 8) != 0 ||
-	    getsockname(listener, (struct sockaddr *)&laddr, &len) != 0)
-		return -1;
-	return 0;
-}
+#include "loopback.h"
 
 /* A pair: p[1] writes, p[0] reads. TCP on loopback (TCP_NODELAY) or AF_UNIX. */
 static int make_pair(int p[2], int tcp, int nonblocking)
 {
-	int one = 1;
-
 	if (!tcp) {
 		if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) != 0)
 			return ok(0, "socketpair"), -1;
-	} else {
-		p[1] = socket(AF_INET, SOCK_STREAM, 0);
-		if (p[1] < 0 || connect(p[1], (struct sockaddr *)&laddr, sizeof(laddr)) != 0)
-			return ok(0, "loopback connection"), -1;
-		setsockopt(p[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		p[0] = accept(listener, NULL, NULL);
-		if (p[0] < 0)
-			return ok(0, "accept"), -1;
+	} else if (loopback_connect(&p[1], &p[0], 0) != 0) {
+		return ok(0, "loopback connection"), -1;
 	}
 	if (nonblocking)
 		fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK);
@@ -394,7 +360,7 @@ int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	alarm(60);
-	if (setup_listener() != 0 || make_v2() <= 0) {
+	if (loopback_listen() != 0 || make_v2() <= 0) {
 		ok(0, "set-up: a loopback listener and a v2 header");
 		return done_testing();
 	}
