@@ -17,7 +17,7 @@
  * one). --setup-routing is exact: it adds, in table 7001, each rule and route
  * that is not there yet, so running it again changes nothing.
  */
-#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <linux/fib_rules.h>
 #include <linux/netlink.h>
@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "netproxy.h"
 #include "routing.h"
 
 /* A policy rule, as much of it as matters here. */
@@ -236,10 +237,12 @@ static bool rule_present(const struct state *s, const struct rule *w)
 
 static void rule_command(const struct rule *w, char *out, size_t cap)
 {
-	char ip[INET6_ADDRSTRLEN];
+	char ip[NP_ADDRSTRLEN];
+	struct np_endpoint ep = {0};
 	int n;
 
-	inet_ntop(w->family, w->src, ip, sizeof(ip));
+	memcpy(ep.ip6, w->src, w->family == AF_INET ? 4 : 16);
+	np_format_addr(ip, sizeof(ip), w->family == AF_INET ? NP_AF_INET : NP_AF_INET6, &ep);
 	n = snprintf(out, cap, "ip%s rule add from %s/%u%s", w->family == AF_INET6 ? " -6" : "", ip,
 		     w->src_len, w->iif_lo ? " iif lo" : "");
 	if (w->sport && n > 0 && (size_t)n < cap)
