@@ -283,13 +283,9 @@ static struct npd_buf *grow(struct npd_conn *c)
 	struct npd_buf *b = c->client.in, *big;
 	size_t cap = c->gen->cfg->max_header + NPD_BUF_HEADROOM;
 
-	if (!(big = malloc(sizeof(*big) + cap)))
+	if (!(big = npd_buf_oversize(b, cap)))
 		return NULL;
-	big->cap = (uint32_t)cap;
-	big->off = 0;
-	big->len = b->len;
-	memcpy(big->data, b->data, b->len);
-	npd_buf_put(c->w, b);
+	npd_buf_put(&c->w->bufs, b);
 	return c->client.in = big;
 }
 
@@ -299,7 +295,7 @@ static void read_header(struct npd_conn *c)
 
 	while (c->client.readable) {
 		struct npd_buf *b = c->client.in;
-		if (!b && !(b = c->client.in = npd_buf_get(c->w, false))) {
+		if (!b && !(b = c->client.in = npd_buf_get(&c->w->bufs, false))) {
 			npd_conn_close(c, "out of memory");
 			return;
 		}
@@ -344,7 +340,7 @@ static void read_header(struct npd_conn *c)
 	}
 	/* Idle connections hold no buffer. */
 	if (c->client.in && c->client.in->len == 0) {
-		npd_buf_put(c->w, c->client.in);
+		npd_buf_put(&c->w->bufs, c->client.in);
 		c->client.in = NULL;
 	}
 }
@@ -418,7 +414,7 @@ static int send_first(struct npd_conn *c, struct npd_buf *b, int *err)
 	}
 	b->off += (uint32_t)n;
 	if (b->off == b->len) { /* as the relay does: an idle side holds no buffer */
-		npd_buf_put(c->w, b);
+		npd_buf_put(&c->w->bufs, b);
 		c->client.in = NULL;
 	}
 	return 1;

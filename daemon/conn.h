@@ -14,35 +14,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "buffers.h"
 #include "list.h"
 #include "timer.h"
 #include "worker.h"
-
-#define NPD_BUF_SIZE 16384
-/*
- * Room kept free behind the bytes read with the header: the re-emitted header
- * may be longer than the received one (v1 "TCP6 ::1 ::1 0 0" becomes 52
- * bytes of v2, plus 7 for a CRC32C), and it goes out in front of them.
- */
-#define NPD_BUF_HEADROOM 64
-
-struct npd_buf {
-	struct npd_buf *next_free;
-	uint32_t off, len, cap; /* data[off..len) is waiting to be written */
-	uint8_t data[];
-};
-
-/*
- * A direction whose read fills a whole buffer is moving bulk data: its next
- * reads take a buffer of NPD_BULK_SIZE, a system call per megabyte instead
- * of one per 16 KiB. Measured on loopback (bench/RESULTS.md), copying through
- * it costs netproxyd no more CPU per GiB than splice() through a pipe did,
- * and the chain runs faster: the peers' sockets get large segments. A worker
- * lends at most NPD_BULK_MAX of them at a time; beyond that a bulk direction
- * makes do with NPD_BUF_SIZE, so memory stays bounded however many stream.
- */
-#define NPD_BULK_SIZE (1024 * 1024)
-#define NPD_BULK_MAX 32
 
 enum npd_conn_state {
 	NPD_CONN_HEADER,

@@ -10,7 +10,7 @@
  *
  * Each direction reads into a 16 KiB buffer, enough for any message. A read
  * that fills its buffer means bulk data: the next reads take a bulk buffer
- * (conn.h), until a read would have fit a small one again.
+ * (buffers.h), until a read would have fit a small one again.
  *
  * A connection reads at most NPD_TURN_BYTES from each side when it has the
  * loop (worker.h): a peer that keeps its socket full must not keep the loop
@@ -74,7 +74,7 @@ static bool read_failed(struct npd_side *src)
 void npd_side_discard(struct npd_conn *c, struct npd_side *src)
 {
 	if (src->in) {
-		npd_buf_put(c->w, src->in);
+		npd_buf_put(&c->w->bufs, src->in);
 		src->in = NULL;
 	}
 }
@@ -134,7 +134,7 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 			b->off += (uint32_t)n;
 			progress = true;
 			if (b->off == b->len) {
-				npd_buf_put(c->w, b);
+				npd_buf_put(&c->w->bufs, b);
 				src->in = NULL;
 			}
 			continue;
@@ -163,7 +163,7 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 			*starved = true;
 			return progress;
 		}
-		if (!b && !(b = src->in = npd_buf_get(c->w, src->bulk))) {
+		if (!b && !(b = src->in = npd_buf_get(&c->w->bufs, src->bulk))) {
 			src->error = ENOMEM;
 			src->eof = true;
 			continue;
@@ -201,7 +201,7 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 			}
 			continue;
 		}
-		npd_buf_put(c->w, b);
+		npd_buf_put(&c->w->bufs, b);
 		src->in = NULL;
 		if (n == 0) {
 			src->eof = true;

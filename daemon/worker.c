@@ -20,8 +20,6 @@
 
 #define MAX_EVENTS 256
 #define ACCEPTS_PER_TURN 64 /* then the connections already accepted get their turn */
-#define FREE_BUFS_KEPT 64   /* beyond that, drained buffers go back to the system */
-#define FREE_BULK_KEPT 4    /* and bulk ones: 4 MiB kept, the rest lent afresh */
 #define ACCEPT_PAUSE_MS 50  /* out of descriptors with no spare: listeners rest this long */
 #define NPD_DRAIN_HEADER_MS 1000 /* stopping: a connection waiting for its header has this long */
 #define FD_SHORT_QUIET_MS 1000 /* an episode without descriptors ends after this long */
@@ -89,66 +87,6 @@ void npd_gen_release(struct npd_gen *g)
 		npd_config_free(g->cfg);
 		free(g);
 	}
-}
-
-/* One of a pool's buffers, or a new one of cap bytes. */
-static struct npd_buf *take(struct npd_buf **pool, size_t *n, uint32_t cap)
-{
-	struct npd_buf *b = *pool;
-
-	if (b) {
-		*pool = b->next_free;
-		(*n)--;
-	} else if ((b = malloc(sizeof(*b) + cap))) {
-		b->cap = cap;
-	} else {
-		return NULL;
-	}
-	b->off = b->len = 0;
-	return b;
-}
-
-static void free_pool(struct npd_buf **pool, size_t *n)
-{
-	while (*pool) {
-		struct npd_buf *b = *pool;
-		*pool = b->next_free;
-		free(b);
-	}
-	*n = 0;
-}
-
-struct npd_buf *npd_buf_get(struct npd_worker *w, bool bulk)
-{
-	struct npd_buf *b;
-
-	if (bulk && w->nbulk_lent < NPD_BULK_MAX &&
-	    (b = take(&w->free_bulk, &w->nfree_bulk, NPD_BULK_SIZE))) {
-		w->nbulk_lent++;
-		return b;
-	}
-	return take(&w->free_bufs, &w->nfree_bufs, NPD_BUF_SIZE);
-}
-
-void npd_buf_put(struct npd_worker *w, struct npd_buf *b)
-{
-	struct npd_buf **pool = &w->free_bufs;
-	size_t *n = &w->nfree_bufs, keep = FREE_BUFS_KEPT;
-
-	if (b->cap == NPD_BULK_SIZE) {
-		w->nbulk_lent--;
-		pool = &w->free_bulk;
-		n = &w->nfree_bulk;
-		keep = FREE_BULK_KEPT;
-	}
-	/* A buffer grown for a large header is no pool's size: it goes. */
-	if ((b->cap != NPD_BUF_SIZE && b->cap != NPD_BULK_SIZE) || *n >= keep) {
-		free(b);
-		return;
-	}
-	b->next_free = *pool;
-	*pool = b;
-	(*n)++;
 }
 
 struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms)
@@ -665,8 +603,7 @@ static void shut_down(struct npd_worker *w)
 		w->free_conns = c->next_free;
 		free(c);
 	}
-	free_pool(&w->free_bufs, &w->nfree_bufs);
-	free_pool(&w->free_bulk, &w->nfree_bulk);
+	npd_buf_pool_free(&w->bufs);
 	for (size_t i = 0; i < w->ntimers; i++)
 		free(w->timers[i]);
 	free(w->timers);

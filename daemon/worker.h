@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buffers.h"
 #include "config.h"
 #include "list.h"
 #include "timer.h"
@@ -61,7 +62,6 @@ struct npd_worker_update {
 	} socks[];
 };
 
-struct npd_buf;
 struct npd_conn;
 
 /*
@@ -76,8 +76,8 @@ struct npd_conn;
  * either kind of work is left over, epoll_wait only looks for events,
  * without waiting.
  *
- * NPD_TURN_BYTES is four bulk buffers (NPD_BULK_SIZE, conn.h): about 1.5 ms
- * of copying on loopback. 1 MiB per connection, every queued connection
+ * NPD_TURN_BYTES is four bulk buffers (NPD_BULK_SIZE, buffers.h): about
+ * 1.5 ms of copying on loopback. 1 MiB per connection, every queued connection
  * served each turn, cost 15-20% more CPU per GiB with four streams (the
  * peers are woken four times as often), for no better latency.
  */
@@ -134,10 +134,7 @@ struct npd_worker {
 	struct npd_list waiting;
 	struct npd_list graveyard;  /* closed this turn; freed once no event can name them */
 	struct npd_conn *free_conns; /* slots to reuse */
-	struct npd_buf *free_bufs;
-	size_t nfree_bufs;
-	struct npd_buf *free_bulk; /* bulk buffers to reuse */
-	size_t nfree_bulk, nbulk_lent;
+	struct npd_buf_pool bufs; /* the relay buffers its connections borrow */
 	atomic_bool done; /* the thread has left its loop and closed its connections */
 	int reserve_fd; /* given up when accept() hits the fd limit, to shed one connection */
 	int64_t reject_log_until; /* rate limit for rejection lines */
@@ -202,14 +199,6 @@ bool npd_worker_expire(struct npd_worker *w);
 
 /* How long epoll_wait may wait, in ms: 0 while work is left for the next turn; -1: forever. */
 int npd_worker_timeout(struct npd_worker *w);
-
-/*
- * A relay buffer from the worker's pools: of NPD_BUF_SIZE, or for bulk of
- * NPD_BULK_SIZE while fewer than NPD_BULK_MAX are lent (else a small one).
- * npd_buf_put gives either back. NULL only when out of memory.
- */
-struct npd_buf *npd_buf_get(struct npd_worker *w, bool bulk);
-void npd_buf_put(struct npd_worker *w, struct npd_buf *b);
 
 /*
  * Log a rejected connection, at most a few lines per second per worker, so a

@@ -435,16 +435,7 @@ int main(void)
 	test_expiries_per_turn();
 
 	/* What the worker holds, freed as its shutdown does, for the leak check. */
-	while (w.free_bufs) {
-		struct npd_buf *b = w.free_bufs;
-		w.free_bufs = b->next_free;
-		free(b);
-	}
-	while (w.free_bulk) {
-		struct npd_buf *b = w.free_bulk;
-		w.free_bulk = b->next_free;
-		free(b);
-	}
+	npd_buf_pool_free(&w.bufs);
 	for (size_t i = 0; i < w.ntimers; i++)
 		free(w.timers[i]);
 	free(w.timers);
