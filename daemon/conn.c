@@ -2,7 +2,6 @@
  * conn.c - a connection's life: read and check the PROXY header, connect to
  * the service's backend, hand over to the relay, and close with one line.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -22,28 +21,6 @@
 
 /* Connection numbers in the log, 1, 2, ... across all workers. */
 static atomic_ullong next_conn_id = 1;
-
-const char *npd_sockaddr_text(const union npd_sockaddr *a, char *out, size_t cap)
-{
-	char ip[INET6_ADDRSTRLEN];
-
-	switch (a->sa.sa_family) {
-	case AF_INET:
-		inet_ntop(AF_INET, &a->in.sin_addr, ip, sizeof(ip));
-		snprintf(out, cap, "%s:%u", ip, ntohs(a->in.sin_port));
-		break;
-	case AF_INET6:
-		inet_ntop(AF_INET6, &a->in6.sin6_addr, ip, sizeof(ip));
-		snprintf(out, cap, "[%s]:%u", ip, ntohs(a->in6.sin6_port));
-		break;
-	case AF_UNIX:
-		snprintf(out, cap, "unix");
-		break;
-	default:
-		snprintf(out, cap, "-");
-	}
-	return out;
-}
 
 static struct npd_conn *conn_alloc(struct npd_worker *w)
 {
@@ -108,7 +85,7 @@ void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
 	}
 	npd_timer_arm(tl, &c->timer, w->now_ms);
 	if (npd_log_enabled(NPD_LOG_DEBUG)) {
-		char peer_text[64];
+		char peer_text[NPD_SOCKADDR_TEXT];
 		npd_log(NPD_LOG_DEBUG, "conn=%llu accepted on %s from %s", (unsigned long long)c->id,
 			c->listener->addr_text, npd_sockaddr_text(peer, peer_text, sizeof(peer_text)));
 	}
@@ -189,7 +166,7 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 
 	note_header(c, h);
 	if (npd_log_enabled(NPD_LOG_DEBUG)) {
-		char client[64];
+		char client[NPD_SOCKADDR_TEXT];
 		npd_log(NPD_LOG_DEBUG, "conn=%llu header v%u %s, %d bytes, client=%s, %zu bytes of TLVs",
 			(unsigned long long)c->id, h->version,
 			h->command == NP_CMD_PROXY ? "PROXY" : "LOCAL", hlen,
@@ -366,7 +343,7 @@ static void connect_backend(struct npd_conn *c)
 	}
 	/* Common and harmless (a client on this host holds its own port): debug only. */
 	if (port_moved && npd_log_enabled(NPD_LOG_DEBUG)) {
-		char client[64];
+		char client[NPD_SOCKADDR_TEXT];
 		npd_log(NPD_LOG_DEBUG, "conn=%llu client %s: its port is in use here, so %s is reached "
 			"from another port", (unsigned long long)c->id,
 			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), svc->name);
@@ -463,7 +440,7 @@ static void connecting(struct npd_conn *c)
 	if (getsockname(c->backend.fd, &c->local_addr.sa, &llen) != 0)
 		c->local_addr.sa.sa_family = AF_UNSPEC;
 	if (npd_log_enabled(NPD_LOG_DEBUG)) {
-		char peer[64], client[64], local[64];
+		char peer[NPD_SOCKADDR_TEXT], client[NPD_SOCKADDR_TEXT], local[NPD_SOCKADDR_TEXT];
 		npd_log(NPD_LOG_DEBUG, "conn=%llu connected to %s (%s) peer=%s client=%s local=%s",
 			(unsigned long long)c->id, svc->name, c->target->text,
 			npd_sockaddr_text(&c->peer_addr, peer, sizeof(peer)),
@@ -567,7 +544,8 @@ static void release_side(struct npd_conn *c, struct npd_side *s)
 void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 {
 	struct npd_worker *w = c->w;
-	char reason[512], peer[64], client[64], dst[64], local[64];
+	char reason[512], peer[NPD_SOCKADDR_TEXT], client[NPD_SOCKADDR_TEXT], dst[NPD_SOCKADDR_TEXT],
+		local[NPD_SOCKADDR_TEXT];
 	va_list ap;
 
 	if (c->state == NPD_CONN_CLOSED)

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "addresses.h"
 #include "buffers.h"
 #include "list.h"
 #include "timer.h"
@@ -25,12 +26,6 @@ enum npd_conn_state {
 	NPD_CONN_RELAY,
 	NPD_CONN_LINGER, /* relay over, our FIN sent; the client's last bytes are drained */
 	NPD_CONN_CLOSED,
-};
-
-union npd_sockaddr {
-	struct sockaddr sa;
-	struct sockaddr_in in;
-	struct sockaddr_in6 in6;
 };
 
 /* One of the connection's two sockets, and what was read from it. */
@@ -111,8 +106,5 @@ void npd_linger(struct npd_conn *c, bool expired);
 
 /* How long a lingering close waits for the client's end. */
 #define NPD_LINGER_MS 2000
-
-/* "203.0.113.7:51234", "[2001:db8::1]:443", "unix", "-" for AF_UNSPEC. */
-const char *npd_sockaddr_text(const union npd_sockaddr *a, char *out, size_t cap);
 
 #endif /* NPD_CONN_H */

@@ -64,31 +64,6 @@ int64_t npd_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct npd_gen *npd_gen_new(struct npd_config *cfg, unsigned number)
-{
-	struct npd_gen *g = malloc(sizeof(*g));
-
-	if (!g)
-		return NULL;
-	g->cfg = cfg;
-	atomic_init(&g->refs, 1);
-	g->number = number;
-	return g;
-}
-
-void npd_gen_hold(struct npd_gen *g)
-{
-	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
-}
-
-void npd_gen_release(struct npd_gen *g)
-{
-	if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
-		npd_config_free(g->cfg);
-		free(g);
-	}
-}
-
 struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms)
 {
 	for (size_t i = 0; i < w->ntimers; i++)
@@ -490,7 +465,7 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 			npd_worker_log_reject(w, "accept on %s: %s", l->addr_text, strerror(errno));
 			return;
 		}
-		char text[64];
+		char text[NPD_SOCKADDR_TEXT];
 		/* Checked before a single byte is read: an untrusted peer could claim any address. */
 		if (!npd_config_trusts(cfg, &peer.sa)) {
 			close(fd);

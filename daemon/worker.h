@@ -14,23 +14,9 @@
 
 #include "buffers.h"
 #include "config.h"
+#include "gen.h"
 #include "list.h"
 #include "timer.h"
-
-/*
- * A loaded config and its lifetime: held by main while current, by each
- * worker that runs it, and by each connection accepted under it, so a reload
- * leaves established connections their services.
- */
-struct npd_gen {
-	struct npd_config *cfg;
-	atomic_int refs;
-	unsigned number; /* 1 at start, +1 per successful reload */
-};
-
-struct npd_gen *npd_gen_new(struct npd_config *cfg, unsigned number);
-void npd_gen_hold(struct npd_gen *g);
-void npd_gen_release(struct npd_gen *g);
 
 /* What an epoll event points at: the first member of a listener, a connection side, ... */
 enum npd_ev_kind {
