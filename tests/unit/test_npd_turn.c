@@ -25,6 +25,7 @@
 #include "config.h"
 #include "conn.h"
 #include "log.h"
+#include "pairs.h"
 #include "tap.h"
 #include "worker.h"
 
@@ -36,52 +37,6 @@ static const char config_lua[] =
 	"proxy_port_mappings = { [15999] = \"svc\" }\n"
 	"services = { svc = { connect = \"127.0.0.1:9\" } }\n"
 	"proxy_header_timeout = 1\n";
-
-static void nonblocking(int fd)
-{
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
-
-/* Large socket buffers, so that several turns' worth of data can wait in them. */
-static void big_buffers(int fd)
-{
-	int size = 8 << 20;
-
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0)
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0)
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-}
-
-/* A connected TCP pair on loopback, both ends non-blocking: fds[0] ours, fds[1] the peer's. */
-static int tcp_pair(int fds[2])
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-
-	fds[0] = fds[1] = -1;
-	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(l, 1) != 0 ||
-	    getsockname(l, (struct sockaddr *)&a, &len) != 0)
-		goto fail;
-	fds[1] = socket(AF_INET, SOCK_STREAM, 0);
-	big_buffers(fds[1]);
-	if (fds[1] < 0 || connect(fds[1], (struct sockaddr *)&a, sizeof(a)) != 0)
-		goto fail;
-	fds[0] = accept(l, NULL, NULL);
-	if (fds[0] < 0)
-		goto fail;
-	big_buffers(fds[0]);
-	nonblocking(fds[0]);
-	nonblocking(fds[1]);
-	close(l);
-	return 0;
-fail:
-	diag("tcp_pair: %s", strerror(errno));
-	if (l >= 0)
-		close(l);
-	return -1;
-}
 
 static void bail(const char *why)
 {
