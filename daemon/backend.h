@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 #include "config.h"
-#include "conn.h"
+#include "addresses.h"
 
 /*
  * Which of svc's addresses a connection goes to: the one of its client's

@@ -1,8 +1,9 @@
 /*
  * conn.c - a connection's life: read and check the PROXY header, connect to
- * the service's backend, hand over to the relay, and close with one line.
+ * the service's backend, run the relay and act on its verdicts (the idle
+ * timer, the ready list, the lingering close), and close with one line; and
+ * the slots of a worker's connections, reused after the turn they closed in.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include "conn.h"
 #include "log.h"
 #include "netproxy.h"
+#include "relay.h"
 #include "stats.h"
 
 #define SIDE_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET)
@@ -24,99 +26,94 @@
 /* Connection numbers in the log, 1, 2, ... across all workers. */
 static atomic_ullong next_conn_id = 1;
 
-const char *npd_sockaddr_text(const union npd_sockaddr *a, char *out, size_t cap)
+void npd_conns_init(struct npd_conns *cs, struct npd_loop *loop, struct npd_buf_pool *pool,
+		    struct npd_stats *stats)
 {
-	char ip[INET6_ADDRSTRLEN];
-
-	switch (a->sa.sa_family) {
-	case AF_INET:
-		inet_ntop(AF_INET, &a->in.sin_addr, ip, sizeof(ip));
-		snprintf(out, cap, "%s:%u", ip, ntohs(a->in.sin_port));
-		break;
-	case AF_INET6:
-		inet_ntop(AF_INET6, &a->in6.sin6_addr, ip, sizeof(ip));
-		snprintf(out, cap, "[%s]:%u", ip, ntohs(a->in6.sin6_port));
-		break;
-	case AF_UNIX:
-		snprintf(out, cap, "unix");
-		break;
-	default:
-		snprintf(out, cap, "-");
-	}
-	return out;
+	memset(cs, 0, sizeof(*cs));
+	cs->loop = loop;
+	cs->pool = pool;
+	cs->stats = stats;
+	npd_list_init(&cs->open);
+	npd_list_init(&cs->waiting);
+	npd_list_init(&cs->graveyard);
 }
 
-static struct npd_conn *conn_alloc(struct npd_worker *w)
+static struct npd_conn *conn_alloc(struct npd_conns *cs)
 {
-	struct npd_conn *c = w->free_conns;
+	struct npd_conn *c = cs->free;
 
 	if (c)
-		w->free_conns = c->next_free;
+		cs->free = c->next_free;
 	else if (!(c = malloc(sizeof(*c))))
 		return NULL;
 	memset(c, 0, sizeof(*c));
 	return c;
 }
 
-static int watch(struct npd_worker *w, struct npd_side *side)
+/* Arm c's timer for duration_ms from now; false only when out of memory. */
+static bool arm(struct npd_conn *c, int duration_ms)
 {
-	struct epoll_event ev = {.events = SIDE_EVENTS, .data.ptr = &side->ev};
+	struct npd_loop *l = c->owner->loop;
+	struct npd_timer_list *tl = npd_loop_timers(l, duration_ms);
 
-	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, side->fd, &ev);
+	if (!tl)
+		return false;
+	npd_timer_arm(tl, &c->timer, l->now_ms);
+	return true;
 }
 
+static void on_client_events(void *obj, uint32_t events);
+static void on_backend_events(void *obj, uint32_t events);
+static void on_timer(void *obj);
+static void on_turn(void *obj);
 static void read_header(struct npd_conn *c);
 
-void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
+bool npd_conn_open(struct npd_conns *cs, struct npd_gen *gen, int listener, int fd,
 		   const union npd_sockaddr *peer)
 {
-	const struct npd_config *cfg = w->gen->cfg;
-	struct npd_conn *c = conn_alloc(w);
+	const struct npd_config *cfg = gen->cfg;
+	struct npd_conn *c = conn_alloc(cs);
 
 	if (!c) {
 		close(fd);
-		npd_worker_log_reject(w, "connection dropped: out of memory");
-		return;
+		return false;
 	}
-	c->w = w;
-	c->gen = w->gen;
+	c->owner = cs;
+	c->gen = gen;
 	npd_gen_hold(c->gen);
-	c->listener = &cfg->listeners[ls->listener];
+	c->listener = &cfg->listeners[listener];
 	c->service = c->listener->service >= 0 ? &cfg->services[c->listener->service] : NULL;
 	c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
-	c->start_ms = w->now_ms;
+	c->start_ms = cs->loop->now_ms;
 	c->state = NPD_CONN_HEADER;
 	c->peer_addr = *peer;
-	c->client.ev.kind = NPD_EV_CLIENT;
-	c->client.fd = fd;
-	c->client.short_read_drains = true;
-	c->backend.ev.kind = NPD_EV_BACKEND;
-	c->backend.fd = -1;
-	npd_timer_init(&c->timer);
-	npd_list_init(&c->ready);
-	npd_list_add_tail(&w->conns, &c->link);
-	npd_list_add_tail(&w->waiting, &c->waiting);
-	w->nconns++;
+	npd_relay_init(&c->relay, cs->pool, fd, -1);
+	c->client_watch = (struct npd_watch){.fn = on_client_events, .obj = c};
+	c->backend_watch = (struct npd_watch){.fn = on_backend_events, .obj = c};
+	npd_timer_init(&c->timer, on_timer, c);
+	npd_task_init(&c->again, on_turn, c);
+	npd_list_add_tail(&cs->open, &c->link);
+	npd_list_add_tail(&cs->waiting, &c->waiting);
+	cs->n++;
 	npd_stats_conn_open(c);
 
-	if (watch(w, &c->client) != 0) {
+	if (npd_watch_add(cs->loop, fd, SIDE_EVENTS, &c->client_watch) != 0) {
 		npd_conn_close(c, "epoll: %s", strerror(errno));
-		return;
+		return true;
 	}
-	struct npd_timer_list *tl = npd_worker_timers(w, cfg->header_timeout_ms);
-	if (!tl) {
+	if (!arm(c, cfg->header_timeout_ms)) {
 		npd_conn_close(c, "out of memory");
-		return;
+		return true;
 	}
-	npd_timer_arm(tl, &c->timer, w->now_ms);
 	if (npd_log_enabled(NPD_LOG_DEBUG)) {
-		char peer_text[64];
+		char peer_text[NPD_SOCKADDR_TEXT];
 		npd_log(NPD_LOG_DEBUG, "conn=%llu accepted on %s from %s", (unsigned long long)c->id,
 			c->listener->addr_text, npd_sockaddr_text(peer, peer_text, sizeof(peer_text)));
 	}
 	/* Proxies send the header at once: it is usually there by now. */
-	c->client.readable = true;
+	c->relay.client.readable = true;
 	read_header(c);
+	return true;
 }
 
 /* Keep the addresses the header names, for the log. */
@@ -186,13 +183,13 @@ static void connecting(struct npd_conn *c);
 /* The header is the first hlen bytes of the client buffer. */
 static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 {
-	struct npd_buf *b = c->client.in;
+	struct npd_buf *b = c->relay.client.in;
 	const struct npd_service *svc = c->service;
 
 	note_header(c, h);
 	npd_stats_header_done(c, h);
 	if (npd_log_enabled(NPD_LOG_DEBUG)) {
-		char client[64];
+		char client[NPD_SOCKADDR_TEXT];
 		npd_log(NPD_LOG_DEBUG, "conn=%llu header v%u %s, %d bytes, client=%s, %zu bytes of TLVs",
 			(unsigned long long)c->id, h->version,
 			h->command == NP_CMD_PROXY ? "PROXY" : "LOCAL", hlen,
@@ -235,8 +232,8 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 		free(out);
 	b->off = 0;
 	b->len = (uint32_t)((size_t)olen + rest);
-	c->client.bytes = rest;
-	npd_stats_relayed(c, &c->client, rest);
+	c->relay.client.bytes = rest;
+	npd_stats_relayed(c);
 	connect_backend(c);
 }
 
@@ -248,7 +245,7 @@ static void header_done(struct npd_conn *c, const struct np_header *h, int hlen)
 static void too_big(struct npd_conn *c)
 {
 	static const uint8_t v2_sig[12] = "\r\n\r\n\0\r\nQUIT\n"; /* 12 bytes, no NUL */
-	const struct npd_buf *b = c->client.in;
+	const struct npd_buf *b = c->relay.client.in;
 	size_t max = c->gen->cfg->max_header;
 
 	npd_stats_header_failed(c, NP_ETOOBIG);
@@ -266,7 +263,7 @@ static void too_big(struct npd_conn *c)
 
 static void header_failed(struct npd_conn *c, int err)
 {
-	const struct npd_buf *b = c->client.in;
+	const struct npd_buf *b = c->relay.client.in;
 	char first[64];
 
 	if (err == NP_ETOOBIG) {
@@ -286,26 +283,22 @@ static void header_failed(struct npd_conn *c, int err)
  */
 static struct npd_buf *grow(struct npd_conn *c)
 {
-	struct npd_buf *b = c->client.in, *big;
+	struct npd_buf *b = c->relay.client.in, *big;
 	size_t cap = c->gen->cfg->max_header + NPD_BUF_HEADROOM;
 
-	if (!(big = malloc(sizeof(*big) + cap)))
+	if (!(big = npd_buf_oversize(b, cap)))
 		return NULL;
-	big->cap = (uint32_t)cap;
-	big->off = 0;
-	big->len = b->len;
-	memcpy(big->data, b->data, b->len);
-	npd_buf_put(c->w, b);
-	return c->client.in = big;
+	npd_buf_put(c->owner->pool, b);
+	return c->relay.client.in = big;
 }
 
 static void read_header(struct npd_conn *c)
 {
 	const struct npd_config *cfg = c->gen->cfg;
 
-	while (c->client.readable) {
-		struct npd_buf *b = c->client.in;
-		if (!b && !(b = c->client.in = npd_buf_get(c->w, false))) {
+	while (c->relay.client.readable) {
+		struct npd_buf *b = c->relay.client.in;
+		if (!b && !(b = c->relay.client.in = npd_buf_get(c->owner->pool, false))) {
 			npd_conn_close(c, "out of memory");
 			return;
 		}
@@ -321,13 +314,13 @@ static void read_header(struct npd_conn *c)
 		}
 		room = b->cap - NPD_BUF_HEADROOM - b->len;
 
-		ssize_t n = recv(c->client.fd, b->data + b->len, room, 0);
+		ssize_t n = recv(c->relay.client.fd, b->data + b->len, room, 0);
 		if (n > 0) {
 			struct np_header h;
 
 			b->len += (uint32_t)n;
-			if ((size_t)n < room && !c->client.fin_seen && c->client.short_read_drains)
-				c->client.readable = false; /* drained: the next edge says when to read */
+			if ((size_t)n < room && !c->relay.client.fin_seen && c->relay.client.short_read_drains)
+				c->relay.client.readable = false; /* drained: the next edge says when to read */
 			int r = np_parse_max(b->data, b->len, cfg->max_header, &h);
 			if (r > 0) {
 				header_done(c, &h, r);
@@ -342,16 +335,16 @@ static void read_header(struct npd_conn *c)
 				       b->len);
 			return;
 		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			c->client.readable = false;
+			c->relay.client.readable = false;
 		} else if (errno != EINTR) {
 			npd_conn_close(c, "client: %s", strerror(errno));
 			return;
 		}
 	}
 	/* Idle connections hold no buffer. */
-	if (c->client.in && c->client.in->len == 0) {
-		npd_buf_put(c->w, c->client.in);
-		c->client.in = NULL;
+	if (c->relay.client.in && c->relay.client.in->len == 0) {
+		npd_buf_put(c->owner->pool, c->relay.client.in);
+		c->relay.client.in = NULL;
 	}
 }
 
@@ -376,19 +369,19 @@ static void connect_backend(struct npd_conn *c)
 	}
 	/* Common and harmless (a client on this host holds its own port): debug only. */
 	if (port_moved && npd_log_enabled(NPD_LOG_DEBUG)) {
-		char client[64];
+		char client[NPD_SOCKADDR_TEXT];
 		npd_log(NPD_LOG_DEBUG, "conn=%llu client %s: its port is in use here, so %s is reached "
 			"from another port", (unsigned long long)c->id,
 			npd_sockaddr_text(&c->client_addr, client, sizeof(client)), svc->name);
 	}
-	c->backend.fd = fd;
-	c->backend.short_read_drains = to->addr.ss_family != AF_UNIX;
-	if (watch(c->w, &c->backend) != 0) {
+	c->relay.backend.fd = fd;
+	c->relay.backend.short_read_drains = to->addr.ss_family != AF_UNIX;
+	if (npd_watch_add(c->owner->loop, fd, SIDE_EVENTS, &c->backend_watch) != 0) {
 		npd_conn_close(c, "epoll: %s", strerror(errno));
 		return;
 	}
 	if (connect(fd, (const struct sockaddr *)&to->addr, to->addrlen) == 0) {
-		c->backend.writable = true;
+		c->relay.backend.writable = true;
 	} else if (errno != EINPROGRESS) {
 		npd_conn_close(c, "backend %s (%s) unreachable: %s", svc->name, to->text,
 			       strerror(errno));
@@ -396,21 +389,108 @@ static void connect_backend(struct npd_conn *c)
 	}
 	c->state = NPD_CONN_CONNECTING;
 	npd_list_del(&c->waiting);
-	struct npd_timer_list *tl = npd_worker_timers(c->w, svc->connect_timeout_ms);
-	if (!tl) {
+	if (!arm(c, svc->connect_timeout_ms)) {
 		npd_conn_close(c, "out of memory");
 		return;
 	}
-	npd_timer_arm(tl, &c->timer, c->w->now_ms);
 	connecting(c);
 }
 
-/*
- * The first bytes for the backend, sent before the connect is known to be
- * done: the send itself says whether it is. Returns 1 when the connection
- * is up (the bytes went out), 0 when it is not yet (EAGAIN), or -1 with
- * *err the connect's own error.
- */
+/* Close with the reason the relay ended: the first side that failed, or "done". */
+static void finish(struct npd_conn *c)
+{
+	const struct npd_side *failed = npd_relay_failed(&c->relay);
+
+	if (failed)
+		npd_conn_close(c, "%s: %s", failed == &c->relay.client ? "client" : "backend",
+			       strerror(failed->error));
+	else
+		npd_conn_close(c, "done");
+}
+
+/* In NPD_CONN_LINGER: drop what the client still sends; close at its end. */
+static void linger(struct npd_conn *c)
+{
+	if (npd_task_queued(&c->again))
+		return; /* queued: its place will come */
+	switch (npd_relay_drain(&c->relay, c->owner->loop->turn)) {
+	case NPD_RELAY_STARVED:
+		npd_loop_defer(c->owner->loop, &c->again);
+		break;
+	case NPD_RELAY_DONE:
+	case NPD_RELAY_FAILED:
+		finish(c); /* nothing is lost by closing now */
+		break;
+	default:
+		break; /* the client's next edge, or the timer, brings us back */
+	}
+}
+
+/* Bytes moved: the idle deadline starts again. */
+static void idle_again(struct npd_conn *c)
+{
+	if (c->service->idle_timeout_ms > 0)
+		arm(c, c->service->idle_timeout_ms); /* out of memory: the old deadline stays */
+}
+
+/* Move bytes, and act on what the relay says. */
+static void relay(struct npd_conn *c)
+{
+	struct npd_loop *l = c->owner->loop;
+	enum npd_relay_verdict v = npd_relay_move(&c->relay, l->turn);
+
+	if (v != NPD_RELAY_IDLE)
+		npd_stats_relayed(c);
+	switch (v) {
+	case NPD_RELAY_IDLE:
+		break;
+	case NPD_RELAY_STARVED:
+		/*
+		 * A side's budget ran out before it ran dry: its readiness is not
+		 * used up, and no new edge will say so. The connection goes to the
+		 * tail of the ready list, and until its place comes, events for it
+		 * only note the readiness they bring.
+		 */
+		npd_loop_defer(l, &c->again);
+		idle_again(c); /* it moved bytes in this turn */
+		break;
+	case NPD_RELAY_MOVED:
+		idle_again(c);
+		break;
+	case NPD_RELAY_LINGER:
+		/* Our FIN is sent; the client's last bytes are drained for a while. */
+		if (arm(c, NPD_LINGER_MS)) {
+			c->state = NPD_CONN_LINGER;
+			linger(c);
+			break;
+		}
+		finish(c);
+		break;
+	case NPD_RELAY_DONE:
+	case NPD_RELAY_FAILED:
+		finish(c);
+		break;
+	}
+}
+
+/* Readiness came for a relayed connection: relay now, or at its place. */
+static void relay_now(struct npd_conn *c)
+{
+	if (npd_task_queued(&c->again))
+		return; /* queued: its place will come; the readiness is noted */
+	/*
+	 * A connection moving bulk data waits for its place even when it was
+	 * not queued: what arrives meanwhile makes its reads large (small ones
+	 * cost the peers' wake-ups: 10% more CPU per GiB with four streams),
+	 * and it keeps the loop from no one. Messages go through at once.
+	 */
+	if (npd_relay_bulk(&c->relay)) {
+		npd_loop_defer(c->owner->loop, &c->again);
+		return;
+	}
+	relay(c);
+}
+
 static const char *proxy_version_text(const struct npd_conn *c)
 {
 	if (c->version == 0)
@@ -433,7 +513,8 @@ static void log_established(const struct npd_conn *c)
 	enum npd_log_connections mode = c->gen->cfg->log_connections;
 	int level = mode != NPD_LOG_CONN_CLOSED && c->command != NP_CMD_LOCAL ? NPD_LOG_INFO
 									      : NPD_LOG_DEBUG;
-	char peer[64], client[64], dst[64], local[64];
+	char peer[NPD_SOCKADDR_TEXT], client[NPD_SOCKADDR_TEXT], dst[NPD_SOCKADDR_TEXT],
+		local[NPD_SOCKADDR_TEXT];
 
 	if (!npd_log_enabled(level))
 		return;
@@ -447,23 +528,23 @@ static void log_established(const struct npd_conn *c)
 		npd_sockaddr_text(&c->local_addr, local, sizeof(local)), c->target->text);
 }
 
-static int send_first(struct npd_conn *c, struct npd_buf *b, int *err)
+/*
+ * The first bytes for the backend, sent before the connect is known to be
+ * done, through the relay's own send path: the send itself says whether the
+ * connect is. Returns 1 when the connection is up (bytes went out), 0 when
+ * it is not yet (EAGAIN), or -1 with *err the connect's own error.
+ */
+static int send_first(struct npd_conn *c, int *err)
 {
-	ssize_t n;
+	struct npd_side *backend = &c->relay.backend;
 
-	do
-		n = send(c->backend.fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		*err = errno;
-		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
-	}
-	b->off += (uint32_t)n;
-	if (b->off == b->len) { /* as the relay does: an idle side holds no buffer */
-		npd_buf_put(c->w, b);
-		c->client.in = NULL;
-	}
-	return 1;
+	backend->writable = true; /* until the send says otherwise */
+	if (npd_relay_flush(&c->relay, &c->relay.client, backend) > 0)
+		return 1; /* a failure after the first bytes is the relay's to report */
+	if (!backend->error)
+		return 0;
+	*err = backend->error;
+	return -1;
 }
 
 /*
@@ -477,22 +558,19 @@ static int send_first(struct npd_conn *c, struct npd_buf *b, int *err)
 static void connecting(struct npd_conn *c)
 {
 	const struct npd_service *svc = c->service;
-	struct npd_buf *b = c->client.in;
+	struct npd_buf *b = c->relay.client.in;
 	int err = 0, up;
 
 	if (b && b->off < b->len) {
-		up = send_first(c, b, &err);
-		if (up == 0) {
-			c->backend.writable = false; /* its edge comes with the handshake's end */
-			return;
-		}
-		c->backend.writable = up > 0;
+		up = send_first(c, &err);
+		if (up == 0)
+			return; /* not writable: its edge comes with the handshake's end */
 	} else {
 		socklen_t len = sizeof(err);
 
-		if (!c->backend.writable)
+		if (!c->relay.backend.writable)
 			return;
-		if (getsockopt(c->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		if (getsockopt(c->relay.backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
 			err = errno;
 		up = err ? -1 : 1;
 	}
@@ -507,81 +585,95 @@ static void connecting(struct npd_conn *c)
 	npd_stats_connected(c);
 	/* The address the backend sees this connection come from: what joins its log to ours. */
 	socklen_t llen = sizeof(c->local_addr);
-	if (getsockname(c->backend.fd, &c->local_addr.sa, &llen) != 0)
+	if (getsockname(c->relay.backend.fd, &c->local_addr.sa, &llen) != 0)
 		c->local_addr.sa.sa_family = AF_UNSPEC;
 	log_established(c);
 	if (svc->idle_timeout_ms > 0) {
-		struct npd_timer_list *tl = npd_worker_timers(c->w, svc->idle_timeout_ms);
-		if (!tl) {
+		if (!arm(c, svc->idle_timeout_ms)) {
 			npd_conn_close(c, "out of memory");
 			return;
 		}
-		npd_timer_arm(tl, &c->timer, c->w->now_ms);
 	} else {
 		npd_timer_cancel(&c->timer);
 	}
-	npd_relay(c);
+	relay_now(c);
 }
 
-void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events)
+static void on_events(struct npd_conn *c, struct npd_side *side, uint32_t events)
 {
-	/* An error or hang-up is both: the next read or write says which. */
-	if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
-		side->readable = true;
-	/*
-	 * A FIN that came with the data brings no edge of its own after we read
-	 * the data: remember it, or the end would never be read.
-	 */
-	if (events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
-		side->fin_seen = true;
-	if (events & EPOLLERR)
-		side->err_seen = true;
-	if (events & EPOLLPRI) /* urgent data: the next reads may stop at its mark */
-		side->short_read_drains = false;
-	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-		side->writable = true;
+	if (c->state == NPD_CONN_CLOSED)
+		return; /* closed earlier in this batch of events; freed after it */
+	npd_side_note(side, events);
 
 	switch (c->state) {
 	case NPD_CONN_HEADER:
-		if (side == &c->client)
+		if (side == &c->relay.client)
 			read_header(c);
 		break;
 	case NPD_CONN_CONNECTING:
-		if (side == &c->backend && side->writable)
+		if (side == &c->relay.backend && side->writable)
 			connecting(c);
 		/* Client bytes wait in the kernel until the backend is there. */
 		break;
 	case NPD_CONN_RELAY:
-		npd_relay(c);
+		relay_now(c);
 		break;
 	case NPD_CONN_LINGER:
-		if (side == &c->client)
-			npd_linger(c, false);
+		if (side == &c->relay.client)
+			linger(c);
 		break;
 	}
 }
 
-void npd_conn_expire(struct npd_conn *c)
+static void on_client_events(void *obj, uint32_t events)
 {
+	struct npd_conn *c = obj;
+
+	on_events(c, &c->relay.client, events);
+}
+
+static void on_backend_events(void *obj, uint32_t events)
+{
+	struct npd_conn *c = obj;
+
+	on_events(c, &c->relay.backend, events);
+}
+
+/* Its place on the ready list has come: go on with whatever it was doing. */
+static void on_turn(void *obj)
+{
+	struct npd_conn *c = obj;
+
+	if (c->state == NPD_CONN_RELAY)
+		relay(c);
+	else if (c->state == NPD_CONN_LINGER)
+		linger(c);
+}
+
+static void on_timer(void *obj)
+{
+	struct npd_conn *c = obj;
+
 	npd_stats_expired(c);
 	switch (c->state) {
 	case NPD_CONN_HEADER:
-		if (c->w->draining) {
+		if (c->owner->draining) {
 			npd_stats_close_for(c, NPD_RESULT_SHUTDOWN);
-			c->w->drain_unheaded++;
-			c->w->drain_cut++;
+			c->owner->cut_unheaded++;
+			c->owner->cut++;
 			npd_conn_close(c, "shutting down");
 			break;
 		}
 		npd_conn_close(c, "header timeout (%d ms), %u bytes received",
-			       c->gen->cfg->header_timeout_ms, c->client.in ? c->client.in->len : 0);
+			       c->gen->cfg->header_timeout_ms,
+			       c->relay.client.in ? c->relay.client.in->len : 0);
 		break;
 	case NPD_CONN_CONNECTING:
 		npd_conn_close(c, "backend %s (%s) connect timeout (%d ms)", c->service->name,
 			       c->target->text, c->service->connect_timeout_ms);
 		break;
 	case NPD_CONN_LINGER:
-		npd_linger(c, true);
+		finish(c);
 		break;
 	default:
 		npd_conn_close(c, "idle timeout (%d ms)", c->service->idle_timeout_ms);
@@ -590,7 +682,7 @@ void npd_conn_expire(struct npd_conn *c)
 
 static void release_side(struct npd_conn *c, struct npd_side *s)
 {
-	npd_side_discard(c, s);
+	npd_side_discard(&c->relay, s);
 	if (s->fd >= 0) {
 		close(s->fd); /* also takes it out of the epoll set */
 		s->fd = -1;
@@ -599,8 +691,9 @@ static void release_side(struct npd_conn *c, struct npd_side *s)
 
 void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 {
-	struct npd_worker *w = c->w;
-	char reason[512], peer[64], client[64], dst[64], local[64];
+	struct npd_conns *cs = c->owner;
+	char reason[512], peer[NPD_SOCKADDR_TEXT], client[NPD_SOCKADDR_TEXT], dst[NPD_SOCKADDR_TEXT],
+		local[NPD_SOCKADDR_TEXT];
 	va_list ap;
 
 	if (c->state == NPD_CONN_CLOSED)
@@ -610,7 +703,7 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 
-	int64_t ms = w->now_ms - c->start_ms;
+	int64_t ms = cs->loop->now_ms - c->start_ms;
 	/*
 	 * A connection that never reached its service is worth a warning. One
 	 * that did, with a LOCAL header and not a byte either way, is a load
@@ -620,7 +713,8 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 	bool reached = c->state == NPD_CONN_RELAY || c->state == NPD_CONN_LINGER;
 	bool health_check = c->command == NP_CMD_LOCAL;
 	int level = !reached ? NPD_LOG_WARN
-		    : health_check && !c->client.bytes && !c->backend.bytes && !c->backend.error
+		    : health_check && !c->relay.client.bytes && !c->relay.backend.bytes &&
+				      !c->relay.backend.error
 			    ? NPD_LOG_DEBUG
 		    : !health_check && c->gen->cfg->log_connections == NPD_LOG_CONN_ESTABLISHED
 			    ? NPD_LOG_DEBUG /* its line was the one when it was established */
@@ -635,19 +729,94 @@ void npd_conn_close(struct npd_conn *c, const char *fmt, ...)
 		npd_sockaddr_text(&c->client_addr, client, sizeof(client)),
 		npd_sockaddr_text(&c->dst_addr, dst, sizeof(dst)), proxy_version_text(c),
 		npd_sockaddr_text(&c->local_addr, local, sizeof(local)),
-		(unsigned long long)c->client.bytes, (unsigned long long)c->backend.bytes,
+		(unsigned long long)c->relay.client.bytes, (unsigned long long)c->relay.backend.bytes,
 		(long long)(ms / 1000), (long long)(ms % 1000), reason);
 release:
-	release_side(c, &c->client);
-	release_side(c, &c->backend);
+	release_side(c, &c->relay.client);
+	release_side(c, &c->relay.backend);
 	npd_timer_cancel(&c->timer);
+	npd_task_cancel(&c->again);
 	c->state = NPD_CONN_CLOSED;
 	/* Later events of this epoll batch may still name c: it is freed after the batch. */
 	if (npd_list_linked(&c->waiting))
 		npd_list_del(&c->waiting);
 	npd_list_del(&c->link);
-	npd_list_add_tail(&w->graveyard, &c->link);
-	w->nconns--;
+	npd_list_add_tail(&cs->graveyard, &c->link);
+	cs->n--;
 	npd_gen_release(c->gen);
 	c->gen = NULL;
+}
+
+bool npd_conns_shed(struct npd_conns *cs, size_t limit)
+{
+	if (npd_list_empty(&cs->waiting))
+		return false;
+	/* The oldest still silent makes room: it had its chance longest. */
+	struct npd_conn *oldest = npd_container_of(cs->waiting.next, struct npd_conn, waiting);
+
+	npd_stats_close_for(oldest, NPD_RESULT_SHED);
+	npd_conn_close(oldest,
+		       "shed: at the connection limit (%zu), the connection waiting longest for its "
+		       "header makes room", limit);
+	return true;
+}
+
+void npd_conns_drain(struct npd_conns *cs, int grace_ms)
+{
+	/*
+	 * A connection still waiting for its header has no service yet, but its
+	 * header may be on its way (the client's connect() and its first write
+	 * are two steps): it has at most NPD_DRAIN_HEADER_MS more, its header
+	 * timeout's remainder if shorter, and closes "shutting down" then.
+	 */
+	struct npd_timer_list *tl = grace_ms ? npd_loop_timers(cs->loop, NPD_DRAIN_HEADER_MS) : NULL;
+	struct npd_list *pos = cs->waiting.next;
+
+	cs->draining = true;
+	while (pos != &cs->waiting) {
+		struct npd_conn *c = npd_container_of(pos, struct npd_conn, waiting);
+		pos = pos->next;
+		if (!tl) {
+			npd_stats_close_for(c, NPD_RESULT_SHUTDOWN);
+			npd_conn_close(c, "shutting down");
+			cs->cut_unheaded++;
+			cs->cut++;
+		} else if (c->timer.deadline_ms > cs->loop->now_ms + NPD_DRAIN_HEADER_MS) {
+			npd_timer_arm(tl, &c->timer, cs->loop->now_ms);
+		}
+	}
+}
+
+void npd_conns_close_all(struct npd_conns *cs)
+{
+	while (!npd_list_empty(&cs->open)) {
+		struct npd_conn *c = npd_container_of(cs->open.next, struct npd_conn, link);
+		cs->cut_unheaded += c->state == NPD_CONN_HEADER;
+		cs->cut++;
+		npd_stats_close_for(c, NPD_RESULT_SHUTDOWN);
+		npd_conn_close(c, "shutting down");
+	}
+}
+
+bool npd_conns_bury(struct npd_conns *cs)
+{
+	bool any = false;
+
+	while (!npd_list_empty(&cs->graveyard)) {
+		struct npd_conn *c = npd_container_of(cs->graveyard.next, struct npd_conn, link);
+		npd_list_del(&c->link);
+		c->next_free = cs->free;
+		cs->free = c;
+		any = true;
+	}
+	return any;
+}
+
+void npd_conns_free(struct npd_conns *cs)
+{
+	while (cs->free) {
+		struct npd_conn *c = cs->free;
+		cs->free = c->next_free;
+		free(c);
+	}
 }

@@ -1,48 +1,29 @@
 /*
- * conn.h - one relayed connection, from accept to close.
+ * conn.h - one relayed connection, from accept to close, and the set of a
+ * worker's connections.
  *
- *   HEADER ──▶ CONNECTING ──▶ RELAY ──▶ closed
+ *   HEADER ──▶ CONNECTING ──▶ RELAY ──▶ [LINGER] ──▶ closed
  *
- * One struct owns everything the connection has: both sockets, the buffers
- * in flight, its timer and its addresses; npd_conn_close() is the only way
- * out, frees whatever exists and writes the one log line.
+ * One struct owns everything the connection has: both sockets and the bytes
+ * in flight (its relay), its timer, its place on the loop's ready list and
+ * its addresses. conn.c owns the whole life: it reads the header, connects,
+ * runs the relay and acts on its verdict (re-arms the idle timer, queues the
+ * connection for its next turn, lingers, closes); npd_conn_close() is the
+ * only way out, frees whatever exists and writes the one log line.
  */
 #ifndef NPD_CONN_H
 #define NPD_CONN_H
 
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "addresses.h"
+#include "buffers.h"
+#include "config.h"
+#include "gen.h"
 #include "list.h"
-#include "timer.h"
-#include "worker.h"
-
-#define NPD_BUF_SIZE 16384
-/*
- * Room kept free behind the bytes read with the header: the re-emitted header
- * may be longer than the received one (v1 "TCP6 ::1 ::1 0 0" becomes 52
- * bytes of v2, plus 7 for a CRC32C), and it goes out in front of them.
- */
-#define NPD_BUF_HEADROOM 64
-
-struct npd_buf {
-	struct npd_buf *next_free;
-	uint32_t off, len, cap; /* data[off..len) is waiting to be written */
-	uint8_t data[];
-};
-
-/*
- * A direction whose read fills a whole buffer is moving bulk data: its next
- * reads take a buffer of NPD_BULK_SIZE, a system call per megabyte instead
- * of one per 16 KiB. Measured on loopback (bench/RESULTS.md), copying through
- * it costs netproxyd no more CPU per GiB than splice() through a pipe did,
- * and the chain runs faster: the peers' sockets get large segments. A worker
- * lends at most NPD_BULK_MAX of them at a time; beyond that a bulk direction
- * makes do with NPD_BUF_SIZE, so memory stays bounded however many stream.
- */
-#define NPD_BULK_SIZE (1024 * 1024)
-#define NPD_BULK_MAX 32
+#include "loop.h"
+#include "relay.h"
 
 enum npd_conn_state {
 	NPD_CONN_HEADER,
@@ -52,47 +33,21 @@ enum npd_conn_state {
 	NPD_CONN_CLOSED,
 };
 
-union npd_sockaddr {
-	struct sockaddr sa;
-	struct sockaddr_in in;
-	struct sockaddr_in6 in6;
-};
-
-/* One of the connection's two sockets, and what was read from it. */
-struct npd_side {
-	struct npd_ev ev; /* NPD_EV_CLIENT or NPD_EV_BACKEND */
-	int fd;
-	bool readable, writable; /* edge-triggered readiness not used up yet */
-	bool fin_seen;		 /* epoll said its FIN has arrived: read until recv() says 0 */
-	bool err_seen;		 /* epoll said it failed: read until recv() says why */
-	/*
-	 * A short read took all there was: true for TCP, until urgent data
-	 * (EPOLLPRI) comes, at whose mark recv() stops early; never for a
-	 * UNIX socket, whose recv() may stop between two writers' messages.
-	 * Where false, a side is read until EAGAIN.
-	 */
-	bool short_read_drains;
-	bool eof;		 /* it sent its FIN and we have read it: nothing more to read */
-	bool shut;		 /* we sent it our FIN (shutdown SHUT_WR) */
-	int error;		 /* errno of the read or write that failed on it; 0 while fine */
-	struct npd_buf *in;	 /* read from this side, not yet written to the other */
-	bool bulk;		 /* its last read filled its buffer: read into a bulk one */
-	uint32_t budget;	 /* bytes that may still be read from it in the turn (relay.c) */
-	uint64_t bytes;		 /* application bytes read from this side */
-};
+struct npd_conns;
+struct npd_stats;
 
 struct npd_conn {
-	struct npd_side client, backend;
-	struct npd_worker *w;
+	struct npd_relay relay; /* both sockets, and what was read from each */
+	struct npd_watch client_watch, backend_watch;
+	struct npd_conns *owner;
 	struct npd_gen *gen;
 	const struct npd_listener *listener;
 	const struct npd_service *service; /* NULL for an unmapped port */
 	const struct npd_target *target;   /* the service's address it goes to; NULL before */
-	struct npd_timer timer;		   /* header, connect or idle deadline */
-	struct npd_list link;		   /* in the worker's conns, then its graveyard */
-	struct npd_list ready;		   /* in the worker's ready list (worker.h) */
-	struct npd_list waiting;	   /* in the worker's waiting list while in NPD_CONN_HEADER */
-	uint64_t turn;			   /* the loop turn the sides' budgets are for */
+	struct npd_timer timer;		   /* header, connect, idle or linger deadline */
+	struct npd_task again;		   /* on the loop's ready list: more to do next turn */
+	struct npd_list link;		   /* in the owner's open list, then its graveyard */
+	struct npd_list waiting;	   /* in the owner's waiting list while in NPD_CONN_HEADER */
 	struct npd_conn *next_free;
 	uint64_t id;
 	int64_t start_ms;
@@ -107,40 +62,70 @@ struct npd_conn {
 	struct npd_stats_service *stats; /* its service's counters in the worker (stats.h) */
 	int64_t header_ms;		 /* when its header was complete, for the connect time */
 	uint8_t result;			 /* enum npd_result, when an event decided it */
+	uint64_t counted_up, counted_down; /* of the relay's bytes, those counted so far */
 };
 
-/* A trusted peer's accepted socket fd on listening socket ls: start its connection. */
-void npd_conn_open(struct npd_worker *w, const struct npd_lsock *ls, int fd,
+/*
+ * A worker's connections: the slots, open and closed, and what they share,
+ * the loop they run in and the pool their buffers come from.
+ */
+struct npd_conns {
+	struct npd_loop *loop;
+	struct npd_buf_pool *pool;
+	struct npd_stats *stats; /* the worker's counters (stats.h), which its connections add to */
+	size_t n;	      /* open */
+	struct npd_list open; /* every open connection, to close them at exit */
+	/*
+	 * Connections still waiting for their header, oldest first: at
+	 * max_connections the first makes room for a new one, so that silent
+	 * connections cannot keep out the clients that send their headers.
+	 */
+	struct npd_list waiting;
+	struct npd_list graveyard; /* closed this turn; freed once no event can name them */
+	struct npd_conn *free;	   /* slots to reuse */
+	bool draining;		   /* a graceful stop: header deadlines close "shutting down" */
+	size_t cut;		   /* closed "shutting down" */
+	size_t cut_unheaded;	   /* of them, still waiting for their header */
+};
+
+/* An empty set whose connections run in loop, with buffers from pool, counted in stats. */
+void npd_conns_init(struct npd_conns *cs, struct npd_loop *loop, struct npd_buf_pool *pool,
+		    struct npd_stats *stats);
+
+/*
+ * A trusted peer's accepted socket fd on gen's listener number listener:
+ * start its connection (it takes fd and a reference to gen). False only
+ * when out of memory: fd is closed and nothing was logged.
+ */
+bool npd_conn_open(struct npd_conns *cs, struct npd_gen *gen, int listener, int fd,
 		   const union npd_sockaddr *peer);
-
-/* epoll reported events on one side of c. */
-void npd_conn_event(struct npd_conn *c, struct npd_side *side, uint32_t events);
-
-/* c's timer expired. */
-void npd_conn_expire(struct npd_conn *c);
 
 __attribute__((format(printf, 2, 3))) void npd_conn_close(struct npd_conn *c, const char *fmt, ...);
 
 /*
- * Move bytes both ways as far as readiness and the turn's budget allow
- * (relay.c). Closes c when done or on error; queues it on the worker's ready
- * list when the budget ran out first.
+ * At the connection limit (limit, for the line): close the connection that
+ * has waited longest for its header, to make room. False when none waits.
  */
-void npd_relay(struct npd_conn *c);
+bool npd_conns_shed(struct npd_conns *cs, size_t limit);
 
-/* c was taken from the ready list: go on with whatever it was doing (relay.c). */
-void npd_relay_again(struct npd_conn *c);
+/*
+ * A graceful stop begins: a connection still waiting for its header has at
+ * most NPD_DRAIN_HEADER_MS more (none with grace_ms 0), then closes
+ * "shutting down". Relayed connections go on.
+ */
+#define NPD_DRAIN_HEADER_MS 1000
+void npd_conns_drain(struct npd_conns *cs, int grace_ms);
 
-/* Give back the buffer holding what was read from s, with whatever is still in it. */
-void npd_side_discard(struct npd_conn *c, struct npd_side *s);
+/* Close every open connection "shutting down". */
+void npd_conns_close_all(struct npd_conns *cs);
 
-/* In NPD_CONN_LINGER: read and drop what the client still sends; close at its end (relay.c). */
-void npd_linger(struct npd_conn *c, bool expired);
+/* Free the slots closed this turn for reuse; true when there were some (descriptors freed). */
+bool npd_conns_bury(struct npd_conns *cs);
+
+/* Free every slot kept for reuse (after npd_conns_close_all and npd_conns_bury). */
+void npd_conns_free(struct npd_conns *cs);
 
 /* How long a lingering close waits for the client's end. */
 #define NPD_LINGER_MS 2000
-
-/* "203.0.113.7:51234", "[2001:db8::1]:443", "unix", "-" for AF_UNSPEC. */
-const char *npd_sockaddr_text(const union npd_sockaddr *a, char *out, size_t cap);
 
 #endif /* NPD_CONN_H */

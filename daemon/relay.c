@@ -1,5 +1,6 @@
 /*
- * relay.c - move bytes both ways between client and backend.
+ * relay.c - move bytes both ways between client and backend, and return a
+ * verdict; the connection (conn.c) decides what it means for its life.
  *
  * Sockets are edge-triggered and registered once for both directions; each
  * side remembers the readiness epoll reported and a syscall returning EAGAIN
@@ -10,16 +11,12 @@
  *
  * Each direction reads into a 16 KiB buffer, enough for any message. A read
  * that fills its buffer means bulk data: the next reads take a bulk buffer
- * (conn.h), until a read would have fit a small one again.
+ * (buffers.h), until a read would have fit a small one again.
  *
- * A connection reads at most NPD_TURN_BYTES from each side when it has the
- * loop (worker.h): a peer that keeps its socket full must not keep the loop
- * from every other connection. When a side's budget runs out before it has
- * run dry, its readiness is not used up, and no new edge will say so: the
- * connection goes to the tail of the worker's ready list, and until its
- * place comes, events for it only note the readiness they bring. A
- * connection moving bulk data goes there at its events too, while one
- * exchanging messages is served at once. Each side has a budget of its own,
+ * A relay reads at most NPD_TURN_BYTES from each side per turn of the loop.
+ * When a side's budget runs out before it has run dry, its readiness is not
+ * used up, and no new edge will say so: the verdict is STARVED, and the
+ * caller must come back at a later turn. Each side has a budget of its own,
  * so that a direction served first cannot starve the other.
  *
  * A direction ends when its source has sent FIN and everything before it has
@@ -27,19 +24,42 @@
  * pipe) ends the direction into it at once, since nothing can reach it any
  * more, and the direction out of it once what was read from it before the
  * failure has been delivered: an error on one side never costs the other
- * side a byte it was owed. The connection closes when both directions ended.
+ * side a byte it was owed. The relay is over when both directions ended.
  */
 #include <errno.h>
-#include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
-#include "conn.h"
+#include "relay.h"
 
 _Static_assert(NPD_TURN_BYTES >= NPD_BULK_SIZE, "a bulk read must fit in a turn's budget");
 
-static const char *side_name(const struct npd_conn *c, const struct npd_side *s)
+void npd_relay_init(struct npd_relay *r, struct npd_buf_pool *pool, int client_fd, int backend_fd)
 {
-	return s == &c->client ? "client" : "backend";
+	*r = (struct npd_relay){.pool = pool};
+	r->client.fd = client_fd;
+	r->backend.fd = backend_fd;
+	/* A UNIX socket's side says otherwise once it is known to be one (conn.c). */
+	r->client.short_read_drains = r->backend.short_read_drains = true;
+}
+
+void npd_side_note(struct npd_side *s, uint32_t events)
+{
+	/* An error or hang-up is both: the next read or write says which. */
+	if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+		s->readable = true;
+	/*
+	 * A FIN that came with the data brings no edge of its own after we read
+	 * the data: remember it, or the end would never be read.
+	 */
+	if (events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+		s->fin_seen = true;
+	if (events & EPOLLERR)
+		s->err_seen = true;
+	if (events & EPOLLPRI) /* urgent data: the next reads may stop at its mark */
+		s->short_read_drains = false;
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+		s->writable = true;
 }
 
 /*
@@ -71,41 +91,64 @@ static bool read_failed(struct npd_side *src)
 	return false;
 }
 
-void npd_side_discard(struct npd_conn *c, struct npd_side *src)
+void npd_side_discard(struct npd_relay *r, struct npd_side *s)
 {
-	if (src->in) {
-		npd_buf_put(c->w, src->in);
-		src->in = NULL;
+	if (s->in) {
+		npd_buf_put(r->pool, s->in);
+		s->in = NULL;
 	}
 }
 
-/* What may still be read from side s of c in this turn of the loop. */
-static uint32_t budget(struct npd_conn *c, const struct npd_side *s)
+/* A new turn gives each side its budget. */
+static void new_turn(struct npd_relay *r, uint64_t turn)
 {
-	if (c->turn != c->w->turn) {
-		c->turn = c->w->turn;
-		c->client.budget = c->backend.budget = NPD_TURN_BYTES;
+	if (r->turn != turn) {
+		r->turn = turn;
+		r->client.budget = r->backend.budget = NPD_TURN_BYTES;
 	}
-	return s->budget;
 }
 
-/* c has more to read but no budget left: it goes on at the next turn. */
-static void again_next_turn(struct npd_conn *c)
+size_t npd_relay_flush(struct npd_relay *r, struct npd_side *src, struct npd_side *dst)
 {
-	if (!npd_list_linked(&c->ready))
-		npd_list_add_tail(&c->w->ready, &c->ready);
+	struct npd_buf *b = src->in;
+	size_t sent = 0;
+
+	while (b && b->off < b->len) {
+		/*
+		 * When src has ended, our FIN follows these bytes at once:
+		 * MSG_MORE lets the kernel put it in their last segment, one
+		 * packet and one wake-up of the peer instead of two. (The FIN,
+		 * or the close that sends it, pushes them out.)
+		 */
+		ssize_t n = send(dst->fd, b->data + b->off, b->len - b->off,
+				 MSG_NOSIGNAL | (src->eof ? MSG_MORE : 0));
+		if (n < 0) {
+			if (retry(dst, &dst->writable))
+				continue;
+			if (dst->error)
+				npd_side_discard(r, src);
+			return sent;
+		}
+		b->off += (uint32_t)n;
+		sent += (size_t)n;
+		if (b->off == b->len) { /* an idle side holds no buffer */
+			npd_buf_put(r->pool, b);
+			src->in = b = NULL;
+		}
+	}
+	return sent;
 }
 
 /*
  * Move what src has to say to dst. Returns true when anything happened; sets
  * *starved when src is still readable but the turn's budget is spent.
  */
-static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst, bool *starved)
+static bool pump(struct npd_relay *r, struct npd_side *src, struct npd_side *dst, bool *starved)
 {
 	bool progress = false;
 
 	if (dst->error) {
-		npd_side_discard(c, src);
+		npd_side_discard(r, src);
 		return false;
 	}
 	for (;;) {
@@ -116,27 +159,11 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 		if (b && b->off < b->len) {
 			if (!dst->writable)
 				return progress;
-			/*
-			 * When src has ended, our FIN follows these bytes at once:
-			 * MSG_MORE lets the kernel put it in their last segment, one
-			 * packet and one wake-up of the peer instead of two. (The FIN,
-			 * or the close that sends it, pushes them out.)
-			 */
-			n = send(dst->fd, b->data + b->off, b->len - b->off,
-				 MSG_NOSIGNAL | (src->eof ? MSG_MORE : 0));
-			if (n < 0) {
-				if (retry(dst, &dst->writable))
-					continue;
-				if (dst->error)
-					npd_side_discard(c, src);
+			progress |= npd_relay_flush(r, src, dst) > 0;
+			if (src->in)
+				return progress; /* dst takes no more for now */
+			if (dst->error)
 				return progress;
-			}
-			b->off += (uint32_t)n;
-			progress = true;
-			if (b->off == b->len) {
-				npd_buf_put(c->w, b);
-				src->in = NULL;
-			}
 			continue;
 		}
 
@@ -158,12 +185,12 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 		}
 		if (!src->readable)
 			return progress;
-		uint32_t want = budget(c, src);
+		uint32_t want = src->budget;
 		if (want == 0) {
 			*starved = true;
 			return progress;
 		}
-		if (!b && !(b = src->in = npd_buf_get(c->w, src->bulk))) {
+		if (!b && !(b = src->in = npd_buf_get(r->pool, src->bulk))) {
 			src->error = ENOMEM;
 			src->eof = true;
 			continue;
@@ -175,7 +202,6 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 			b->off = 0;
 			b->len = (uint32_t)n;
 			src->bytes += (uint64_t)n;
-			npd_stats_relayed(c, src, (uint64_t)n);
 			src->budget -= (uint32_t)n;
 			progress = true;
 			if ((size_t)n == want) {
@@ -202,7 +228,7 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 			}
 			continue;
 		}
-		npd_buf_put(c->w, b);
+		npd_buf_put(r->pool, b);
 		src->in = NULL;
 		if (n == 0) {
 			src->eof = true;
@@ -213,48 +239,9 @@ static bool pump(struct npd_conn *c, struct npd_side *src, struct npd_side *dst,
 	}
 }
 
-/* Close with the reason the relay ended: the first side that failed, or "done". */
-static void finish(struct npd_conn *c)
+const struct npd_side *npd_relay_failed(const struct npd_relay *r)
 {
-	const struct npd_side *failed = c->client.error	   ? &c->client
-					: c->backend.error ? &c->backend
-							   : NULL;
-	if (failed)
-		npd_conn_close(c, "%s: %s", side_name(c, failed), strerror(failed->error));
-	else
-		npd_conn_close(c, "done");
-}
-
-void npd_linger(struct npd_conn *c, bool expired)
-{
-	char sink[4096];
-
-	if (expired) {
-		finish(c);
-		return;
-	}
-	if (npd_list_linked(&c->ready))
-		return; /* queued: its place will come */
-	while (c->client.readable) {
-		uint32_t want = budget(c, &c->client);
-		if (want == 0) {
-			again_next_turn(c);
-			return;
-		}
-		ssize_t n = recv(c->client.fd, sink, want < sizeof(sink) ? want : sizeof(sink), 0);
-		if (n > 0) {
-			c->client.budget -= (uint32_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			c->client.readable = false;
-			return; /* the next edge, or the timer, brings us back */
-		}
-		finish(c); /* the client's end, or its error: nothing is lost by closing now */
-		return;
-	}
+	return r->client.error ? &r->client : r->backend.error ? &r->backend : NULL;
 }
 
 /* The direction from src to dst has ended. */
@@ -263,67 +250,60 @@ static bool ended(const struct npd_side *src, const struct npd_side *dst)
 	return dst->error || (src->eof && dst->shut);
 }
 
-static void relay(struct npd_conn *c)
+static enum npd_relay_verdict over(const struct npd_relay *r)
+{
+	return npd_relay_failed(r) ? NPD_RELAY_FAILED : NPD_RELAY_DONE;
+}
+
+enum npd_relay_verdict npd_relay_move(struct npd_relay *r, uint64_t turn)
 {
 	bool moved = false, starved = false, progress;
 
+	new_turn(r, turn);
 	do {
-		progress = pump(c, &c->client, &c->backend, &starved);
-		progress |= pump(c, &c->backend, &c->client, &starved);
+		progress = pump(r, &r->client, &r->backend, &starved);
+		progress |= pump(r, &r->backend, &r->client, &starved);
 		moved |= progress;
 	} while (progress);
 
-	if (ended(&c->client, &c->backend) && ended(&c->backend, &c->client)) {
+	if (ended(&r->client, &r->backend) && ended(&r->backend, &r->client)) {
 		/*
 		 * Closing a socket with unread input sends a reset, and a reset makes
 		 * the peer's kernel drop what it has not read yet: the end of what we
 		 * just sent the client. When the client may still be sending (the
-		 * backend failed first), drain it after our FIN, for a while, and
-		 * close only then: the lingering close web servers do.
+		 * backend failed first), it must be drained after our FIN, for a
+		 * while, and closed only then: the lingering close web servers do.
 		 */
-		if (!c->client.eof && !c->client.error && c->client.shut) {
-			struct npd_timer_list *tl = npd_worker_timers(c->w, NPD_LINGER_MS);
-			if (tl) {
-				c->state = NPD_CONN_LINGER;
-				npd_timer_arm(tl, &c->timer, c->w->now_ms);
-				npd_linger(c, false);
-				return;
-			}
-		}
-		finish(c);
-		return;
+		if (!r->client.eof && !r->client.error && r->client.shut)
+			return NPD_RELAY_LINGER;
+		return over(r);
 	}
 	if (starved)
-		again_next_turn(c);
-	if (moved && c->service->idle_timeout_ms > 0) {
-		struct npd_timer_list *tl = npd_worker_timers(c->w, c->service->idle_timeout_ms);
-		if (tl)
-			npd_timer_arm(tl, &c->timer, c->w->now_ms);
-	}
+		return NPD_RELAY_STARVED;
+	return moved ? NPD_RELAY_MOVED : NPD_RELAY_IDLE;
 }
 
-void npd_relay(struct npd_conn *c)
+enum npd_relay_verdict npd_relay_drain(struct npd_relay *r, uint64_t turn)
 {
-	if (npd_list_linked(&c->ready))
-		return; /* queued: its place will come; the readiness is noted */
-	/*
-	 * A connection moving bulk data waits for its place even when it was
-	 * not queued: what arrives meanwhile makes its reads large (small ones
-	 * cost the peers' wake-ups: 10% more CPU per GiB with four streams),
-	 * and it keeps the loop from no one. Messages go through at once.
-	 */
-	if (c->client.bulk || c->backend.bulk) {
-		again_next_turn(c);
-		return;
-	}
-	relay(c);
-}
+	struct npd_side *c = &r->client;
+	char sink[4096];
 
-/* Taken off the ready list: the conn's place has come. */
-void npd_relay_again(struct npd_conn *c)
-{
-	if (c->state == NPD_CONN_RELAY)
-		relay(c);
-	else if (c->state == NPD_CONN_LINGER)
-		npd_linger(c, false);
+	new_turn(r, turn);
+	while (c->readable) {
+		if (c->budget == 0)
+			return NPD_RELAY_STARVED;
+		ssize_t n = recv(c->fd, sink, c->budget < sizeof(sink) ? c->budget : sizeof(sink), 0);
+		if (n > 0) {
+			c->budget -= (uint32_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->readable = false;
+			return NPD_RELAY_IDLE; /* its next edge, or the caller's timer, brings us back */
+		}
+		return over(r); /* its end, or its error: nothing is lost by closing now */
+	}
+	return NPD_RELAY_IDLE;
 }

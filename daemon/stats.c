@@ -86,7 +86,7 @@ static void map_generation(struct npd_stats *st, const struct npd_gen *gen)
 
 void npd_stats_conn_open(struct npd_conn *c)
 {
-	struct npd_stats *st = &c->w->stats;
+	struct npd_stats *st = c->owner->stats;
 	int svc = c->listener->service;
 
 	/*
@@ -118,9 +118,9 @@ static void observe(struct npd_stats_hist *h, int64_t ms)
 
 void npd_stats_header_done(struct npd_conn *c, const struct np_header *h)
 {
-	struct npd_stats *st = &c->w->stats;
+	struct npd_stats *st = c->owner->stats;
 
-	c->header_ms = c->w->now_ms;
+	c->header_ms = c->owner->loop->now_ms;
 	if (!c->stats)
 		return;
 	if (h->version == 1 || h->version == 2)
@@ -133,14 +133,14 @@ void npd_stats_header_failed(struct npd_conn *c, int err)
 	if (!c->stats)
 		return;
 	c->result = NPD_RESULT_HEADER_ERROR;
-	npd_stat_add(&c->w->stats.header_failed[err < 0 && -err < NPD_STATS_HEADER_ERRORS ? -err : 0],
+	npd_stat_add(&c->owner->stats->header_failed[err < 0 && -err < NPD_STATS_HEADER_ERRORS ? -err : 0],
 		     1);
 }
 
 void npd_stats_connected(struct npd_conn *c)
 {
 	if (c->stats)
-		observe(&c->stats->connect, c->w->now_ms - c->header_ms);
+		observe(&c->stats->connect, c->owner->loop->now_ms - c->header_ms);
 }
 
 void npd_stats_expired(struct npd_conn *c)
@@ -171,8 +171,8 @@ static enum npd_result derived_result(const struct npd_conn *c)
 	switch (c->state) {
 	case NPD_CONN_RELAY:
 	case NPD_CONN_LINGER:
-		return c->client.error || c->backend.error ? NPD_RESULT_RELAY_ERROR
-							   : NPD_RESULT_DONE;
+		return c->relay.client.error || c->relay.backend.error ? NPD_RESULT_RELAY_ERROR
+								       : NPD_RESULT_DONE;
 	case NPD_CONN_CONNECTING:
 		return NPD_RESULT_BACKEND_ERROR;
 	default:
@@ -187,6 +187,7 @@ void npd_stats_conn_closed(struct npd_conn *c)
 {
 	if (!c->stats)
 		return;
+	npd_stats_relayed(c);
 	enum npd_result r = c->result ? (enum npd_result)c->result : derived_result(c);
 	npd_stat_add(&c->stats->closed[r], 1);
 }
@@ -196,10 +197,20 @@ void npd_stats_rejected(struct npd_worker *w, enum npd_reject why)
 	npd_stat_add(&w->stats.rejected[why], 1);
 }
 
-void npd_stats_relayed(struct npd_conn *c, const struct npd_side *side, uint64_t n)
+void npd_stats_relayed(struct npd_conn *c)
 {
-	if (c->stats)
-		npd_stat_add(side == &c->client ? &c->stats->bytes_up : &c->stats->bytes_down, n);
+	const struct npd_relay *r = &c->relay;
+
+	if (!c->stats)
+		return;
+	if (r->client.bytes != c->counted_up) {
+		npd_stat_add(&c->stats->bytes_up, r->client.bytes - c->counted_up);
+		c->counted_up = r->client.bytes;
+	}
+	if (r->backend.bytes != c->counted_down) {
+		npd_stat_add(&c->stats->bytes_down, r->backend.bytes - c->counted_down);
+		c->counted_down = r->backend.bytes;
+	}
 }
 
 /* --- main's ------------------------------------------------------------------ */

@@ -153,8 +153,12 @@ void npd_stats_conn_closed(struct npd_conn *c);
 /* A connection was refused at accept, before a byte was read. */
 void npd_stats_rejected(struct npd_worker *w, enum npd_reject why);
 
-/* n bytes were read from side of c, to be relayed to the other side. */
-void npd_stats_relayed(struct npd_conn *c, const struct npd_side *side, uint64_t n);
+/*
+ * Count the bytes c's relay has read since the last call (conn.c calls it
+ * whenever the relay moved some, and at the close): the counters follow a
+ * long connection as it goes, not only when it ends.
+ */
+void npd_stats_relayed(struct npd_conn *c);
 
 /* --- the process's own, set by main ---------------------------------------- */
 

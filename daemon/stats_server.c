@@ -23,7 +23,7 @@
 #include "stats_render.h"
 #include "stats_server.h"
 #include "stats_snapshot.h"
-#include "timer.h"
+#include "loop.h"
 
 struct client {
 	int fd;

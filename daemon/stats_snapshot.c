@@ -44,7 +44,7 @@ void npd_stats_answer(struct npd_worker *w)
 	pthread_mutex_lock(&lock);
 	struct npd_snapshot *req = w->stats.snapshot;
 	if (req) {
-		for (struct npd_list *pos = w->conns.next; pos != &w->conns; pos = pos->next) {
+		for (struct npd_list *pos = w->conns.open.next; pos != &w->conns.open; pos = pos->next) {
 			const struct npd_conn *c = npd_container_of(pos, struct npd_conn, link);
 			if (c->state == NPD_CONN_CLOSED)
 				continue;
@@ -58,8 +58,8 @@ void npd_stats_answer(struct npd_worker *w)
 			e->peer = c->peer_addr;
 			e->state = c->state;
 			e->start_ms = c->start_ms;
-			e->up = c->client.bytes;
-			e->down = c->backend.bytes;
+			e->up = c->relay.client.bytes;
+			e->down = c->relay.backend.bytes;
 		}
 		req->done = true;
 		w->stats.snapshot = NULL;

@@ -15,6 +15,8 @@
 
 #include "conn.h"
 
+struct npd_worker;
+
 /* One connection as the list shows it: copies, nothing pointing into the worker. */
 struct npd_conn_info {
 	uint64_t id;

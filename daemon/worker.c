@@ -1,5 +1,7 @@
 /*
- * worker.c - the event loop of one thread: accept, dispatch, expire timers.
+ * worker.c - the event loop of one thread: its mailbox from main, accepting
+ * (trust, the connection limit, descriptor shortage), the turn of the loop,
+ * the graceful stop. What a connection does is conn.c's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,9 +13,9 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "addresses.h"
 #include "conn.h"
 #include "log.h"
 #include "stats_snapshot.h"
@@ -21,10 +23,7 @@
 
 #define MAX_EVENTS 256
 #define ACCEPTS_PER_TURN 64 /* then the connections already accepted get their turn */
-#define FREE_BUFS_KEPT 64   /* beyond that, drained buffers go back to the system */
-#define FREE_BULK_KEPT 4    /* and bulk ones: 4 MiB kept, the rest lent afresh */
 #define ACCEPT_PAUSE_MS 50  /* out of descriptors with no spare: listeners rest this long */
-#define NPD_DRAIN_HEADER_MS 1000 /* stopping: a connection waiting for its header has this long */
 #define FD_SHORT_QUIET_MS 1000 /* an episode without descriptors ends after this long */
 
 /*
@@ -59,117 +58,8 @@ size_t npd_connection_limit(const struct npd_config *cfg, int nworkers)
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int fd_short_workers; /* workers in an episode (fd_short) */
 
-int64_t npd_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-struct npd_gen *npd_gen_new(struct npd_config *cfg, unsigned number)
-{
-	struct npd_gen *g = malloc(sizeof(*g));
-
-	if (!g)
-		return NULL;
-	g->cfg = cfg;
-	atomic_init(&g->refs, 1);
-	g->number = number;
-	return g;
-}
-
-void npd_gen_hold(struct npd_gen *g)
-{
-	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
-}
-
-void npd_gen_release(struct npd_gen *g)
-{
-	if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
-		npd_config_free(g->cfg);
-		free(g);
-	}
-}
-
-/* One of a pool's buffers, or a new one of cap bytes. */
-static struct npd_buf *take(struct npd_buf **pool, size_t *n, uint32_t cap)
-{
-	struct npd_buf *b = *pool;
-
-	if (b) {
-		*pool = b->next_free;
-		(*n)--;
-	} else if ((b = malloc(sizeof(*b) + cap))) {
-		b->cap = cap;
-	} else {
-		return NULL;
-	}
-	b->off = b->len = 0;
-	return b;
-}
-
-static void free_pool(struct npd_buf **pool, size_t *n)
-{
-	while (*pool) {
-		struct npd_buf *b = *pool;
-		*pool = b->next_free;
-		free(b);
-	}
-	*n = 0;
-}
-
-struct npd_buf *npd_buf_get(struct npd_worker *w, bool bulk)
-{
-	struct npd_buf *b;
-
-	if (bulk && w->nbulk_lent < NPD_BULK_MAX &&
-	    (b = take(&w->free_bulk, &w->nfree_bulk, NPD_BULK_SIZE))) {
-		w->nbulk_lent++;
-		return b;
-	}
-	return take(&w->free_bufs, &w->nfree_bufs, NPD_BUF_SIZE);
-}
-
-void npd_buf_put(struct npd_worker *w, struct npd_buf *b)
-{
-	struct npd_buf **pool = &w->free_bufs;
-	size_t *n = &w->nfree_bufs, keep = FREE_BUFS_KEPT;
-
-	if (b->cap == NPD_BULK_SIZE) {
-		w->nbulk_lent--;
-		pool = &w->free_bulk;
-		n = &w->nfree_bulk;
-		keep = FREE_BULK_KEPT;
-	}
-	/* A buffer grown for a large header is no pool's size: it goes. */
-	if ((b->cap != NPD_BUF_SIZE && b->cap != NPD_BULK_SIZE) || *n >= keep) {
-		free(b);
-		return;
-	}
-	b->next_free = *pool;
-	*pool = b;
-	(*n)++;
-}
-
-struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms)
-{
-	for (size_t i = 0; i < w->ntimers; i++)
-		if (w->timers[i]->duration_ms == duration_ms)
-			return w->timers[i];
-
-	struct npd_timer_list **grown = realloc(w->timers, (w->ntimers + 1) * sizeof(*grown));
-	if (!grown)
-		return NULL;
-	w->timers = grown;
-	struct npd_timer_list *l = malloc(sizeof(*l));
-	if (!l)
-		return NULL;
-	l->duration_ms = duration_ms;
-	npd_list_init(&l->head);
-	w->timers[w->ntimers++] = l;
-	return l;
-}
+static void on_wake(void *obj, uint32_t events);
+static void on_listener(void *obj, uint32_t events);
 
 void npd_worker_log_reject(struct npd_worker *w, const char *fmt, ...)
 {
@@ -177,7 +67,7 @@ void npd_worker_log_reject(struct npd_worker *w, const char *fmt, ...)
 	va_list ap;
 
 	/* A burst of ten lines, then at most one a second, with the count of the rest. */
-	if (w->now_ms < w->reject_log_until - 9000) {
+	if (w->loop.now_ms < w->reject_log_until - 9000) {
 		w->reject_suppressed++;
 		return;
 	}
@@ -191,10 +81,10 @@ void npd_worker_log_reject(struct npd_worker *w, const char *fmt, ...)
 	} else {
 		npd_log(NPD_LOG_WARN, "%s", line);
 	}
-	int64_t base = w->reject_log_until > w->now_ms ? w->reject_log_until : w->now_ms;
+	int64_t base = w->reject_log_until > w->loop.now_ms ? w->reject_log_until : w->loop.now_ms;
 	w->reject_log_until = base + 1000;
-	if (w->reject_log_until > w->now_ms + 10000)
-		w->reject_log_until = w->now_ms + 10000;
+	if (w->reject_log_until > w->loop.now_ms + 10000)
+		w->reject_log_until = w->loop.now_ms + 10000;
 }
 
 int npd_worker_init(struct npd_worker *w, int id, int nworkers)
@@ -202,23 +92,19 @@ int npd_worker_init(struct npd_worker *w, int id, int nworkers)
 	memset(w, 0, sizeof(*w));
 	w->id = id;
 	w->nworkers = (size_t)nworkers;
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	int looped = npd_loop_init(&w->loop);
 	w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->drain_ms = -1;
 	atomic_init(&w->drain_left, SIZE_MAX);
 	atomic_init(&w->done, false);
-	if (w->epfd < 0 || w->wakefd < 0)
+	if (looped != 0 || w->wakefd < 0)
 		return -1;
-	w->wake_ev.kind = NPD_EV_WAKE;
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->wake_ev};
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &ev) != 0)
+	w->wake_watch = (struct npd_watch){.fn = on_wake, .obj = w};
+	if (npd_watch_add(&w->loop, w->wakefd, EPOLLIN, &w->wake_watch) != 0)
 		return -1;
 	pthread_mutex_init(&w->lock, NULL);
-	npd_list_init(&w->conns);
-	npd_list_init(&w->waiting);
-	npd_list_init(&w->graveyard);
-	npd_list_init(&w->ready);
+	npd_conns_init(&w->conns, &w->loop, &w->bufs, &w->stats);
 	return 0;
 }
 
@@ -282,7 +168,8 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 		return;
 	}
 	for (size_t i = 0; i < u->nsocks; i++) {
-		socks[i].ev.kind = NPD_EV_LISTENER;
+		socks[i].watch = (struct npd_watch){.fn = on_listener, .obj = &socks[i]};
+		socks[i].w = w;
 		socks[i].fd = u->socks[i].fd;
 		socks[i].listener = u->socks[i].listener;
 	}
@@ -297,15 +184,14 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 		 * (activation.h), so a close alone would leave it registered, its
 		 * events naming this freed array.
 		 */
-		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->socks[i].fd, NULL);
+		npd_watch_del(&w->loop, w->socks[i].fd);
 		if (!kept)
 			close(w->socks[i].fd);
 	}
 	/* Every socket is (re)registered: the struct its event points at has moved. */
 	for (size_t i = 0; i < u->nsocks; i++) {
-		struct epoll_event ev = {.events = w->accept_paused_until ? 0 : EPOLLIN,
-					 .data.ptr = &socks[i].ev};
-		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, socks[i].fd, &ev) != 0)
+		if (npd_watch_add(&w->loop, socks[i].fd, w->accept_paused_until ? 0 : EPOLLIN,
+				  &socks[i].watch) != 0)
 			npd_log(NPD_LOG_ERROR, "worker %d: epoll: %s", w->id, strerror(errno));
 	}
 	/* Events of this turn may still point into the old array: it goes after the turn. */
@@ -332,9 +218,9 @@ static void apply_update(struct npd_worker *w, struct npd_worker_update *u)
 static bool start_drain(struct npd_worker *w, int grace_ms)
 {
 	w->draining = true;
-	w->drain_until = w->now_ms + grace_ms;
+	w->drain_until = w->loop.now_ms + grace_ms;
 	for (size_t i = 0; i < w->nsocks; i++) {
-		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->socks[i].fd, NULL);
+		npd_watch_del(&w->loop, w->socks[i].fd);
 		close(w->socks[i].fd);
 	}
 	/*
@@ -344,31 +230,11 @@ static bool start_drain(struct npd_worker *w, int grace_ms)
 	 */
 	w->nsocks = 0;
 	w->socks_changed = true;
-	/*
-	 * A connection still waiting for its header has no service yet, but its
-	 * header may be on its way (the client's connect() and its first write
-	 * are two steps): it has at most NPD_DRAIN_HEADER_MS more, its header
-	 * timeout's remainder if shorter, and closes "shutting down" then.
-	 */
-	struct npd_timer_list *tl = grace_ms ? npd_worker_timers(w, NPD_DRAIN_HEADER_MS) : NULL;
-	struct npd_list *pos = w->waiting.next;
-	while (pos != &w->waiting) {
-		struct npd_conn *c = npd_container_of(pos, struct npd_conn, waiting);
-		pos = pos->next;
-		if (!tl) {
-			npd_stats_close_for(c, NPD_RESULT_SHUTDOWN);
-			npd_conn_close(c, "shutting down");
-			w->drain_unheaded++;
-			w->drain_cut++;
-		} else if (c->timer.deadline_ms > w->now_ms + NPD_DRAIN_HEADER_MS) {
-			npd_timer_arm(tl, &c->timer, w->now_ms);
-		}
-	}
-	w->drain_relayed = w->nconns + w->drain_unheaded;
-	atomic_store(&w->drain_left, w->nconns);
-	return grace_ms == 0 || w->nconns == 0;
+	npd_conns_drain(&w->conns, grace_ms);
+	w->drain_relayed = w->conns.n + w->conns.cut_unheaded;
+	atomic_store(&w->drain_left, w->conns.n);
+	return grace_ms == 0 || w->conns.n == 0;
 }
-
 /* Returns true when the worker is asked to stop. */
 static bool take_mail(struct npd_worker *w)
 {
@@ -423,7 +289,7 @@ static int accept_locked(struct npd_worker *w, int lfd, union npd_sockaddr *peer
  */
 static void fd_short_begin(struct npd_worker *w, const struct npd_listener *l, int err)
 {
-	w->fd_short_last = w->now_ms;
+	w->fd_short_last = w->loop.now_ms;
 	if (w->fd_short)
 		return;
 	struct rlimit rl;
@@ -431,7 +297,7 @@ static void fd_short_begin(struct npd_worker *w, const struct npd_listener *l, i
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		snprintf(limit, sizeof(limit), "%llu", (unsigned long long)rl.rlim_cur);
 	w->fd_short = true;
-	w->fd_short_since = w->now_ms;
+	w->fd_short_since = w->loop.now_ms;
 	w->fd_refused = w->fd_pauses = 0;
 	atomic_fetch_add(&fd_short_workers, 1);
 	npd_log(NPD_LOG_WARN, "worker %d: out of file descriptors accepting on %s (%s; the limit is "
@@ -441,7 +307,7 @@ static void fd_short_begin(struct npd_worker *w, const struct npd_listener *l, i
 
 static void fd_short_end(struct npd_worker *w)
 {
-	int64_t ms = w->now_ms - w->fd_short_since;
+	int64_t ms = w->loop.now_ms - w->fd_short_since;
 
 	w->fd_short = false;
 	atomic_fetch_sub(&fd_short_workers, 1);
@@ -459,8 +325,7 @@ static void fd_short_end(struct npd_worker *w)
 static void arm_listeners(struct npd_worker *w, bool on)
 {
 	for (size_t i = 0; i < w->nsocks; i++) {
-		struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = &w->socks[i].ev};
-		epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->socks[i].fd, &ev);
+		npd_watch_mod(&w->loop, w->socks[i].fd, on ? EPOLLIN : 0, &w->socks[i].watch);
 	}
 }
 
@@ -474,7 +339,7 @@ static void pause_accepting(struct npd_worker *w)
 	if (w->accept_paused_until)
 		return;
 	arm_listeners(w, false);
-	w->accept_paused_until = w->now_ms + ACCEPT_PAUSE_MS;
+	w->accept_paused_until = w->loop.now_ms + ACCEPT_PAUSE_MS;
 	w->fd_pauses++;
 }
 
@@ -556,7 +421,7 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 			npd_worker_log_reject(w, "accept on %s: %s", l->addr_text, strerror(errno));
 			return;
 		}
-		char text[64];
+		char text[NPD_SOCKADDR_TEXT];
 		/* Checked before a single byte is read: an untrusted peer could claim any address. */
 		if (!npd_config_trusts(cfg, &peer.sa)) {
 			close(fd);
@@ -565,16 +430,9 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port);
 			continue;
 		}
-		if (w->nconns >= w->max_conns && !npd_list_empty(&w->waiting)) {
-			/* The oldest still silent makes room: it had its chance longest. */
-			struct npd_conn *oldest =
-				(struct npd_conn *)((char *)w->waiting.next - offsetof(struct npd_conn, waiting));
-			npd_stats_close_for(oldest, NPD_RESULT_SHED);
-			npd_conn_close(oldest, "shed: at the connection limit (%zu), the connection "
-					       "waiting longest for its header makes room",
-				       npd_connection_limit(cfg, (int)w->nworkers));
-		}
-		if (w->nconns >= w->max_conns) {
+		if (w->conns.n >= w->max_conns)
+			npd_conns_shed(&w->conns, npd_connection_limit(cfg, (int)w->nworkers));
+		if (w->conns.n >= w->max_conns) {
 			close(fd);
 			npd_stats_rejected(w, NPD_REJECT_LIMIT);
 			npd_worker_log_reject(w, "rejected peer=%s port=%u: the connection limit (%zu) "
@@ -583,16 +441,38 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 					      npd_connection_limit(cfg, (int)w->nworkers));
 			continue;
 		}
-		npd_conn_open(w, ls, fd, &peer);
+		if (!npd_conn_open(&w->conns, w->gen, ls->listener, fd, &peer))
+			npd_worker_log_reject(w, "connection dropped: out of memory");
 	}
+}
+
+/* The mailbox's eventfd: main has an update, a drain or a stop for us. */
+static void on_wake(void *obj, uint32_t events)
+{
+	struct npd_worker *w = obj;
+
+	(void)events;
+	if (take_mail(w))
+		w->loop.stopped = true;
+}
+
+static void on_listener(void *obj, uint32_t events)
+{
+	struct npd_lsock *ls = obj;
+	struct npd_worker *w = ls->w;
+
+	(void)events;
+	/* After a switch, this turn's listener events may be stale; level
+	 * triggering reports the live ones again. */
+	if (!w->socks_changed && !w->accept_paused_until)
+		accept_some(w, ls);
 }
 
 int npd_worker_timeout(struct npd_worker *w)
 {
-	if (!npd_list_empty(&w->ready))
+	if (!npd_list_empty(&w->loop.ready))
 		return 0;
-	struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
-	int64_t first = t ? t->deadline_ms : -1;
+	int64_t first = npd_loop_first_deadline(&w->loop);
 	/* Rejections left out of the log are counted in a line once the limit allows. */
 	if (w->reject_suppressed && (first < 0 || w->reject_log_until - 9000 < first))
 		first = w->reject_log_until - 9000;
@@ -610,55 +490,23 @@ int npd_worker_timeout(struct npd_worker *w)
 
 bool npd_worker_expire(struct npd_worker *w)
 {
-	for (int n = 0; n < NPD_EXPIRIES_PER_TURN; n++) {
-		struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
-		if (!t || t->deadline_ms > w->now_ms)
-			return false;
-		npd_timer_cancel(t);
-		npd_conn_expire(npd_container_of(t, struct npd_conn, timer));
-	}
-	struct npd_timer *t = npd_timer_first(w->timers, w->ntimers);
-	return t && t->deadline_ms <= w->now_ms;
-}
-
-void npd_worker_serve_ready(struct npd_worker *w)
-{
-	if (npd_list_empty(&w->ready))
-		return;
-	struct npd_conn *c = npd_container_of(w->ready.next, struct npd_conn, ready);
-	npd_list_del(&c->ready);
-	npd_relay_again(c);
+	return npd_loop_expire(&w->loop, NPD_EXPIRIES_PER_TURN);
 }
 
 static void bury(struct npd_worker *w)
 {
-	bool any = false;
-
-	while (!npd_list_empty(&w->graveyard)) {
-		struct npd_conn *c = npd_container_of(w->graveyard.next, struct npd_conn, link);
-		npd_list_del(&c->link);
-		if (npd_list_linked(&c->ready))
-			npd_list_del(&c->ready);
-		c->next_free = w->free_conns;
-		w->free_conns = c;
-		any = true;
-	}
 	/* Descriptors were freed: the first goes to the spare, if it was lost. */
-	if (any)
+	if (npd_conns_bury(&w->conns))
 		take_spare(w);
 }
 
 static void shut_down(struct npd_worker *w)
 {
 	if (!w->draining) /* stopped before the drain began: all its connections count */
-		w->drain_relayed = w->nconns;
-	while (!npd_list_empty(&w->conns)) {
-		struct npd_conn *c = npd_container_of(w->conns.next, struct npd_conn, link);
-		w->drain_unheaded += c->state == NPD_CONN_HEADER;
-		w->drain_cut++;
-		npd_stats_close_for(c, NPD_RESULT_SHUTDOWN);
-		npd_conn_close(c, "shutting down");
-	}
+		w->drain_relayed = w->conns.n;
+	npd_conns_close_all(&w->conns);
+	w->drain_unheaded = w->conns.cut_unheaded;
+	w->drain_cut = w->conns.cut;
 	bury(w);
 	/* Updates never applied: applying them closes what each one left out. */
 	take_mail(w);
@@ -668,22 +516,13 @@ static void shut_down(struct npd_worker *w)
 	free(w->old_socks);
 	w->socks = w->old_socks = NULL;
 	w->nsocks = 0;
-	while (w->free_conns) {
-		struct npd_conn *c = w->free_conns;
-		w->free_conns = c->next_free;
-		free(c);
-	}
-	free_pool(&w->free_bufs, &w->nfree_bufs);
-	free_pool(&w->free_bulk, &w->nfree_bulk);
-	for (size_t i = 0; i < w->ntimers; i++)
-		free(w->timers[i]);
-	free(w->timers);
-	w->timers = NULL;
+	npd_conns_free(&w->conns);
+	npd_buf_pool_free(&w->bufs);
 	if (w->gen)
 		npd_gen_release(w->gen);
 	w->gen = NULL;
 
-	close(w->epfd);
+	npd_loop_free(&w->loop);
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
 	if (w->fd_short)
@@ -695,62 +534,39 @@ static void *worker_main(void *arg)
 	struct npd_worker *w = arg;
 	struct epoll_event evs[MAX_EVENTS];
 
-	w->now_ms = npd_now_ms();
+	w->loop.now_ms = npd_now_ms();
 	npd_log_batch(true);
 	for (;;) {
 		/* This turn's lines, before sleeping: a line waits at most one turn. */
 		npd_log_flush();
-		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, npd_worker_timeout(w));
+		int n = epoll_wait(w->loop.epfd, evs, MAX_EVENTS, npd_worker_timeout(w));
 		if (n < 0 && errno != EINTR) {
 			npd_log(NPD_LOG_ERROR, "worker %d: epoll_wait: %s", w->id, strerror(errno));
 			break;
 		}
-		w->now_ms = npd_now_ms();
-		w->turn++;
-		for (int i = 0; i < n; i++) {
-			struct npd_ev *ev = evs[i].data.ptr;
-			switch (ev->kind) {
-			case NPD_EV_WAKE:
-				if (take_mail(w))
-					goto out;
-				break;
-			case NPD_EV_LISTENER:
-				/* After a switch, this turn's listener events may be stale; level
-				 * triggering reports the live ones again. */
-				if (!w->socks_changed && !w->accept_paused_until)
-					accept_some(w, (struct npd_lsock *)ev);
-				break;
-			case NPD_EV_CLIENT: {
-				struct npd_conn *c = npd_container_of(ev, struct npd_conn, client.ev);
-				if (c->state != NPD_CONN_CLOSED)
-					npd_conn_event(c, &c->client, evs[i].events);
-				break;
-			}
-			case NPD_EV_BACKEND: {
-				struct npd_conn *c = npd_container_of(ev, struct npd_conn, backend.ev);
-				if (c->state != NPD_CONN_CLOSED)
-					npd_conn_event(c, &c->backend, evs[i].events);
-				break;
-			}
-			}
-		}
-		npd_worker_serve_ready(w);
+		w->loop.now_ms = npd_now_ms();
+		w->loop.turn++;
+		/* Each watch's callback; the mailbox's may end the loop (loop.stopped). */
+		npd_loop_dispatch(&w->loop, evs, n < 0 ? 0 : n);
+		if (w->loop.stopped)
+			goto out;
+		npd_loop_run_ready(&w->loop);
 		npd_worker_expire(w);
 		bury(w);
-		if (w->reject_suppressed && w->now_ms >= w->reject_log_until - 9000) {
+		if (w->reject_suppressed && w->loop.now_ms >= w->reject_log_until - 9000) {
 			npd_log(NPD_LOG_WARN, "%u more rejections not logged", w->reject_suppressed);
 			w->reject_suppressed = 0;
 		}
-		if (w->accept_paused_until && w->now_ms >= w->accept_paused_until)
+		if (w->accept_paused_until && w->loop.now_ms >= w->accept_paused_until)
 			resume_accepting(w);
-		if (w->fd_short && w->now_ms - w->fd_short_last >= FD_SHORT_QUIET_MS)
+		if (w->fd_short && w->loop.now_ms - w->fd_short_last >= FD_SHORT_QUIET_MS)
 			fd_short_end(w);
 		free(w->old_socks);
 		w->old_socks = NULL;
 		w->socks_changed = false;
 		if (w->draining) {
-			atomic_store(&w->drain_left, w->nconns);
-			if (w->nconns == 0 || w->now_ms >= w->drain_until)
+			atomic_store(&w->drain_left, w->conns.n);
+			if (w->conns.n == 0 || w->loop.now_ms >= w->drain_until)
 				break;
 		}
 	}

@@ -1,7 +1,8 @@
 /*
- * worker.h - one event loop per thread. A worker owns its epoll instance, its
- * SO_REUSEPORT listening sockets, its connections, timers and buffers, and
- * shares nothing with the other workers but the read-only config generation.
+ * worker.h - one event loop per thread. A worker owns its loop (epoll,
+ * timers, ready list: loop.h), its SO_REUSEPORT listening sockets, its
+ * connections (conn.h) and its buffer pool (buffers.h), and shares nothing
+ * with the other workers but the read-only config generation (gen.h).
  */
 #ifndef NPD_WORKER_H
 #define NPD_WORKER_H
@@ -12,41 +13,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buffers.h"
 #include "config.h"
-#include "list.h"
+#include "conn.h"
+#include "gen.h"
+#include "loop.h"
 #include "stats.h"
-#include "timer.h"
 
-/*
- * A loaded config and its lifetime: held by main while current, by each
- * worker that runs it, and by each connection accepted under it, so a reload
- * leaves established connections their services.
- */
-struct npd_gen {
-	struct npd_config *cfg;
-	atomic_int refs;
-	unsigned number; /* 1 at start, +1 per successful reload */
-};
-
-struct npd_gen *npd_gen_new(struct npd_config *cfg, unsigned number);
-void npd_gen_hold(struct npd_gen *g);
-void npd_gen_release(struct npd_gen *g);
-
-/* What an epoll event points at: the first member of a listener, a connection side, ... */
-enum npd_ev_kind {
-	NPD_EV_WAKE,
-	NPD_EV_LISTENER,
-	NPD_EV_CLIENT,
-	NPD_EV_BACKEND,
-};
-
-struct npd_ev {
-	uint8_t kind;
-};
+struct npd_worker;
 
 /* One listening socket of one worker. */
 struct npd_lsock {
-	struct npd_ev ev;
+	struct npd_watch watch; /* accepts, on the worker's loop */
+	struct npd_worker *w;
 	int fd;
 	int listener; /* index into the running generation's listeners */
 };
@@ -62,35 +41,31 @@ struct npd_worker_update {
 	} socks[];
 };
 
-struct npd_buf;
-struct npd_conn;
-
 /*
  * Every turn of a worker's loop is bounded, so that no connection waits long
  * for one that has much to do. A connection reads at most NPD_TURN_BYTES
- * from each of its sides when it has the loop (relay.c); one that used them
- * while a socket was still readable goes to the tail of the worker's ready
- * list. Each turn serves the connections with events that are not queued,
+ * (relay.h) from each of its sides when it has the loop; one that used them
+ * while a socket was still readable goes to the tail of the loop's ready
+ * list (conn.c). Each turn serves the connections with events that are not queued,
  * then the one queued longest: however many streams are queued, a new
  * connection or a small request waits at most for one of them. At most
  * NPD_EXPIRIES_PER_TURN timers expire in a turn, earliest first. While
  * either kind of work is left over, epoll_wait only looks for events,
  * without waiting.
  *
- * NPD_TURN_BYTES is four bulk buffers (NPD_BULK_SIZE, conn.h): about 1.5 ms
- * of copying on loopback. 1 MiB per connection, every queued connection
- * served each turn, cost 15-20% more CPU per GiB with four streams (the
- * peers are woken four times as often), for no better latency.
+ * NPD_TURN_BYTES is four bulk buffers (NPD_BULK_SIZE, buffers.h): about
+ * 1.5 ms of copying on loopback. 1 MiB per connection, every queued
+ * connection served each turn, cost 15-20% more CPU per GiB with four
+ * streams (the peers are woken four times as often), for no better latency.
  */
-#define NPD_TURN_BYTES (4 * 1024 * 1024)
 #define NPD_EXPIRIES_PER_TURN 64
 
 struct npd_worker {
 	int id;
 	pthread_t thread;
-	int epfd;
+	struct npd_loop loop;
 	int wakefd; /* eventfd: main has put an update in the mailbox, or wants a stop */
-	struct npd_ev wake_ev;
+	struct npd_watch wake_watch;
 
 	/* The mailbox, the only state main and the worker share. */
 	pthread_mutex_t lock;
@@ -109,7 +84,7 @@ struct npd_worker {
 	int64_t drain_until;
 	atomic_size_t drain_left;
 	size_t drain_relayed;	/* connections open when the drain began */
-	size_t drain_cut;	/* of them, closed "shutting down" */
+	size_t drain_cut;	/* of them, closed "shutting down" (from conns, at the end) */
 	size_t drain_unheaded;	/* of those, still waiting for their header */
 
 	struct npd_gen *gen; /* the generation new connections get */
@@ -119,26 +94,9 @@ struct npd_worker {
 	bool socks_changed;
 	size_t nworkers;
 
-	struct npd_timer_list **timers; /* one list per distinct duration; never moved */
-	size_t ntimers;
-	int64_t now_ms; /* the clock, read once per loop turn */
-	uint64_t turn;	/* loop turns so far, from 1: a connection's budget is per turn */
-	struct npd_list ready; /* connections that used their turn's budget with more to do */
-
-	size_t nconns, max_conns;
-	struct npd_list conns;	    /* every open connection, to close them at exit */
-	/*
-	 * Connections still waiting for their header, oldest first: at
-	 * max_connections the first makes room for a new one, so that silent
-	 * connections cannot keep out the clients that send their headers.
-	 */
-	struct npd_list waiting;
-	struct npd_list graveyard;  /* closed this turn; freed once no event can name them */
-	struct npd_conn *free_conns; /* slots to reuse */
-	struct npd_buf *free_bufs;
-	size_t nfree_bufs;
-	struct npd_buf *free_bulk; /* bulk buffers to reuse */
-	size_t nfree_bulk, nbulk_lent;
+	struct npd_buf_pool bufs;
+	struct npd_conns conns;
+	size_t max_conns;
 	atomic_bool done; /* the thread has left its loop and closed its connections */
 	int reserve_fd; /* given up when accept() hits the fd limit, to shed one connection */
 	int64_t reject_log_until; /* rate limit for rejection lines */
@@ -183,36 +141,22 @@ extern void (*npd_worker_ended)(void);
 bool npd_worker_done(struct npd_worker *w);
 void npd_worker_join(struct npd_worker *w);
 
-/* The timer list for a duration, created on first use. NULL only when out of memory. */
-struct npd_timer_list *npd_worker_timers(struct npd_worker *w, int duration_ms);
-
 /*
  * The parts of a loop turn, for the loop and the unit tests. A turn: read
- * the clock into now_ms and count it in turn; dispatch epoll's events (a
- * connection on the ready list waits for its place there); serve the head
- * of the ready list (npd_worker_serve_ready); expire timers
+ * the clock into loop.now_ms and count it in loop.turn; dispatch epoll's
+ * events (a connection on the ready list waits for its place there); run
+ * the head of the ready list (npd_loop_run_ready); expire timers
  * (npd_worker_expire); then wait at most npd_worker_timeout() ms.
  */
 
-/* Serve the connection queued longest on w's ready list, if any, once more. */
-void npd_worker_serve_ready(struct npd_worker *w);
-
 /*
- * Expire the timers due at w->now_ms, earliest first, at most
+ * Expire the timers due at w->loop.now_ms, earliest first, at most
  * NPD_EXPIRIES_PER_TURN of them. Returns true when some are still due.
  */
 bool npd_worker_expire(struct npd_worker *w);
 
 /* How long epoll_wait may wait, in ms: 0 while work is left for the next turn; -1: forever. */
 int npd_worker_timeout(struct npd_worker *w);
-
-/*
- * A relay buffer from the worker's pools: of NPD_BUF_SIZE, or for bulk of
- * NPD_BULK_SIZE while fewer than NPD_BULK_MAX are lent (else a small one).
- * npd_buf_put gives either back. NULL only when out of memory.
- */
-struct npd_buf *npd_buf_get(struct npd_worker *w, bool bulk);
-void npd_buf_put(struct npd_worker *w, struct npd_buf *b);
 
 /*
  * Log a rejected connection, at most a few lines per second per worker, so a

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "conn.h"
 #include "log.h"
+#include "pairs.h"
 #include "tap.h"
 #include "worker.h"
 
@@ -37,94 +38,76 @@ static const char config_lua[] =
 	"services = { svc = { connect = \"127.0.0.1:9\" } }\n"
 	"proxy_header_timeout = 1\n";
 
-static void nonblocking(int fd)
+static void bail(const char *why)
 {
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	printf("Bail out! %s\n", why);
+	exit(1);
 }
 
-/* Large socket buffers, so that several turns' worth of data can wait in them. */
-static void big_buffers(int fd)
+/*
+ * A connection as npd_conn_open() makes it, waiting for its header, on a
+ * socket that has sent nothing; the socket is then closed and its fd -1.
+ */
+static struct npd_conn *open_conn(void)
 {
-	int size = 8 << 20;
+	union npd_sockaddr peer = {.sa.sa_family = AF_UNSPEC};
+	int d[2];
 
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0)
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0)
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-}
-
-/* A connected TCP pair on loopback, both ends non-blocking: fds[0] ours, fds[1] the peer's. */
-static int tcp_pair(int fds[2])
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-
-	fds[0] = fds[1] = -1;
-	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(l, 1) != 0 ||
-	    getsockname(l, (struct sockaddr *)&a, &len) != 0)
-		goto fail;
-	fds[1] = socket(AF_INET, SOCK_STREAM, 0);
-	big_buffers(fds[1]);
-	if (fds[1] < 0 || connect(fds[1], (struct sockaddr *)&a, sizeof(a)) != 0)
-		goto fail;
-	fds[0] = accept(l, NULL, NULL);
-	if (fds[0] < 0)
-		goto fail;
-	big_buffers(fds[0]);
-	nonblocking(fds[0]);
-	nonblocking(fds[1]);
-	close(l);
-	return 0;
-fail:
-	diag("tcp_pair: %s", strerror(errno));
-	if (l >= 0)
-		close(l);
-	return -1;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, d) != 0)
+		bail("socketpair failed");
+	bool opened = npd_conn_open(&w.conns, w.gen, 0, d[0], &peer);
+	close(d[1]);
+	struct npd_conn *c = npd_container_of(w.conns.open.prev, struct npd_conn, link);
+	if (!opened || npd_list_empty(&w.conns.open) || c->state != NPD_CONN_HEADER)
+		bail("npd_conn_open did not leave a connection waiting for its header");
+	close(c->relay.client.fd);
+	c->relay.client.fd = -1;
+	return c;
 }
 
 /* A connection in the relay, as conn.c leaves it once the backend is there. */
 static struct npd_conn *relay_conn(int client_fd, int backend_fd)
 {
-	struct npd_conn *c = calloc(1, sizeof(*c));
+	struct npd_conn *c = open_conn();
 
-	c->w = &w;
-	c->gen = w.gen;
-	npd_gen_hold(c->gen);
-	c->listener = &cfg->listeners[0];
-	c->service = &cfg->services[0];
+	npd_list_del(&c->waiting);
+	npd_timer_cancel(&c->timer);
 	c->state = NPD_CONN_RELAY;
-	c->client.ev.kind = NPD_EV_CLIENT;
-	c->client.fd = client_fd;
-	c->backend.ev.kind = NPD_EV_BACKEND;
-	c->backend.fd = backend_fd;
-	c->client.readable = c->client.writable = c->client.short_read_drains = true;
-	c->backend.readable = c->backend.writable = c->backend.short_read_drains = true;
-	npd_timer_init(&c->timer);
-	npd_list_init(&c->ready);
-	npd_list_init(&c->waiting);
-	npd_list_add_tail(&w.conns, &c->link);
-	w.nconns++;
+	c->relay.client.fd = client_fd;
+	c->relay.backend.fd = backend_fd;
+	c->relay.client.readable = c->relay.client.writable = true;
+	c->relay.backend.readable = c->relay.backend.writable = true;
 	return c;
 }
 
 /* Free what npd_conn_close() put in the graveyard, as the loop's end of turn does. */
 static void bury_all(void)
 {
-	while (!npd_list_empty(&w.graveyard)) {
-		struct npd_conn *c = npd_container_of(w.graveyard.next, struct npd_conn, link);
-		npd_list_del(&c->link);
-		if (npd_list_linked(&c->ready))
-			npd_list_del(&c->ready);
-		free(c);
-	}
+	npd_conns_bury(&w.conns);
 }
 
 /* The next turn: what the loop does around epoll_wait, with no events. */
 static void next_turn(void)
 {
-	w.turn++;
-	npd_worker_serve_ready(&w);
+	w.loop.turn++;
+	npd_loop_run_ready(&w.loop);
+}
+
+/* epoll reports events on a side of c: what the loop's dispatch does. */
+static void client_event(struct npd_conn *c, uint32_t events)
+{
+	c->client_watch.fn(c->client_watch.obj, events);
+}
+
+static void backend_event(struct npd_conn *c, uint32_t events)
+{
+	c->backend_watch.fn(c->backend_watch.obj, events);
+}
+
+/* Relay as readiness already noted allows: an event that brings nothing new. */
+static void relay_now(struct npd_conn *c)
+{
+	client_event(c, 0);
 }
 
 static uint8_t pattern_byte(uint64_t i)
@@ -167,7 +150,7 @@ static bool drain(int fd, uint64_t *got)
 
 static bool queued(const struct npd_conn *c)
 {
-	return npd_list_linked(&c->ready);
+	return npd_task_queued(&c->again);
 }
 
 /*
@@ -192,22 +175,22 @@ static void test_budget_per_turn(void)
 	}
 
 	struct npd_conn *c = relay_conn(cl[0], be[0]);
-	w.turn++;
-	npd_relay(c);
-	is_int((long)c->client.bytes, NPD_TURN_BYTES, "the first turn reads one budget");
+	w.loop.turn++;
+	relay_now(c);
+	is_int((long)c->relay.client.bytes, NPD_TURN_BYTES, "the first turn reads one budget");
 	ok(queued(c), "and queues the connection for the next turn");
 	ok(npd_worker_timeout(&w) == 0, "epoll_wait does not wait while one is queued");
 
 	/* An event in the same turn (the backend's EPOLLOUT, say) reads no more. */
-	npd_conn_event(c, &c->backend, EPOLLOUT);
-	is_int((long)c->client.bytes, NPD_TURN_BYTES, "a second event in the turn reads nothing more");
+	backend_event(c, EPOLLOUT);
+	is_int((long)c->relay.client.bytes, NPD_TURN_BYTES, "a second event in the turn reads nothing more");
 	/* Nor one in the next turn: the connection waits for its place in the queue. */
-	w.turn++;
-	npd_conn_event(c, &c->client, EPOLLIN);
-	is_int((long)c->client.bytes, NPD_TURN_BYTES, "an event for a queued connection waits");
+	w.loop.turn++;
+	client_event(c, EPOLLIN);
+	is_int((long)c->relay.client.bytes, NPD_TURN_BYTES, "an event for a queued connection waits");
 	ok(queued(c), "and leaves it queued");
 
-	uint64_t got = 0, before = c->client.bytes;
+	uint64_t got = 0, before = c->relay.client.bytes;
 	bool in_order = drain(be[1], &got), bounded = true, stayed = true;
 	int turns = 1;
 	for (int i = 0; i < 5000 && got < total; i++) {
@@ -215,16 +198,16 @@ static void test_budget_per_turn(void)
 			/* It ran dry for a moment: the next bytes bring an edge. */
 			struct pollfd p = {.fd = cl[0], .events = POLLIN};
 			poll(&p, 1, 10);
-			w.turn++;
-			npd_conn_event(c, &c->backend, EPOLLOUT); /* drained below, each turn */
-			npd_conn_event(c, &c->client, EPOLLIN);
+			w.loop.turn++;
+			backend_event(c, EPOLLOUT); /* drained below, each turn */
+			client_event(c, EPOLLIN);
 		} else {
 			next_turn();
 		}
 		turns++;
-		bounded &= c->client.bytes - before <= NPD_TURN_BYTES;
-		stayed &= queued(c) || c->client.bytes - before < NPD_TURN_BYTES;
-		before = c->client.bytes;
+		bounded &= c->relay.client.bytes - before <= NPD_TURN_BYTES;
+		stayed &= queued(c) || c->relay.client.bytes - before < NPD_TURN_BYTES;
+		before = c->relay.client.bytes;
 		in_order &= drain(be[1], &got);
 	}
 	is_int((long)got, (long)total, "every byte reached the backend");
@@ -258,19 +241,19 @@ static void test_small_is_not_queued(void)
 	}
 	send(cl[1], "ping", 4, 0);
 	struct npd_conn *c = relay_conn(cl[0], be[0]);
-	w.turn++;
-	npd_conn_event(c, &c->client, EPOLLIN);
+	w.loop.turn++;
+	client_event(c, EPOLLIN);
 	char buf[8];
 	ok(recv(be[1], buf, sizeof(buf), 0) == 4, "a small request goes through at its event");
 	ok(!queued(c), "and leaves the connection off the ready list");
 
-	c->client.bulk = true; /* as after a read that filled its buffer */
+	c->relay.client.bulk = true; /* as after a read that filled its buffer */
 	send(cl[1], "bulk", 4, 0);
-	w.turn++;
-	npd_conn_event(c, &c->client, EPOLLIN);
-	ok(queued(c) && c->client.bytes == 4, "a bulk connection's event queues it, unread");
+	w.loop.turn++;
+	client_event(c, EPOLLIN);
+	ok(queued(c) && c->relay.client.bytes == 4, "a bulk connection's event queues it, unread");
 	next_turn();
-	ok(!queued(c) && c->client.bytes == 8, "its place comes at the next turn");
+	ok(!queued(c) && c->relay.client.bytes == 8, "its place comes at the next turn");
 	ok(recv(be[1], buf, sizeof(buf), 0) == 4, "and the bytes go through");
 	npd_conn_close(c, "test over");
 	close(cl[1]);
@@ -290,10 +273,10 @@ static void test_both_directions(void)
 	fill(cl[1], 2 * NPD_TURN_BYTES);
 	fill(be[1], 2 * NPD_TURN_BYTES);
 	struct npd_conn *c = relay_conn(cl[0], be[0]);
-	w.turn++;
-	npd_relay(c);
-	is_int((long)c->client.bytes, NPD_TURN_BYTES, "client to backend: one budget in the turn");
-	is_int((long)c->backend.bytes, NPD_TURN_BYTES, "backend to client: one budget as well");
+	w.loop.turn++;
+	relay_now(c);
+	is_int((long)c->relay.client.bytes, NPD_TURN_BYTES, "client to backend: one budget in the turn");
+	is_int((long)c->relay.backend.bytes, NPD_TURN_BYTES, "backend to client: one budget as well");
 	ok(queued(c), "queued for more");
 	npd_conn_close(c, "test over");
 	close(cl[1]);
@@ -320,9 +303,9 @@ static void test_one_queued_per_turn(void)
 			diag("connection %d has less than two turns' worth waiting", i);
 		c[i] = relay_conn(cl[i][0], be[i][0]);
 	}
-	w.turn++;
+	w.loop.turn++;
 	for (int i = 0; i < N; i++)
-		npd_relay(c[i]);
+		relay_now(c[i]);
 	bool all_queued = true;
 	for (int i = 0; i < N; i++)
 		all_queued &= queued(c[i]);
@@ -332,13 +315,13 @@ static void test_one_queued_per_turn(void)
 	for (int t = 0; t < N; t++) {
 		uint64_t before[N];
 		for (int i = 0; i < N; i++)
-			before[i] = c[i]->client.bytes;
+			before[i] = c[i]->relay.client.bytes;
 		next_turn();
 		for (int i = 0; i < N; i++) {
 			uint64_t got = 0;
 			drain(be[i][1], &got);
 			/* In turn t, connection t mod N, and only it, moves. */
-			one_each &= (c[i]->client.bytes != before[i]) == (i == t % N);
+			one_each &= (c[i]->relay.client.bytes != before[i]) == (i == t % N);
 		}
 	}
 	ok(one_each, "each turn serves the one queued longest, and only it");
@@ -353,10 +336,9 @@ static void test_one_queued_per_turn(void)
 /* A connection waiting for its header, with a deadline duration_ms after at. */
 static struct npd_conn *waiting_conn(int duration_ms, int64_t at)
 {
-	struct npd_conn *c = relay_conn(-1, -1);
+	struct npd_conn *c = open_conn();
 
-	c->state = NPD_CONN_HEADER;
-	npd_timer_arm(npd_worker_timers(&w, duration_ms), &c->timer, at);
+	npd_timer_arm(npd_loop_timers(&w.loop, duration_ms), &c->timer, at);
 	return c;
 }
 
@@ -379,21 +361,21 @@ static void test_expiries_per_turn(void)
 	for (int i = 0; i < N; i++)
 		c[i] = waiting_conn(i % 2 ? 1500 : 1000, i % 2 ? t0 + 2 * i - 499 : t0 + 2 * i);
 	struct npd_conn *later = waiting_conn(1000, now);
-	size_t open_before = w.nconns;
+	size_t open_before = w.conns.n;
 
-	w.now_ms = now;
+	w.loop.now_ms = now;
 	int turns = 0;
 	bool more = true, bounded = true, waits_not = true;
 	while (more && turns < N) {
-		size_t n0 = w.nconns;
-		w.turn++;
+		size_t n0 = w.conns.n;
+		w.loop.turn++;
 		more = npd_worker_expire(&w);
 		turns++;
-		bounded &= n0 - w.nconns <= NPD_EXPIRIES_PER_TURN;
+		bounded &= n0 - w.conns.n <= NPD_EXPIRIES_PER_TURN;
 		if (more)
 			waits_not &= npd_worker_timeout(&w) == 0;
 	}
-	is_int((long)(open_before - w.nconns), N, "every due timer expired");
+	is_int((long)(open_before - w.conns.n), N, "every due timer expired");
 	is_int(turns, (N + NPD_EXPIRIES_PER_TURN - 1) / NPD_EXPIRIES_PER_TURN,
 	       "in as many turns as the budget makes");
 	ok(bounded, "none expired more than NPD_EXPIRIES_PER_TURN");
@@ -404,7 +386,7 @@ static void test_expiries_per_turn(void)
 	/* The graveyard holds them in the order they were closed: by deadline. */
 	bool in_order = true;
 	int i = 0;
-	for (struct npd_list *n = w.graveyard.next; n != &w.graveyard; n = n->next, i++)
+	for (struct npd_list *n = w.conns.graveyard.next; n != &w.conns.graveyard; n = n->next, i++)
 		in_order &= npd_container_of(n, struct npd_conn, link) == c[i];
 	ok(in_order && i == N, "earliest first, across lists");
 
@@ -426,7 +408,7 @@ int main(void)
 		return 1;
 	}
 	w.gen = npd_gen_new(cfg, 1);
-	w.now_ms = 1;
+	w.loop.now_ms = 1;
 
 	test_budget_per_turn();
 	test_small_is_not_queued();
@@ -435,21 +417,10 @@ int main(void)
 	test_expiries_per_turn();
 
 	/* What the worker holds, freed as its shutdown does, for the leak check. */
-	while (w.free_bufs) {
-		struct npd_buf *b = w.free_bufs;
-		w.free_bufs = b->next_free;
-		free(b);
-	}
-	while (w.free_bulk) {
-		struct npd_buf *b = w.free_bulk;
-		w.free_bulk = b->next_free;
-		free(b);
-	}
-	for (size_t i = 0; i < w.ntimers; i++)
-		free(w.timers[i]);
-	free(w.timers);
+	npd_conns_free(&w.conns);
+	npd_buf_pool_free(&w.bufs);
+	npd_loop_free(&w.loop);
 	npd_gen_release(w.gen);
-	close(w.epfd);
 	close(w.wakefd);
 	close(w.reserve_fd);
 	pthread_mutex_destroy(&w.lock);
