@@ -79,7 +79,7 @@ def netproxyd(config):
 def close_line(d, timeout=TIMEOUT, **want):
     """Wait for the one close line of the test's connection and return it parsed
     (netproxyd's own start-up lines have no conn=)."""
-    d.wait_log(r" conn=\d+ ", timeout=timeout)
+    d.wait_log(r" conn=\d+ .* reason=", timeout=timeout)
     lines = d.close_lines()
     assert len(lines) == 1, d.log()
     line = lines[0]
