@@ -20,7 +20,7 @@
  *   - the fields are those of the bytes; hdr.tlv lies inside data[0..n) and
  *     ends with it; the TLVs tile it; CRC32C, UNIQUE_ID and SSL obey the spec;
  *   - np_tlv_find()/np_ssl_find() give the first match of a plain walk;
- *   - np_endpoint_to_sockaddr() and np_header_from_sockaddr() give the
+ *   - np_endpoint_to_sockaddr() and np_header_from_sockaddr(_len)() give the
  *     endpoints back;
  *   - np_format_addr() gives text that inet_pton() reads back to the same
  *     bytes (and equals inet_ntop() where that is RFC 5952 hex-only).
@@ -269,10 +269,26 @@ static void check_from_sockaddr(const struct np_header *hdr)
 
 	if (!np_has_addresses(hdr))
 		return;
-	CHECK(np_endpoint_to_sockaddr(hdr, &hdr->src, &ss) > 0);
-	CHECK(np_endpoint_to_sockaddr(hdr, &hdr->dst, &sd) > 0);
+	int slen = np_endpoint_to_sockaddr(hdr, &hdr->src, &ss);
+	int dlen = np_endpoint_to_sockaddr(hdr, &hdr->dst, &sd);
+	CHECK(slen > 0 && dlen > 0);
+	/* The lengths it gives are enough for the length-aware call, and one less is not. */
+	struct np_header with_len;
+	memset(&with_len, 0x5A, sizeof(with_len));
+	CHECK(np_header_from_sockaddr_len(&with_len, (struct sockaddr *)&ss, (socklen_t)slen,
+					  (struct sockaddr *)&sd, (socklen_t)dlen) == 0);
+	if (hdr->family != NP_AF_UNIX)
+		CHECK(np_header_from_sockaddr_len(&back, (struct sockaddr *)&ss, (socklen_t)slen - 1,
+						  (struct sockaddr *)&sd, (socklen_t)dlen) == NP_EINVAL);
 	memset(&back, 0x5A, sizeof(back));
 	CHECK(np_header_from_sockaddr(&back, (struct sockaddr *)&ss, (struct sockaddr *)&sd) == 0);
+	if (hdr->family != NP_AF_UNIX) {
+		size_t alen = hdr->family == NP_AF_INET ? 4 : 16;
+		CHECK(with_len.family == back.family && with_len.version == 2);
+		CHECK(memcmp(with_len.src.ip6, back.src.ip6, alen) == 0 &&
+		      memcmp(with_len.dst.ip6, back.dst.ip6, alen) == 0);
+		CHECK(with_len.src.port == back.src.port && with_len.dst.port == back.dst.port);
+	}
 	CHECK(back.version == 2 && back.command == NP_CMD_PROXY);
 	CHECK(back.family == hdr->family && back.transport == NP_TRANSPORT_STREAM);
 	CHECK(back.v1_proto == NP_V1_NONE && back.tlv == NULL && back.tlv_len == 0);
