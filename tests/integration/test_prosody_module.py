@@ -336,8 +336,7 @@ def test_health_checks(setup):
     """HAProxy's `check` on every server, as in the original README: all UP,
     no header left in a stream, and never an error in Prosody's log (the
     original raised a Lua error on every check)."""
-    time.sleep(2.5)  # at least one round of checks on every server
-    servers = setup.st.assert_health_checks_survived()
+    servers = setup.st.assert_health_checks_survived()  # waits for a check of every server
     print(f"\nHAProxy: {[(x['pxname'], x['status'], x['check_status']) for x in servers]}")
     assert_no_errors(setup)
 
@@ -818,5 +817,5 @@ def test_keys_trusted_block_timeout_and_cap(secure):
     one_line_about(secure, r, 0, r"within proxy_header_timeout \(2 s\)")
     r = secure.raw(port, noop_header(65551) + C2S_STREAM)
     assert served(r), r.got
-    print(f"\n127.0.0.5 trusted by 127.0.0.0/29, 127.0.0.9 not; deadline 2 s; a 65551-byte header "
-          f"served")
+    print("\n127.0.0.5 trusted by 127.0.0.0/29, 127.0.0.9 not; deadline 2 s; a 65551-byte header "
+          "served")
