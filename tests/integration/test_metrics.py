@@ -360,3 +360,80 @@ def test_config_check_and_errors(tmp_path):
         assert d.proc.wait(10) == 1
         assert "the path exists and is not a socket" in d.log()
     assert plain.read_text() == "keep me"
+
+
+def read_answer(s):
+    """Everything s receives to EOF; a reset is returned, not raised, so
+    that a test can say what it cut."""
+    data = bytearray()
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except ConnectionResetError as e:
+        return bytes(data), e
+    return bytes(data), None
+
+
+def whole(answer):
+    """Whether an answer's body has all the bytes its Content-Length says."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+    return bool(length) and int(length[0].split(b":")[1]) == len(body)
+
+
+def test_bytes_after_the_request_do_not_reset_the_answer(relay):
+    """A client that sends more than its request (a pipelined second one, a
+    body) gets its whole answer: closing over unread bytes would make the
+    kernel send a reset and drop the answer's tail still in flight, so the
+    listener shuts its side and reads them away until the client closes."""
+    host, port = relay.stats.rsplit(":", 1)
+    for extra in (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 300, b"\0" * 20000):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's least
+            s.settimeout(10)
+            s.connect((host, int(port)))
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" + extra)
+            answer, reset = read_answer(s)
+        assert reset is None and whole(answer), (len(answer), reset)
+    assert talk(relay.port, proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80) + b"ok") == \
+        (b"ok", "eof")
+
+
+def test_a_flood_of_idle_clients_does_not_cut_an_answer(tmp_path):
+    """A scrape being answered to a slow reader keeps its slot while more
+    clients than there are slots connect and say nothing: they displace
+    each other, not the answer. (A UNIX socket: its send buffer, unlike
+    loopback TCP's, is smaller than the answer, which is then still being
+    written when the flood comes.)"""
+    path = str(tmp_path / "stats.sock")
+    port = free_port()
+    held = []
+    with Netproxyd(config(port, free_port(), path, "proxy_header_timeout = 120\n")) as d:
+        try:
+            for i in range(2500):  # waiting for their headers: a long list
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            wait_for(lambda: json.loads(http_get(path, "/connections.json?limit=1")[2])
+                     ["total"] == 2500, what="2500 connections held")
+            with socket.socket(socket.AF_UNIX) as reader:
+                reader.settimeout(10)
+                reader.connect(path)
+                reader.sendall(b"GET /connections.json?limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert reader.recv(16).startswith(b"HTTP/1.1 200")  # being answered
+                idle = []
+                try:
+                    for _ in range(40):
+                        idle.append(socket.socket(socket.AF_UNIX))
+                        idle[-1].connect(path)
+                    d.wait_log(r"stats .*: client .*: dropped: 16 stats clients at once")
+                    idle[0].settimeout(5)
+                    assert idle[0].recv(1) == b""  # the first idle ones made room
+                    answer, reset = read_answer(reader)
+                finally:
+                    for s in idle:
+                        s.close()
+            assert reset is None and whole(answer), (len(answer), reset)
+            doc = json.loads(answer.partition(b"\r\n\r\n")[2])
+            assert doc["total"] == 2500 and doc["shown"] == 2500
+        finally:
+            for s in held:
+                s.close()
