@@ -437,3 +437,34 @@ def test_a_flood_of_idle_clients_does_not_cut_an_answer(tmp_path):
         finally:
             for s in held:
                 s.close()
+
+
+def test_service_names_past_62_are_other_in_every_worker():
+    """Reloads that bring a new service name each time: the first 62 names
+    have series of their own and every later one is "(other)", the same in
+    both workers (a name is never its own series in one worker and part of
+    "(other)" in the other), so a metric has at most 64 series; every
+    connection is counted once, and accepted = closed + active."""
+    with EchoServer() as echo:
+        port, stats = free_port(), f"127.0.0.1:{free_port()}"
+        cfg = config(port, echo.port, stats)
+        with Netproxyd(cfg) as d:
+            wait_port(int(stats.rsplit(":", 1)[1]))
+            for g in range(70):
+                d.reload(cfg.replace('"svc"', f'"n{g}"').replace("svc =", f"n{g} ="))
+                d.wait_log(rf"reloaded: generation {g + 2}\b")
+                assert talk(port, proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80) + b"n") == \
+                    (b"n", "eof")
+            m = wait_for(lambda: (lambda m: m if sum(
+                v for k, v in m.items() if k.startswith("netproxyd_connections_closed_total"))
+                == 70 else None)(metrics(stats)), what="70 connections closed")
+            accepted = {re.match(r'.*service="(.*)"', k).group(1): v for k, v in m.items()
+                        if k.startswith("netproxyd_connections_accepted_total")}
+            # "svc" had no connection, so no slot: "-", n0 to n61, "(other)".
+            assert set(accepted) == {"-", "(other)"} | {f"n{g}" for g in range(62)}
+            assert accepted["(other)"] == 8
+            assert all(accepted[f"n{g}"] == 1 for g in range(62))
+            for name, n in accepted.items():
+                closed = sum(v for k, v in m.items() if k.startswith(
+                    f'netproxyd_connections_closed_total{{service="{name}",'))
+                assert n == closed and m[f'netproxyd_connections_active{{service="{name}"}}'] == 0
