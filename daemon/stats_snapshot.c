@@ -114,8 +114,13 @@ long npd_snapshot_take(struct npd_worker *workers, int nworkers, size_t limit,
 	pthread_mutex_unlock(&lock);
 	for (int k = 0; k < nworkers; k++) {
 		uint64_t one = 1;
-		/* The worker's wake-up: it answers when it takes its mail (worker.c). */
-		if (!req[k].done) {
+		/*
+		 * The worker's wake-up: it answers when it takes its mail
+		 * (worker.c). Asked is read from entries, which only this thread
+		 * writes: done is the worker's to write once asked, and it may
+		 * have answered already, woken by other mail.
+		 */
+		if (req[k].entries) {
 			ssize_t r = write(workers[k].wakefd, &one, sizeof(one));
 			(void)r; /* a full counter still wakes it */
 		}

@@ -5,9 +5,11 @@ silent or hostile harms neither the relay nor the next scrape."""
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -15,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from npd import (EchoServer, Netproxyd, find_exe, free_port, proxy_v1, proxy_v2, stop_pid,
-                 talk, tool, wait_for, wait_port)
+from npd import (EchoServer, Netproxyd, Threads, find_exe, free_port, proxy_v1, proxy_v2,
+                 stop_pid, talk, tool, wait_for, wait_port)
 
 
 def config(port, backend_port, stats, extra=""):
@@ -468,3 +470,48 @@ def test_service_names_past_62_are_other_in_every_worker():
                 closed = sum(v for k, v in m.items() if k.startswith(
                     f'netproxyd_connections_closed_total{{service="{name}",'))
                 assert n == closed and m[f'netproxyd_connections_active{{service="{name}"}}'] == 0
+
+
+def test_connections_asked_through_reloads_and_stop():
+    """/connections asked without pause while reloads wake the workers with
+    other mail and while netproxyd stops: each answer is whole or the
+    listener is gone, and netproxyd exits cleanly (under ThreadSanitizer:
+    the stats thread read a worker's answer flag outside the lock, which
+    raced with a worker answering early, woken by a reload)."""
+    with EchoServer() as echo:
+        port, stats = free_port(), f"127.0.0.1:{free_port()}"
+        stats_port = int(stats.rsplit(":", 1)[1])
+        cfg = config(port, echo.port, stats, "shutdown_grace = 1\n")
+        with Netproxyd(cfg) as d:
+            wait_port(stats_port)
+            held = []
+            for _ in range(50):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80))
+                held.append(s)
+            stop, answers, threads = threading.Event(), [], Threads()
+
+            def ask(path):
+                while not stop.is_set():
+                    try:
+                        with socket.create_connection(("127.0.0.1", stats_port), timeout=5) as s:
+                            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                            answer, _ = read_answer(s)
+                    except OSError:
+                        continue  # stopped: refused
+                    if answer:
+                        answers.append(whole(answer))
+            for path in ("/connections.json?limit=10000", "/connections"):
+                threads.start(ask, path)
+            try:
+                for g in range(30):
+                    d.reload(cfg.replace("svc", f"s{g}"))
+                    d.wait_log(rf"reloaded: generation {g + 2}\b", timeout=20)
+                d.proc.send_signal(signal.SIGTERM)
+                assert d.proc.wait(20) == 0, d.log()[-3000:]
+            finally:
+                stop.set()
+                threads.join(20)
+                for s in held:
+                    s.close()
+            assert answers and all(answers)
