@@ -303,7 +303,9 @@ def test_hostile_stats_clients_harm_nothing(relay):
         status, headers, body = http_get(relay.stats, "/metrics", method="HEAD")
         assert status == 200 and body == b"" and int(headers["content-length"]) > 1000
         assert http_get(relay.stats, "/nothing")[0] == 404
-        # The silent ones still held are closed at their deadline, with a line.
+        # The silent ones still held are closed at their deadline, with a line:
+        # 5 s from their accept, so the wait here must be longer than 5 s.
+        silent[-1].settimeout(15)
         assert silent[-1].recv(1) == b""
         relay.wait_log(r"stats .*: client .*: no complete request within 5000 ms", timeout=10)
         assert talk(relay.port, proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80) + b"ok") == \
