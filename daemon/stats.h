@@ -118,6 +118,12 @@ struct npd_stats {
 
 	/* A request for the list of connections (stats_snapshot.c), under its lock. */
 	struct npd_snapshot *snapshot;
+	/*
+	 * Under the same lock: a request went unanswered in time, and the
+	 * worker has not taken its mail since. It is not waited for again
+	 * until it has.
+	 */
+	bool owing;
 };
 
 /* Add n to a counter only the calling worker writes. */

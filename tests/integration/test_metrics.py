@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from npd import (EchoServer, Netproxyd, Threads, find_exe, free_port, proxy_v1, proxy_v2,
-                 stop_pid, talk, tool, wait_for, wait_port)
+                 stop_pid, talk, text_of, tool, wait_for, wait_port)
 
 
 def config(port, backend_port, stats, extra=""):
@@ -517,3 +517,67 @@ def test_connections_asked_through_reloads_and_stop():
                 for s in held:
                     s.close()
             assert answers and all(answers)
+
+
+class Frozen:
+    """One thread of a child process stopped alone (ptrace's SEIZE and
+    INTERRUPT stop that thread only, as a worker stuck in a long task
+    would be), and let go at the end of the with block."""
+    SEIZE, INTERRUPT, DETACH = 0x4206, 0x4207, 17
+
+    def __init__(self, tid):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                                     ctypes.c_void_p]
+        self.tid, self.ctypes = tid, ctypes
+
+    def __enter__(self):
+        if self.libc.ptrace(self.SEIZE, self.tid, None, None) != 0:
+            pytest.skip(f"ptrace: {os.strerror(self.ctypes.get_errno())}")
+        assert self.libc.ptrace(self.INTERRUPT, self.tid, None, None) == 0
+        os.waitpid(self.tid, 0x40000000)  # __WALL: the thread is stopped
+        return self
+
+    def __exit__(self, *exc):
+        self.libc.ptrace(self.DETACH, self.tid, None, None)
+
+
+def test_a_stuck_worker_does_not_hold_up_the_scrapes(relay):
+    """A worker that does not answer for the list is left out after the
+    1 s wait, and then not waited for again until it takes its mail: 12
+    clients asking for /connections at once cost a /metrics scrape
+    nothing (they cost it 12 s, one wait after the other, beyond
+    Prometheus' 10 s scrape timeout); once the worker runs again it is
+    in the list."""
+    held = []
+    try:
+        for i in range(20):
+            s = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+            s.sendall(proxy_v1("192.0.2.1", "192.0.2.2", 1000 + i, 80) + b"x")
+            assert s.recv(1) == b"x"
+            held.append(s)
+        # A worker is the thread waiting in epoll (main waits for signals, the
+        # stats thread in poll, ThreadSanitizer's own thread sleeps).
+        tasks = Path(f"/proc/{relay.proc.pid}/task")
+        worker = min(int(t.name) for t in tasks.iterdir()
+                     if "epoll" in text_of(t / "wchan"))
+        with Frozen(worker):
+            doc = json.loads(http_get(relay.stats, "/connections.json")[2])
+            assert doc["workers_not_answering"] == 1 and doc["total"] < 20
+            answers, threads = [], Threads()
+            for _ in range(12):
+                threads.start(lambda: answers.append(
+                    json.loads(http_get(relay.stats, "/connections.json", timeout=30)[2])))
+            status, _, body = http_get(relay.stats, "/metrics", timeout=5)
+            assert status == 200 and b"netproxyd_workers 2" in body
+            threads.join(30)
+            assert len(answers) == 12
+            assert all(a["workers_not_answering"] == 1 for a in answers)
+        doc = wait_for(lambda: (lambda d: d if d["total"] == 20 else None)(
+            json.loads(http_get(relay.stats, "/connections.json")[2])),
+            what="the worker back in the list")
+        assert doc["workers_not_answering"] == 0
+    finally:
+        for s in held:
+            s.close()
