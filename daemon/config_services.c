@@ -33,7 +33,8 @@ static const char *const service_keys[] = {
 
 static bool valid_name(const char *s, size_t len)
 {
-	if (len < 1 || len >= NPD_NAME_MAX)
+	/* "-" alone is what the log and the metrics call a port mapped to no service. */
+	if (len < 1 || len >= NPD_NAME_MAX || (len == 1 && s[0] == '-'))
 		return false;
 	for (size_t i = 0; i < len; i++)
 		if (!cfg_is_ident(s[i]) && s[i] != '.' && s[i] != '-')
@@ -374,7 +375,7 @@ void cfg_read_services(struct loader *ld)
 		if (!valid_name(name, len))
 			cfg_fail(ld, "services",
 				 "invalid service name %s: use 1 to %d letters, digits, '_', '.' "
-				 "or '-'",
+				 "or '-' (not \"-\" alone)",
 				 cfg_show(L, -1, buf, sizeof(buf)), NPD_NAME_MAX - 1);
 		memcpy(cfg->services[cfg->nservices++].name, name, len + 1);
 	}

@@ -3,6 +3,7 @@
  * into their own struct npd_stats (stats.h says why no lock is needed), and
  * the few process-wide figures main sets.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,30 +47,58 @@ const char *npd_reject_name(enum npd_reject r)
 }
 
 /*
- * The slot for a service name: found among those published, or published
- * now. Only the owning worker calls this, so the count it reads is its own.
+ * The names that have a slot, the same in every worker: slot k is one name
+ * everywhere, so that a name past the 62 is "(other)" in every worker, never
+ * its own series in one and part of "(other)" in another, and the series
+ * are at most NPD_STATS_SERVICES for the process whatever the workers met.
+ * Appended under the lock, a worker's first meeting with a name (once per
+ * generation at most), and never changed once published.
+ */
+static char names[NPD_STATS_SERVICES][NPD_NAME_MAX] = {"-"};
+static atomic_size_t nnames = 1; /* stored with release after the name */
+static pthread_mutex_t names_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t find_name(size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return i;
+	return n;
+}
+
+/*
+ * The slot for a service name, published for every worker if it is new,
+ * and copied into st's own slots. Only the owning worker calls this for st.
  */
 static uint8_t slot_for(struct npd_stats *st, const char *name)
 {
-	size_t n = atomic_load_explicit(&st->nservices, memory_order_relaxed);
+	size_t n = atomic_load_explicit(&nnames, memory_order_acquire);
+	size_t k = find_name(n, name);
 
-	if (n == 0) { /* slot 0: ports mapped to no service */
-		strcpy(st->service[0].name, "-");
-		atomic_store_explicit(&st->nservices, n = 1, memory_order_release);
+	if (k == n && n < NPD_STATS_SERVICES) {
+		pthread_mutex_lock(&names_lock);
+		n = atomic_load_explicit(&nnames, memory_order_relaxed);
+		k = find_name(n, name);
+		if (k == n && n < NPD_STATS_OTHER) {
+			snprintf(names[n], sizeof(names[n]), "%s", name);
+			atomic_store_explicit(&nnames, ++n, memory_order_release);
+		} else if (k == n) { /* the 62 are taken: "(other)" from now on */
+			snprintf(names[n], sizeof(names[n]), "(other)");
+			atomic_store_explicit(&nnames, ++n, memory_order_release);
+		}
+		pthread_mutex_unlock(&names_lock);
 	}
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(st->service[i].name, name) == 0)
-			return (uint8_t)i;
-	if (n == NPD_STATS_OTHER) {
-		strcpy(st->service[NPD_STATS_OTHER].name, "(other)");
-		atomic_store_explicit(&st->nservices, n + 1, memory_order_release);
+	if (k >= NPD_STATS_OTHER)
+		k = NPD_STATS_OTHER;
+	/* The worker's own copies, up to the slot it counts in. */
+	size_t mine = atomic_load_explicit(&st->nservices, memory_order_relaxed);
+	if (mine <= k) {
+		for (size_t i = mine; i <= k; i++)
+			memcpy(st->service[i].name, names[i], sizeof(names[i]));
+		/* Release: the stats thread that sees the count sees the names. */
+		atomic_store_explicit(&st->nservices, k + 1, memory_order_release);
 	}
-	if (n >= NPD_STATS_OTHER)
-		return NPD_STATS_OTHER;
-	snprintf(st->service[n].name, sizeof(st->service[n].name), "%s", name);
-	/* Release: the stats thread that sees the count sees the name. */
-	atomic_store_explicit(&st->nservices, n + 1, memory_order_release);
-	return (uint8_t)n;
+	return (uint8_t)k;
 }
 
 /* Map gen's service indexes to slots: once per generation, at its first connection. */

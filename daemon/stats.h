@@ -11,8 +11,8 @@
  *
  * Services are a config generation's, and a reload may add, drop or reorder
  * them while connections of older generations still run. Counters are kept
- * by service name, in slots a worker creates the first time it meets the
- * name and keeps for the life of the process: a series never goes back,
+ * by service name, in slots created the first time a worker meets the
+ * name and kept for the life of the process: a series never goes back,
  * whichever generation its connections came from. A connection holds a
  * pointer to its slot from accept to close. A worker maps its current
  * generation's service indexes to slots once per generation.
@@ -90,9 +90,11 @@ struct npd_stats_service {
 };
 
 /*
- * Slots per worker: service names met over the process's life. Slot 0 is
- * "-", ports mapped to no service; the last, "(other)", takes every name
- * past the rest, so that the memory is fixed (about 20 KiB per worker).
+ * Slots per worker: service names met over the process's life, in the same
+ * slots in every worker (stats.c keeps the names for the process). Slot 0
+ * is "-", ports mapped to no service; the last, "(other)", takes every name
+ * past the 62 others, so that the memory is fixed (about 20 KiB per worker)
+ * and the series are at most 64 per metric.
  */
 #define NPD_STATS_SERVICES 64
 #define NPD_STATS_OTHER (NPD_STATS_SERVICES - 1)
@@ -116,6 +118,12 @@ struct npd_stats {
 
 	/* A request for the list of connections (stats_snapshot.c), under its lock. */
 	struct npd_snapshot *snapshot;
+	/*
+	 * Under the same lock: a request went unanswered in time, and the
+	 * worker has not taken its mail since. It is not waited for again
+	 * until it has.
+	 */
+	bool owing;
 };
 
 /* Add n to a counter only the calling worker writes. */

@@ -34,6 +34,14 @@ struct client {
 	char req[NPD_STATS_REQUEST_MAX + 1];
 	char *resp; /* the whole answer once known; NULL while reading */
 	size_t resp_len, off;
+	/*
+	 * The answer is sent and our side shut: what the client still sends
+	 * is read and discarded until its close, as nginx's lingering close,
+	 * because closing with unread bytes makes the kernel send a reset that
+	 * discards the answer's tail still in flight.
+	 */
+	bool linger;
+	size_t discarded;
 };
 
 struct npd_stats_server {
@@ -121,6 +129,7 @@ static void drop(struct client *c)
 	free(c->resp);
 	c->fd = -1;
 	c->resp = NULL;
+	c->linger = false;
 }
 
 /* Set c's answer: status line, headers, and body unless the request was HEAD. */
@@ -304,8 +313,39 @@ static void writable(struct client *c)
 		return;
 	}
 	c->off += (size_t)n;
-	if (c->off == c->resp_len)
-		drop(c); /* HTTP/1.0 style: the close ends the answer */
+	if (c->off < c->resp_len)
+		return;
+	/* HTTP/1.0 style: the close ends the answer; our FIN follows its last byte. */
+	free(c->resp);
+	c->resp = NULL;
+	if (shutdown(c->fd, SHUT_WR) != 0) {
+		drop(c);
+		return;
+	}
+	c->linger = true;
+	c->discarded = 0;
+	int64_t until = npd_now_ms() + NPD_STATS_LINGER_MS;
+	if (until < c->deadline)
+		c->deadline = until;
+}
+
+/* A lingering client sent more, or closed: read it away, close at its end. */
+static void drain(struct client *c)
+{
+	char junk[4096];
+	ssize_t n = recv(c->fd, junk, sizeof(junk), 0);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0 && (c->discarded += (size_t)n) <= NPD_STATS_LINGER_BYTES)
+		return;
+	drop(c); /* its close, an error, or more than it may send after its answer */
+}
+
+/* Which client a new one displaces first: the lowest rank, then the oldest. */
+static int rank(const struct client *c)
+{
+	return c->linger ? 0 : c->resp ? 2 : 1;
 }
 
 static void accept_client(struct npd_stats_server *s)
@@ -317,16 +357,24 @@ static void accept_client(struct npd_stats_server *s)
 
 	if (fd < 0)
 		return; /* EAGAIN, a client gone, or out of descriptors: the next poll tries again */
+	/*
+	 * No free slot: the oldest of those who have had their answer goes
+	 * first, then of those who have not sent a complete request, and only
+	 * then of those being answered, so that a flood of connections that
+	 * say nothing cannot cut a scrape in the middle of its answer.
+	 */
 	for (int i = 0; i < NPD_STATS_CLIENTS && !slot; i++) {
 		struct client *c = &s->clients[i];
 		if (c->fd < 0)
 			slot = c;
-		else if (!oldest || c->accepted < oldest->accepted)
+		else if (!oldest || rank(c) < rank(oldest) ||
+			 (rank(c) == rank(oldest) && c->accepted < oldest->accepted))
 			oldest = c;
 	}
 	if (!slot) {
-		log_client(s, oldest, "dropped: %d stats clients at once, and a new one came",
-			   NPD_STATS_CLIENTS);
+		if (!oldest->linger)
+			log_client(s, oldest, "dropped: %d stats clients at once, and a new one came",
+				   NPD_STATS_CLIENTS);
 		drop(oldest);
 		slot = oldest;
 	}
@@ -359,9 +407,11 @@ static void *server_main(void *arg)
 			if (c->fd < 0)
 				continue;
 			if (now >= c->deadline) {
-				log_client(s, c, "%s within %d ms: closed",
-					   c->resp ? "did not read the answer" : "no complete request",
-					   NPD_STATS_CLIENT_MS);
+				if (!c->linger)
+					log_client(s, c, "%s within %d ms: closed",
+						   c->resp ? "did not read the answer"
+							   : "no complete request",
+						   NPD_STATS_CLIENT_MS);
 				drop(c);
 				continue;
 			}
@@ -383,12 +433,14 @@ static void *server_main(void *arg)
 			struct client *c = of[i];
 			if (!pfd[i].revents || c->fd < 0)
 				continue;
-			if (c->resp)
+			if (c->linger)
+				drain(c);
+			else if (c->resp)
 				writable(c);
 			else
 				readable(s, c);
 			/* Answered at once: the socket is usually writable, no need to poll first. */
-			if (c->fd >= 0 && c->resp && c->off == 0)
+			if (c->fd >= 0 && c->resp && c->off == 0 && !c->linger)
 				writable(c);
 		}
 		if (pfd[1].revents)

@@ -18,9 +18,11 @@
 struct npd_worker;
 struct npd_stats_server;
 
-#define NPD_STATS_CLIENTS 16	     /* served at once; a new one drops the oldest */
+#define NPD_STATS_CLIENTS 16	     /* served at once; a new one drops one (stats_server.c) */
 #define NPD_STATS_REQUEST_MAX 4096   /* bytes of request line and headers */
 #define NPD_STATS_CLIENT_MS 5000     /* for the request and the answer, together */
+#define NPD_STATS_LINGER_MS 1000     /* after the answer, for the client's close */
+#define NPD_STATS_LINGER_BYTES 65536 /* read and discarded after the answer, at most */
 #define NPD_CONNECTIONS_LIMIT 1000   /* connections listed without ?limit= */
 /*
  * Each worker gets a buffer of ?limit= entries (about 160 bytes each): at

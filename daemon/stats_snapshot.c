@@ -43,6 +43,7 @@ void npd_stats_answer(struct npd_worker *w)
 {
 	pthread_mutex_lock(&lock);
 	struct npd_snapshot *req = w->stats.snapshot;
+	w->stats.owing = false; /* it takes its mail again */
 	if (req) {
 		for (struct npd_list *pos = w->conns.open.next; pos != &w->conns.open; pos = pos->next) {
 			const struct npd_conn *c = npd_container_of(pos, struct npd_conn, link);
@@ -107,15 +108,35 @@ long npd_snapshot_take(struct npd_worker *workers, int nworkers, size_t limit,
 		if (!req[k].done && !(req[k].entries = malloc((limit ? limit : 1) * sizeof(*req[k].entries))))
 			goto out;
 	}
+	/*
+	 * A worker that let the last request go unanswered and has not taken
+	 * its mail since is stuck, or busy for long: it is not asked, and the
+	 * list says it is missing at once. Otherwise each request would wait
+	 * for it in full, one after the other, and a few clients asking for
+	 * the list would hold up every scrape of /metrics behind them.
+	 */
 	pthread_mutex_lock(&lock);
-	for (int k = 0; k < nworkers; k++)
-		if (!req[k].done)
-			workers[k].stats.snapshot = &req[k];
+	for (int k = 0; k < nworkers; k++) {
+		if (req[k].done)
+			continue;
+		if (workers[k].stats.owing) {
+			free(req[k].entries);
+			req[k].entries = NULL;
+			(*missing)++;
+			continue;
+		}
+		workers[k].stats.snapshot = &req[k];
+	}
 	pthread_mutex_unlock(&lock);
 	for (int k = 0; k < nworkers; k++) {
 		uint64_t one = 1;
-		/* The worker's wake-up: it answers when it takes its mail (worker.c). */
-		if (!req[k].done) {
+		/*
+		 * The worker's wake-up: it answers when it takes its mail
+		 * (worker.c). Asked is read from entries, which only this thread
+		 * writes: done is the worker's to write once asked, and it may
+		 * have answered already, woken by other mail.
+		 */
+		if (req[k].entries) {
 			ssize_t r = write(workers[k].wakefd, &one, sizeof(one));
 			(void)r; /* a full counter still wakes it */
 		}
@@ -126,7 +147,7 @@ long npd_snapshot_take(struct npd_worker *workers, int nworkers, size_t limit,
 	for (;;) {
 		bool all = true;
 		for (int k = 0; k < nworkers; k++)
-			all = all && (req[k].done || npd_worker_done(&workers[k]));
+			all = all && (!req[k].entries || req[k].done || npd_worker_done(&workers[k]));
 		if (all || npd_now_ms() >= until)
 			break;
 		/* In slices: a worker that ends meanwhile never answers, and is not waited for. */
@@ -134,11 +155,13 @@ long npd_snapshot_take(struct npd_worker *workers, int nworkers, size_t limit,
 		pthread_cond_timedwait(&answered, &lock, &slice);
 	}
 	for (int k = 0; k < nworkers; k++) {
-		if (req[k].done)
+		if (req[k].done || !req[k].entries)
 			continue;
 		workers[k].stats.snapshot = NULL; /* withdrawn: its buffer is freed below */
-		if (!npd_worker_done(&workers[k]))
+		if (!npd_worker_done(&workers[k])) {
+			workers[k].stats.owing = true;
 			(*missing)++;
+		}
 	}
 	pthread_mutex_unlock(&lock);
 

@@ -5,9 +5,11 @@ silent or hostile harms neither the relay nor the next scrape."""
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -15,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from npd import (EchoServer, Netproxyd, find_exe, free_port, proxy_v1, proxy_v2, stop_pid,
-                 talk, tool, wait_for, wait_port)
+from npd import (EchoServer, Netproxyd, Threads, find_exe, free_port, proxy_v1, proxy_v2,
+                 stop_pid, talk, text_of, tool, wait_for, wait_port)
 
 
 def config(port, backend_port, stats, extra=""):
@@ -301,7 +303,9 @@ def test_hostile_stats_clients_harm_nothing(relay):
         status, headers, body = http_get(relay.stats, "/metrics", method="HEAD")
         assert status == 200 and body == b"" and int(headers["content-length"]) > 1000
         assert http_get(relay.stats, "/nothing")[0] == 404
-        # The silent ones still held are closed at their deadline, with a line.
+        # The silent ones still held are closed at their deadline, with a line:
+        # 5 s from their accept, so the wait here must be longer than 5 s.
+        silent[-1].settimeout(15)
         assert silent[-1].recv(1) == b""
         relay.wait_log(r"stats .*: client .*: no complete request within 5000 ms", timeout=10)
         assert talk(relay.port, proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80) + b"ok") == \
@@ -360,3 +364,220 @@ def test_config_check_and_errors(tmp_path):
         assert d.proc.wait(10) == 1
         assert "the path exists and is not a socket" in d.log()
     assert plain.read_text() == "keep me"
+
+
+def read_answer(s):
+    """Everything s receives to EOF; a reset is returned, not raised, so
+    that a test can say what it cut."""
+    data = bytearray()
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except ConnectionResetError as e:
+        return bytes(data), e
+    return bytes(data), None
+
+
+def whole(answer):
+    """Whether an answer's body has all the bytes its Content-Length says."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+    return bool(length) and int(length[0].split(b":")[1]) == len(body)
+
+
+def test_bytes_after_the_request_do_not_reset_the_answer(relay):
+    """A client that sends more than its request (a pipelined second one, a
+    body) gets its whole answer: closing over unread bytes would make the
+    kernel send a reset and drop the answer's tail still in flight, so the
+    listener shuts its side and reads them away until the client closes."""
+    host, port = relay.stats.rsplit(":", 1)
+    for extra in (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 300, b"\0" * 20000):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's least
+            s.settimeout(10)
+            s.connect((host, int(port)))
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" + extra)
+            answer, reset = read_answer(s)
+        assert reset is None and whole(answer), (len(answer), reset)
+    assert talk(relay.port, proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80) + b"ok") == \
+        (b"ok", "eof")
+
+
+def test_a_flood_of_idle_clients_does_not_cut_an_answer(tmp_path):
+    """A scrape being answered to a slow reader keeps its slot while more
+    clients than there are slots connect and say nothing: they displace
+    each other, not the answer. (A UNIX socket: its send buffer, unlike
+    loopback TCP's, is smaller than the answer, which is then still being
+    written when the flood comes.)"""
+    path = str(tmp_path / "stats.sock")
+    port = free_port()
+    held = []
+    with Netproxyd(config(port, free_port(), path, "proxy_header_timeout = 120\n")) as d:
+        try:
+            for i in range(2500):  # waiting for their headers: a long list
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            wait_for(lambda: json.loads(http_get(path, "/connections.json?limit=1")[2])
+                     ["total"] == 2500, what="2500 connections held")
+            with socket.socket(socket.AF_UNIX) as reader:
+                reader.settimeout(10)
+                reader.connect(path)
+                reader.sendall(b"GET /connections.json?limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert reader.recv(16).startswith(b"HTTP/1.1 200")  # being answered
+                idle = []
+                try:
+                    for _ in range(40):
+                        idle.append(socket.socket(socket.AF_UNIX))
+                        idle[-1].connect(path)
+                    d.wait_log(r"stats .*: client .*: dropped: 16 stats clients at once")
+                    idle[0].settimeout(5)
+                    assert idle[0].recv(1) == b""  # the first idle ones made room
+                    answer, reset = read_answer(reader)
+                finally:
+                    for s in idle:
+                        s.close()
+            assert reset is None and whole(answer), (len(answer), reset)
+            doc = json.loads(answer.partition(b"\r\n\r\n")[2])
+            assert doc["total"] == 2500 and doc["shown"] == 2500
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_service_names_past_62_are_other_in_every_worker():
+    """Reloads that bring a new service name each time: the first 62 names
+    have series of their own and every later one is "(other)", the same in
+    both workers (a name is never its own series in one worker and part of
+    "(other)" in the other), so a metric has at most 64 series; every
+    connection is counted once, and accepted = closed + active."""
+    with EchoServer() as echo:
+        port, stats = free_port(), f"127.0.0.1:{free_port()}"
+        cfg = config(port, echo.port, stats)
+        with Netproxyd(cfg) as d:
+            wait_port(int(stats.rsplit(":", 1)[1]))
+            for g in range(70):
+                d.reload(cfg.replace('"svc"', f'"n{g}"').replace("svc =", f"n{g} ="))
+                d.wait_log(rf"reloaded: generation {g + 2}\b")
+                assert talk(port, proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80) + b"n") == \
+                    (b"n", "eof")
+            m = wait_for(lambda: (lambda m: m if sum(
+                v for k, v in m.items() if k.startswith("netproxyd_connections_closed_total"))
+                == 70 else None)(metrics(stats)), what="70 connections closed")
+            accepted = {re.match(r'.*service="(.*)"', k).group(1): v for k, v in m.items()
+                        if k.startswith("netproxyd_connections_accepted_total")}
+            # "svc" had no connection, so no slot: "-", n0 to n61, "(other)".
+            assert set(accepted) == {"-", "(other)"} | {f"n{g}" for g in range(62)}
+            assert accepted["(other)"] == 8
+            assert all(accepted[f"n{g}"] == 1 for g in range(62))
+            for name, n in accepted.items():
+                closed = sum(v for k, v in m.items() if k.startswith(
+                    f'netproxyd_connections_closed_total{{service="{name}",'))
+                assert n == closed and m[f'netproxyd_connections_active{{service="{name}"}}'] == 0
+
+
+def test_connections_asked_through_reloads_and_stop():
+    """/connections asked without pause while reloads wake the workers with
+    other mail and while netproxyd stops: each answer is whole or the
+    listener is gone, and netproxyd exits cleanly (under ThreadSanitizer:
+    the stats thread read a worker's answer flag outside the lock, which
+    raced with a worker answering early, woken by a reload)."""
+    with EchoServer() as echo:
+        port, stats = free_port(), f"127.0.0.1:{free_port()}"
+        stats_port = int(stats.rsplit(":", 1)[1])
+        cfg = config(port, echo.port, stats, "shutdown_grace = 1\n")
+        with Netproxyd(cfg) as d:
+            wait_port(stats_port)
+            held = []
+            for _ in range(50):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80))
+                held.append(s)
+            stop, answers, threads = threading.Event(), [], Threads()
+
+            def ask(path):
+                while not stop.is_set():
+                    try:
+                        with socket.create_connection(("127.0.0.1", stats_port), timeout=5) as s:
+                            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                            answer, _ = read_answer(s)
+                    except OSError:
+                        continue  # stopped: refused
+                    if answer:
+                        answers.append(whole(answer))
+            for path in ("/connections.json?limit=10000", "/connections"):
+                threads.start(ask, path)
+            try:
+                for g in range(30):
+                    d.reload(cfg.replace("svc", f"s{g}"))
+                    d.wait_log(rf"reloaded: generation {g + 2}\b", timeout=20)
+                d.proc.send_signal(signal.SIGTERM)
+                assert d.proc.wait(20) == 0, d.log()[-3000:]
+            finally:
+                stop.set()
+                threads.join(20)
+                for s in held:
+                    s.close()
+            assert answers and all(answers)
+
+
+class Frozen:
+    """One thread of a child process stopped alone (ptrace's SEIZE and
+    INTERRUPT stop that thread only, as a worker stuck in a long task
+    would be), and let go at the end of the with block."""
+    SEIZE, INTERRUPT, DETACH = 0x4206, 0x4207, 17
+
+    def __init__(self, tid):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                                     ctypes.c_void_p]
+        self.tid, self.ctypes = tid, ctypes
+
+    def __enter__(self):
+        if self.libc.ptrace(self.SEIZE, self.tid, None, None) != 0:
+            pytest.skip(f"ptrace: {os.strerror(self.ctypes.get_errno())}")
+        assert self.libc.ptrace(self.INTERRUPT, self.tid, None, None) == 0
+        os.waitpid(self.tid, 0x40000000)  # __WALL: the thread is stopped
+        return self
+
+    def __exit__(self, *exc):
+        self.libc.ptrace(self.DETACH, self.tid, None, None)
+
+
+def test_a_stuck_worker_does_not_hold_up_the_scrapes(relay):
+    """A worker that does not answer for the list is left out after the
+    1 s wait, and then not waited for again until it takes its mail: 12
+    clients asking for /connections at once cost a /metrics scrape
+    nothing (they cost it 12 s, one wait after the other, beyond
+    Prometheus' 10 s scrape timeout); once the worker runs again it is
+    in the list."""
+    held = []
+    try:
+        for i in range(20):
+            s = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+            s.sendall(proxy_v1("192.0.2.1", "192.0.2.2", 1000 + i, 80) + b"x")
+            assert s.recv(1) == b"x"
+            held.append(s)
+        # A worker is the thread waiting in epoll (main waits for signals, the
+        # stats thread in poll, ThreadSanitizer's own thread sleeps).
+        tasks = Path(f"/proc/{relay.proc.pid}/task")
+        worker = min(int(t.name) for t in tasks.iterdir()
+                     if "epoll" in text_of(t / "wchan"))
+        with Frozen(worker):
+            doc = json.loads(http_get(relay.stats, "/connections.json")[2])
+            assert doc["workers_not_answering"] == 1 and doc["total"] < 20
+            answers, threads = [], Threads()
+            for _ in range(12):
+                threads.start(lambda: answers.append(
+                    json.loads(http_get(relay.stats, "/connections.json", timeout=30)[2])))
+            status, _, body = http_get(relay.stats, "/metrics", timeout=5)
+            assert status == 200 and b"netproxyd_workers 2" in body
+            threads.join(30)
+            assert len(answers) == 12
+            assert all(a["workers_not_answering"] == 1 for a in answers)
+        doc = wait_for(lambda: (lambda d: d if d["total"] == 20 else None)(
+            json.loads(http_get(relay.stats, "/connections.json")[2])),
+            what="the worker back in the list")
+        assert doc["workers_not_answering"] == 0
+    finally:
+        for s in held:
+            s.close()

@@ -141,7 +141,10 @@ static const struct {
 	 "got number"},
 	{MAP "services = { [\"c2s x\"] = { connect = \"127.0.0.1:1\" } }\n",
 	 "t.lua:2: services: invalid service name \"c2s x\": use 1 to 63 letters, digits, '_', '.' "
-	 "or '-'"},
+	 "or '-' (not \"-\" alone)"},
+	/* "-" is a port mapped to no service, in the log and in the metrics. */
+	{MAP "services = { [\"-\"] = { connect = \"127.0.0.1:1\" } }\n",
+	 "t.lua:2: services: invalid service name \"-\"*"},
 	{MAP "services = { [string.rep(\"a\", 64)] = { connect = \"127.0.0.1:1\" } }\n",
 	 "t.lua:2: services: invalid service name*"},
 	{MAP "services = { [\"\"] = { connect = \"127.0.0.1:1\" } }\n",
