@@ -10,7 +10,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -137,7 +136,7 @@ def test_rejected_and_timed_out_and_refused():
     cfg = config(port, dead, stats, extra).replace(
         f'proxy_ports = {{ "127.0.0.1:{port}" }}', f'proxy_ports = {{ "127.0.0.1:{port}", '
         f'"[::1]:{port}" }}')
-    with Netproxyd(cfg) as d:
+    with Netproxyd(cfg):
         wait_port(int(stats.rsplit(":", 1)[1]))
         talk(port, b"", host="::1")  # untrusted: closed before a byte is read
         talk(port, proxy_v1("192.0.2.1", "192.0.2.2", 1000, 80))  # backend refuses
