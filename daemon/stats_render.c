@@ -287,7 +287,7 @@ static void json_string(FILE *out, const char *s)
 void npd_connections_render(FILE *out, bool json, const struct npd_conn_info *list, size_t n,
 			    const struct npd_connections_view *v)
 {
-	char client[64], peer[64];
+	char client[NPD_SOCKADDR_TEXT], peer[NPD_SOCKADDR_TEXT], local[NPD_SOCKADDR_TEXT];
 
 	if (json) {
 		fprintf(out, "{\"total\":%zu,\"shown\":%zu,\"omitted\":%zu,\"limit\":%zu,"
@@ -303,6 +303,8 @@ void npd_connections_render(FILE *out, bool json, const struct npd_conn_info *li
 			json_string(out, npd_sockaddr_text(&e->client, client, sizeof(client)));
 			fputs(",\"peer\":", out);
 			json_string(out, npd_sockaddr_text(&e->peer, peer, sizeof(peer)));
+			fputs(",\"local\":", out);
+			json_string(out, npd_sockaddr_text(&e->local, local, sizeof(local)));
 			fprintf(out, ",\"state\":\"%s\",\"age_seconds\":%lld.%03lld,\"up_bytes\":%llu,"
 				     "\"down_bytes\":%llu}",
 				state_name(e->state), (long long)(age / 1000), (long long)(age % 1000),
@@ -311,15 +313,16 @@ void npd_connections_render(FILE *out, bool json, const struct npd_conn_info *li
 		fputs("]}\n", out);
 		return;
 	}
-	fputs("# id service client peer state age_seconds up_bytes down_bytes\n", out);
+	fputs("# id service client peer local state age_seconds up_bytes down_bytes\n", out);
 	for (size_t i = 0; i < n; i++) {
 		const struct npd_conn_info *e = &list[i];
 		int64_t age = v->now_ms - e->start_ms;
 		fprintf(out, "%llu ", (unsigned long long)e->id);
 		text_field(out, e->service);
-		fprintf(out, " %s %s %s %lld.%03lld %llu %llu\n",
+		fprintf(out, " %s %s %s %s %lld.%03lld %llu %llu\n",
 			npd_sockaddr_text(&e->client, client, sizeof(client)),
-			npd_sockaddr_text(&e->peer, peer, sizeof(peer)), state_name(e->state),
+			npd_sockaddr_text(&e->peer, peer, sizeof(peer)),
+			npd_sockaddr_text(&e->local, local, sizeof(local)), state_name(e->state),
 			(long long)(age / 1000), (long long)(age % 1000), (unsigned long long)e->up,
 			(unsigned long long)e->down);
 	}

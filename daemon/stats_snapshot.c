@@ -57,6 +57,7 @@ void npd_stats_answer(struct npd_worker *w)
 			snprintf(e->service, sizeof(e->service), "%s", c->service ? c->service->name : "-");
 			e->client = c->client_addr;
 			e->peer = c->peer_addr;
+			e->local = c->local_addr;
 			e->state = c->state;
 			e->start_ms = c->start_ms;
 			e->up = c->relay.client.bytes;

@@ -23,6 +23,7 @@ struct npd_conn_info {
 	char service[NPD_NAME_MAX]; /* "-" for an unmapped port */
 	union npd_sockaddr client;  /* AF_UNSPEC before the header, and for LOCAL */
 	union npd_sockaddr peer;
+	union npd_sockaddr local; /* the address the service sees it come from; AF_UNSPEC before */
 	uint8_t state; /* enum npd_conn_state */
 	int64_t start_ms; /* on the monotonic clock (npd_now_ms) */
 	uint64_t up, down; /* bytes read from the client, from the backend */

@@ -249,18 +249,20 @@ def test_connections_view(relay):
             assert c["service"] == "svc"
             assert c["client"] == f"192.0.2.{i + 1}:{1000 + i}"
             assert c["peer"] == f"127.0.0.1:{held[i].getsockname()[1]}"
+            # The address the backend saw: what joins its log to this client.
+            assert c["local"] == "%s:%d" % relay.echo.records[i]["peer"], c
             assert c["state"] == "relay"
             assert c["up_bytes"] == c["down_bytes"] == i + 1
             assert c["age_seconds"] >= 0
-        assert conns[3]["state"] == "header" and conns[3]["client"] == "-"
+        assert conns[3]["state"] == "header" and conns[3]["client"] == conns[3]["local"] == "-"
 
         status, headers, body = http_get(relay.stats, "/connections")
         assert status == 200 and headers["content-type"].startswith("text/plain")
         lines = body.decode().splitlines()
-        assert lines[0] == "# id service client peer state age_seconds up_bytes down_bytes"
+        assert lines[0] == "# id service client peer local state age_seconds up_bytes down_bytes"
         rows = [l.split() for l in lines[1:] if not l.startswith("#")]
         assert [r[2] for r in rows] == ["192.0.2.1:1000", "192.0.2.2:1001", "192.0.2.3:1002", "-"]
-        assert rows[1][1] == "svc" and rows[1][4] == "relay" and rows[1][6:] == ["2", "2"]
+        assert rows[1][1] == "svc" and rows[1][5] == "relay" and rows[1][7:] == ["2", "2"]
         assert lines[-1] == "# 4 connections"
 
         _, _, body = http_get(relay.stats, "/connections?limit=2")
