@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -85,6 +87,43 @@ fail:
 static inline int tcp_pair(int fds[2])
 {
 	return tcp_pair_sized(fds, 0);
+}
+
+/* The test pattern's byte at offset i of a stream: 251 is prime, so no power-of-two chunk repeats it. */
+static inline uint8_t pattern_byte(uint64_t i)
+{
+	return (uint8_t)(i % 251);
+}
+
+/* Write the pattern from *sent on into fd until it takes no more or cap in all. */
+static inline void pattern_fill(int fd, uint64_t *sent, uint64_t cap)
+{
+	static uint8_t chunk[65536];
+
+	while (*sent < cap) {
+		size_t n = cap - *sent < sizeof(chunk) ? (size_t)(cap - *sent) : sizeof(chunk);
+		for (size_t i = 0; i < n; i++)
+			chunk[i] = pattern_byte(*sent + i);
+		ssize_t r = send(fd, chunk, n, MSG_NOSIGNAL);
+		if (r <= 0)
+			return;
+		*sent += (uint64_t)r;
+	}
+}
+
+/* Read what fd has, checking the pattern from *got on; false on a wrong byte. */
+static inline bool pattern_drain(int fd, uint64_t *got)
+{
+	static uint8_t chunk[65536];
+	ssize_t r;
+
+	while ((r = recv(fd, chunk, sizeof(chunk), 0)) > 0) {
+		for (ssize_t i = 0; i < r; i++)
+			if (chunk[i] != pattern_byte(*got + (uint64_t)i))
+				return false;
+		*got += (uint64_t)r;
+	}
+	return true;
 }
 
 #endif /* NP_PAIRS_H */

@@ -163,42 +163,6 @@ static bool open_and_quiet(int fd)
 	return recv(fd, &c, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN;
 }
 
-static uint8_t pattern_byte(uint64_t i)
-{
-	return (uint8_t)(i % 251);
-}
-
-/* Write the pattern from *sent on into fd until it takes no more or cap in all. */
-static void fill(int fd, uint64_t *sent, uint64_t cap)
-{
-	static uint8_t chunk[65536];
-
-	while (*sent < cap) {
-		size_t n = cap - *sent < sizeof(chunk) ? (size_t)(cap - *sent) : sizeof(chunk);
-		for (size_t i = 0; i < n; i++)
-			chunk[i] = pattern_byte(*sent + i);
-		ssize_t r = send(fd, chunk, n, MSG_NOSIGNAL);
-		if (r <= 0)
-			return;
-		*sent += (uint64_t)r;
-	}
-}
-
-/* Read what fd has, checking the pattern from *got on; false on a wrong byte. */
-static bool drain(int fd, uint64_t *got)
-{
-	static uint8_t chunk[65536];
-	ssize_t r;
-
-	while ((r = recv(fd, chunk, sizeof(chunk), 0)) > 0) {
-		for (ssize_t i = 0; i < r; i++)
-			if (chunk[i] != pattern_byte(*got + (uint64_t)i))
-				return false;
-		*got += (uint64_t)r;
-	}
-	return true;
-}
-
 /* A reset, not a FIN: close with a zero linger time. */
 static void reset(int fd)
 {
@@ -409,7 +373,7 @@ static void test_backpressure_and_eof_with_data(void)
 		ok(0, "socket pairs");
 		return;
 	}
-	fill(g.cl[1], &sent, total);
+	pattern_fill(g.cl[1], &sent, total);
 	is_verdict(settle(&g), NPD_RELAY_IDLE, "the backend takes no more: IDLE");
 	ok(!g.r.backend.writable, "the backend is not writable");
 	ok(g.r.client.in && g.r.client.in->off < g.r.client.in->len,
@@ -422,17 +386,17 @@ static void test_backpressure_and_eof_with_data(void)
 
 	bool in_order = true;
 	for (int i = 0; i < 100000 && (sent < total || !g.r.backend.shut); i++) {
-		fill(g.cl[1], &sent, total);
+		pattern_fill(g.cl[1], &sent, total);
 		if (sent == total && !g.r.client.fin_seen && !g.r.client.eof)
 			shutdown(g.cl[1], SHUT_WR); /* once; FIN again is harmless */
-		in_order &= drain(g.be[1], &got);
+		in_order &= pattern_drain(g.be[1], &got);
 		settle(&g);
 	}
-	in_order &= drain(g.be[1], &got);
+	in_order &= pattern_drain(g.be[1], &got);
 	for (int i = 0; i < 1000 && got < total; i++) {
 		struct pollfd p = {.fd = g.be[1], .events = POLLIN};
 		poll(&p, 1, 1000);
-		in_order &= drain(g.be[1], &got);
+		in_order &= pattern_drain(g.be[1], &got);
 		settle(&g);
 	}
 	is_int(got, total, "every byte reached the backend");
@@ -455,7 +419,7 @@ static void test_budget_starves(void)
 		ok(0, "socket pairs");
 		return;
 	}
-	fill(g.cl[1], &sent, 2 * NPD_TURN_BYTES + 1);
+	pattern_fill(g.cl[1], &sent, 2 * NPD_TURN_BYTES + 1);
 	if (sent <= NPD_TURN_BYTES) {
 		skip("the socket buffers hold %llu bytes, less than a turn's budget (SO_RCVBUFFORCE "
 		     "needs CAP_NET_ADMIN)", (unsigned long long)sent);
@@ -466,7 +430,7 @@ static void test_budget_starves(void)
 	}
 	is_verdict(step(&g, true), NPD_RELAY_STARVED, "more than the turn's budget: STARVED");
 	is_int(g.r.client.bytes, NPD_TURN_BYTES, "after reading exactly one budget");
-	drain(g.be[1], &got);
+	pattern_drain(g.be[1], &got);
 	is_verdict(step(&g, false), NPD_RELAY_STARVED, "the same turn again: still STARVED");
 	is_int(g.r.client.bytes, NPD_TURN_BYTES, "having read nothing more");
 	step(&g, true);

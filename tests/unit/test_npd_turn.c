@@ -110,42 +110,13 @@ static void relay_now(struct npd_conn *c)
 	client_event(c, 0);
 }
 
-static uint8_t pattern_byte(uint64_t i)
-{
-	return (uint8_t)(i % 251);
-}
-
 /* Write the pattern into fd until it takes no more (or cap bytes); returns the count. */
 static size_t fill(int fd, size_t cap)
 {
-	static uint8_t chunk[65536];
-	size_t total = 0;
+	uint64_t sent = 0;
 
-	while (total < cap) {
-		size_t n = cap - total < sizeof(chunk) ? cap - total : sizeof(chunk);
-		for (size_t i = 0; i < n; i++)
-			chunk[i] = pattern_byte(total + i);
-		ssize_t r = send(fd, chunk, n, MSG_NOSIGNAL);
-		if (r <= 0)
-			break;
-		total += (size_t)r;
-	}
-	return total;
-}
-
-/* Read what fd has, checking the pattern from *got on; false on a wrong byte. */
-static bool drain(int fd, uint64_t *got)
-{
-	static uint8_t chunk[65536];
-	ssize_t r;
-
-	while ((r = recv(fd, chunk, sizeof(chunk), 0)) > 0) {
-		for (ssize_t i = 0; i < r; i++)
-			if (chunk[i] != pattern_byte(*got + (uint64_t)i))
-				return false;
-		*got += (uint64_t)r;
-	}
-	return true;
+	pattern_fill(fd, &sent, cap);
+	return (size_t)sent;
 }
 
 static bool queued(const struct npd_conn *c)
@@ -191,7 +162,7 @@ static void test_budget_per_turn(void)
 	ok(queued(c), "and leaves it queued");
 
 	uint64_t got = 0, before = c->relay.client.bytes;
-	bool in_order = drain(be[1], &got), bounded = true, stayed = true;
+	bool in_order = pattern_drain(be[1], &got), bounded = true, stayed = true;
 	int turns = 1;
 	for (int i = 0; i < 5000 && got < total; i++) {
 		if (!queued(c)) {
@@ -208,7 +179,7 @@ static void test_budget_per_turn(void)
 		bounded &= c->relay.client.bytes - before <= NPD_TURN_BYTES;
 		stayed &= queued(c) || c->relay.client.bytes - before < NPD_TURN_BYTES;
 		before = c->relay.client.bytes;
-		in_order &= drain(be[1], &got);
+		in_order &= pattern_drain(be[1], &got);
 	}
 	is_int((long)got, (long)total, "every byte reached the backend");
 	ok(in_order, "in order");
@@ -319,7 +290,7 @@ static void test_one_queued_per_turn(void)
 		next_turn();
 		for (int i = 0; i < N; i++) {
 			uint64_t got = 0;
-			drain(be[i][1], &got);
+			pattern_drain(be[i][1], &got);
 			/* In turn t, connection t mod N, and only it, moves. */
 			one_each &= (c[i]->relay.client.bytes != before[i]) == (i == t % N);
 		}
