@@ -144,6 +144,12 @@ workers = 0
 -- TimeoutStopSec above it.
 -- shutdown_grace = 30
 
+-- Serve counters to Prometheus (GET /metrics) and the list of live
+-- connections (GET /connections, /connections.json) over HTTP, here or on a
+-- UNIX socket ("/run/netproxyd/stats.sock"). Off by default; read at start
+-- only. It lists every client's address: keep it on loopback.
+-- stats_listen = "127.0.0.1:9100"
+
 -- "error", "warn", "info" (the default) or "debug".
 log_level = "info"
 
