@@ -12,7 +12,6 @@
 #include "conn.h"
 #include "netproxy.h"
 #include "stats.h"
-#include "worker.h"
 
 const int npd_stats_bucket_ms[NPD_STATS_BUCKETS] = {1,	 5,    10,   25,   50,	 100,
 						    250, 500,  1000, 2500, 5000, 10000};
@@ -221,9 +220,9 @@ void npd_stats_conn_closed(struct npd_conn *c)
 	npd_stat_add(&c->stats->closed[r], 1);
 }
 
-void npd_stats_rejected(struct npd_worker *w, enum npd_reject why)
+void npd_stats_rejected(struct npd_stats *st, enum npd_reject why)
 {
-	npd_stat_add(&w->stats.rejected[why], 1);
+	npd_stat_add(&st->rejected[why], 1);
 }
 
 void npd_stats_relayed(struct npd_conn *c)

@@ -31,8 +31,6 @@
 struct npd_conn;
 struct npd_gen;
 struct np_header;
-struct npd_side;
-struct npd_worker;
 
 /*
  * How a connection ended, a small fixed set for the result label of
@@ -159,7 +157,7 @@ void npd_stats_close_for(struct npd_conn *c, enum npd_result r);
 /* c is being closed (npd_conn_close): counts its result. */
 void npd_stats_conn_closed(struct npd_conn *c);
 /* A connection was refused at accept, before a byte was read. */
-void npd_stats_rejected(struct npd_worker *w, enum npd_reject why);
+void npd_stats_rejected(struct npd_stats *st, enum npd_reject why);
 
 /*
  * Count the bytes c's relay has read since the last call (conn.c calls it

@@ -384,7 +384,7 @@ static enum shed shed_one(struct npd_worker *w, const struct npd_lsock *ls, int 
 		return SHED_NONE_WAITING; /* nothing waits, or it went away (ECONNABORTED) */
 	}
 	w->fd_refused++;
-	npd_stats_rejected(w, NPD_REJECT_NO_DESCRIPTORS);
+	npd_stats_rejected(&w->stats, NPD_REJECT_NO_DESCRIPTORS);
 	npd_worker_log_reject(w, "connection on %s dropped: %s",
 			      w->gen->cfg->listeners[ls->listener].addr_text, strerror(err));
 	return SHED_ONE;
@@ -425,7 +425,7 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 		/* Checked before a single byte is read: an untrusted peer could claim any address. */
 		if (!npd_config_trusts(cfg, &peer.sa)) {
 			close(fd);
-			npd_stats_rejected(w, NPD_REJECT_UNTRUSTED);
+			npd_stats_rejected(&w->stats, NPD_REJECT_UNTRUSTED);
 			npd_worker_log_reject(w, "rejected peer=%s port=%u: untrusted sender (not in proxy_trusted_proxies)",
 					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port);
 			continue;
@@ -434,7 +434,7 @@ static void accept_some(struct npd_worker *w, const struct npd_lsock *ls)
 			npd_conns_shed(&w->conns, npd_connection_limit(cfg, (int)w->nworkers));
 		if (w->conns.n >= w->max_conns) {
 			close(fd);
-			npd_stats_rejected(w, NPD_REJECT_LIMIT);
+			npd_stats_rejected(&w->stats, NPD_REJECT_LIMIT);
 			npd_worker_log_reject(w, "rejected peer=%s port=%u: the connection limit (%zu) "
 						 "is reached, none of them waiting for its header",
 					      npd_sockaddr_text(&peer, text, sizeof(text)), (unsigned)l->port,
