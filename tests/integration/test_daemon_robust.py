@@ -146,6 +146,20 @@ def assert_clean_log(d):
     assert not bad, f"raw bytes {bad} in the log:\n{raw!r}"
 
 
+def assert_refused_at_once(d, s, echo, port, reason, timeout=3):
+    """s is closed within a second with nothing sent back, the close line
+    matches reason, the service saw no connection, and a good connection on
+    port is served after it."""
+    how, secs, got = wait_close(s, timeout)
+    s.close()
+    assert how in ("eof", "reset") and got == b"", (how, secs, d.log())
+    assert secs < 1.0, f"closed after {secs:.2f} s, not at once"
+    d.wait_log(reason)
+    assert echo.records == []
+    assert_serves(d, port)
+    assert_clean_log(d)
+
+
 def cpu_seconds(pid):
     """utime + stime of pid, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
@@ -315,13 +329,7 @@ def test_v2_len_shorter_than_the_address_block_is_rejected(header):
         # The old module read the addresses from the payload that followed.
         s = dial(port)
         s.sendall(header + b"\x01\x02\x03\x04payload-that-is-not-an-address")
-        how, secs, got = wait_close(s, 3)
-        s.close()
-        assert how in ("eof", "reset") and got == b"" and secs < 1, (how, secs, d.log())
-        d.wait_log(r"reason=\"malformed header: .*NP_ESHORT")
-        assert echo.records == []
-        assert_serves(d, port)
-        assert_clean_log(d)
+        assert_refused_at_once(d, s, echo, port, r"reason=\"malformed header: .*NP_ESHORT")
 
 
 def test_v1_107_byte_cap():
@@ -354,14 +362,8 @@ def test_non_proxy_bytes_are_rejected_at_once(first):
                                                 "proxy_header_timeout = 5\n")) as d:
         s = dial(port)
         s.sendall(first)  # nothing more, no half-close: only the bytes can tell
-        how, secs, got = wait_close(s, 4)
-        s.close()
-        assert how in ("eof", "reset") and got == b"", (how, secs, d.log())
-        assert secs < 1.0, f"closed after {secs:.2f} s, not at once"
-        d.wait_log(r"reason=\"malformed header: .*NP_ENOTPROXY")
-        assert echo.records == []
-        assert_serves(d, port)
-        assert_clean_log(d)
+        assert_refused_at_once(d, s, echo, port, r"reason=\"malformed header: .*NP_ENOTPROXY",
+                               timeout=4)
 
 
 @pytest.mark.parametrize("sport,dport", [(0, 65535), (65535, 0)])
@@ -390,13 +392,7 @@ def test_v1_leading_zeros_are_rejected(line):
     with EchoServer() as echo, Netproxyd(simple(port, echo.port)) as d:
         s = dial(port)
         s.sendall(line + b"data")
-        how, secs, got = wait_close(s, 3)
-        s.close()
-        assert how in ("eof", "reset") and got == b"" and secs < 1, (how, secs, d.log())
-        d.wait_log(r"reason=\"malformed header: ")
-        assert echo.records == []
-        assert_serves(d, port)
-        assert_clean_log(d)
+        assert_refused_at_once(d, s, echo, port, r"reason=\"malformed header: ")
 
 
 def test_silent_and_slow_senders_are_closed_at_the_header_timeout():
@@ -504,16 +500,10 @@ def test_oversized_v2_is_rejected_at_once(payload_len, send):
                                                 "proxy_header_timeout = 5\n")) as d:
         s = dial(port)
         s.sendall(header + body[:send])
-        how, secs, got = wait_close(s, 4)
-        s.close()
-        assert how in ("eof", "reset") and got == b"", (how, d.log())
-        assert secs < 1.0, f"closed after {secs:.2f} s, not at once"
-        d.wait_log(rf'reason="header of {16 + payload_len} bytes is larger than '
-                   r'proxy_max_header \(4096\); raise proxy_max_header \(at most 65551\) to '
-                   r'accept it"')
-        assert echo.records == []
-        assert_serves(d, port)
-        assert_clean_log(d)
+        assert_refused_at_once(d, s, echo, port,
+                               rf'reason="header of {16 + payload_len} bytes is larger than '
+                               r'proxy_max_header \(4096\); raise proxy_max_header \(at most '
+                               r'65551\) to accept it"', timeout=4)
 
 
 def test_large_v2_header_within_proxy_max_header_is_accepted():
@@ -578,14 +568,10 @@ def test_largest_v2_header_is_refused_by_default_saying_what_to_raise():
     with EchoServer() as echo, Netproxyd(simple(port, echo.port)) as d:
         s = dial(port)
         s.sendall(LARGEST_V2[:4096])
-        how, secs, got = wait_close(s, 3)
-        s.close()
-        assert how in ("eof", "reset") and got == b"" and secs < 1, (how, d.log())
-        d.wait_log(r'proxy=- .*reason="header of 65551 bytes is larger than proxy_max_header '
-                   r'\(4096\); raise proxy_max_header \(at most 65551\) to accept it"')
-        assert echo.records == []
-        assert_serves(d, port)
-        assert_clean_log(d)
+        assert_refused_at_once(d, s, echo, port,
+                               r'proxy=- .*reason="header of 65551 bytes is larger than '
+                               r'proxy_max_header \(4096\); raise proxy_max_header \(at most '
+                               r'65551\) to accept it"')
 
 
 def test_v1_line_over_a_small_proxy_max_header_says_what_to_raise():

@@ -22,6 +22,14 @@ def open_relayed(port, client_port=40000):
     return s
 
 
+def open_echoing(port):
+    """A relayed connection to an echo service, seen to echo: it is established."""
+    s = open_relayed(port)
+    s.sendall(b"ping")
+    assert s.recv(4) == b"ping"
+    return s
+
+
 def refused(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -77,9 +85,7 @@ def test_grace_ends_a_connection_that_never_ends():
     with EchoServer() as echo:
         d = Netproxyd(config(port, echo.port, "shutdown_grace = 1\n"))
         with d:
-            s = open_relayed(port)
-            s.sendall(b"ping")
-            assert s.recv(4) == b"ping"
+            s = open_echoing(port)
             t0 = time.monotonic()
             d.proc.send_signal(signal.SIGTERM)
             assert d.proc.wait(10) == 0, d.log()
@@ -98,9 +104,7 @@ def test_second_sigterm_closes_at_once():
     with EchoServer() as echo:
         d = Netproxyd(config(port, echo.port, "shutdown_grace = 60\n"))
         with d:
-            s = open_relayed(port)
-            s.sendall(b"ping")
-            assert s.recv(4) == b"ping"
+            s = open_echoing(port)
             d.proc.send_signal(signal.SIGTERM)
             d.wait_log(r"not accepting")
             time.sleep(0.3)
@@ -120,9 +124,7 @@ def test_grace_zero_closes_at_once():
     with EchoServer() as echo:
         d = Netproxyd(config(port, echo.port, "shutdown_grace = 0\n"))
         with d:
-            s = open_relayed(port)
-            s.sendall(b"ping")
-            assert s.recv(4) == b"ping"
+            s = open_echoing(port)
             t0 = time.monotonic()
             d.proc.send_signal(signal.SIGINT)
             assert d.proc.wait(5) == 0, d.log()
