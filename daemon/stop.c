@@ -17,14 +17,6 @@ const char *npd_signal_name(int sig)
 	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t stop_began_ms;
 static pthread_t main_thread;
 
@@ -54,7 +46,7 @@ void npd_stop_drain(struct npd_worker *workers, int nworkers, int grace_ms,
 
 	sigaddset(&waited, SIGRTMIN);
 
-	stop_began_ms = now_ms();
+	stop_began_ms = npd_now_ms();
 	for (int k = 0; k < nworkers; k++)
 		npd_worker_drain(&workers[k], grace_ms);
 	if (grace_ms > 0)
@@ -96,7 +88,7 @@ void npd_stop_drain(struct npd_worker *workers, int nworkers, int grace_ms,
 void npd_stop_summary(const struct npd_worker *workers, int nworkers)
 {
 	size_t relayed = 0, unheaded = 0, cut = 0;
-	int64_t ms = now_ms() - stop_began_ms;
+	int64_t ms = npd_now_ms() - stop_began_ms;
 
 	for (int k = 0; k < nworkers; k++) {
 		relayed += workers[k].drain_relayed;

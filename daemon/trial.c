@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "loop.h"
 #include "trial.h"
 
 static _Noreturn void child(int out, const char *path, const char *name, const char *lua)
@@ -54,14 +55,6 @@ static _Noreturn void child(int out, const char *path, const char *name, const c
 	_exit(0);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Whether one of sigs is pending; it is then taken and stored in *sig. */
 static bool stop_pending(const sigset_t *sigs, int *sig)
 {
@@ -80,7 +73,7 @@ static bool stop_pending(const sigset_t *sigs, int *sig)
 int npd_config_trial(const char *path, const char *name, const char *lua, const sigset_t *stop_sigs,
 		     int *stop_sig, char *error, size_t cap)
 {
-	int64_t deadline = now_ms() + (NPD_TRIAL_WALL_SECONDS + 2) * 1000;
+	int64_t deadline = npd_now_ms() + (NPD_TRIAL_WALL_SECONDS + 2) * 1000;
 	char msg[512];
 	size_t len = 0;
 	int fds[2], status = 0;
@@ -114,7 +107,7 @@ int npd_config_trial(const char *path, const char *name, const char *lua, const 
 			stopped = true;
 			break;
 		}
-		if (now_ms() > deadline) {
+		if (npd_now_ms() > deadline) {
 			killed = true;
 			break;
 		}
