@@ -11,6 +11,7 @@ PID (or joined) when the test ends. Every wait is bounded.
 """
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -70,12 +71,48 @@ def stop_pid(proc, timeout=5.0):
             proc.wait(timeout)
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# The tests' listening ports come from below the kernel's ephemeral range. A
+# port the kernel chose for bind(("", 0)) and got back is free to be chosen
+# again at once as the local port of some outgoing connection, and then the
+# listener's bind fails (EADDRINUSE: seen under ThreadSanitizer's load). Each
+# process starts at a random place in the range, so that two test runs at
+# once rarely meet, and hands each port out once.
+_PORT_LOW = 10000
+_PORT_SPAN = max(1000, _ephemeral_low() - _PORT_LOW)
+_port_next = [random.randrange(_PORT_SPAN)]
+_port_lock = threading.Lock()
+
+
+def port_candidates():
+    """Ports below the ephemeral range, each given once per process; the
+    caller checks that the one it takes is free."""
+    for _ in range(_PORT_SPAN):
+        with _port_lock:
+            offset = _port_next[0]
+            _port_next[0] = (offset + 1) % _PORT_SPAN
+        yield _PORT_LOW + offset
+
+
 def free_port(host="127.0.0.1"):
-    """A TCP port nothing listens on right now (the kernel's choice)."""
+    """A TCP port nothing is bound to on host right now, outside the
+    ephemeral range, so that no outgoing connection takes it meanwhile."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    for port in port_candidates():
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port on {host}")
 
 
 def wait_for(predicate, timeout=5.0, what="condition"):

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import pytest
 
-from npd import (Threads, build_dir, find_exe, free_port, proxy_v1, proxy_v2, stop_pid,
-                 text_of, tool, wait_for)
+from npd import (Threads, build_dir, find_exe, free_port, port_candidates, proxy_v1, proxy_v2,
+                 stop_pid, text_of, tool, wait_for)
 
 TIMEOUT = 10.0                 # seconds: the bound on every ordinary wait
 SHAPES = ["blocking", "threaded", "epoll"]
@@ -510,10 +510,15 @@ def test_without_dst_getsockname_is_the_real_one(shape, tmp_path):
 def free_port_dual():
     """A port for a dual-stack listener on ::, free in both families (a port
     free on ::1 may be taken on 127.0.0.1 by another test meanwhile)."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        s.bind(("::", 0))
-        return s.getsockname()[1]
+    for port in port_candidates():
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                s.bind(("::", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no port free on :: in both families")
 
 
 def free_port_both():

@@ -44,7 +44,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from npd import build_dir, find_exe, stop_pid, text_of, wait_for
+from npd import build_dir, find_exe, free_port, stop_pid, text_of, wait_for
 
 TIMEOUT = 10.0        # seconds: socket timeouts and ordinary waits
 START_TIMEOUT = 15.0  # seconds: Prosody's start-up (Lua, certificates)
@@ -91,16 +91,9 @@ def skip_reason():
 
 
 def free_ports(n):
-    """n distinct TCP ports on 127.0.0.1 that nothing listens on now (the
-    kernel's choice, made while all n are held)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct TCP ports on 127.0.0.1 that nothing is bound to now
+    (npd.free_port: outside the ephemeral range, each given once)."""
+    return [free_port() for _ in range(n)]
 
 
 def free_ports_both(n):
